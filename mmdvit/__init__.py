@@ -1,0 +1,2 @@
+"""mmdvit: dynamic spatial sparsification for OpenMMLab backbones."""
+__version__ = '0.1.0'

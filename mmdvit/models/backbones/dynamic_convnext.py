@@ -1,0 +1,194 @@
+"""DynamicConvNeXt: mmpretrain's ConvNeXt with dynamic spatial sparsification."""
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+from torch import Tensor, nn
+
+from ...registry import MODELS
+from ..checkpoint import convert_convnext_checkpoint
+from ..sparse import build_schedule
+from ..sparse.schedule import Locations
+from .base import DynamicBackbone
+from .convnext_layers import DynamicConvNeXtBlock, LayerNorm2d
+
+# Widths and depths as mmpretrain's ConvNeXt.arch_settings.
+CONVNEXT_ARCHS: Dict[str, Dict[str, List[int]]] = {
+    'atto': dict(depths=[2, 2, 6, 2], channels=[40, 80, 160, 320]),
+    'femto': dict(depths=[2, 2, 6, 2], channels=[48, 96, 192, 384]),
+    'pico': dict(depths=[2, 2, 6, 2], channels=[64, 128, 256, 512]),
+    'nano': dict(depths=[2, 2, 8, 2], channels=[80, 160, 320, 640]),
+    'tiny': dict(depths=[3, 3, 9, 3], channels=[96, 192, 384, 768]),
+    'small': dict(depths=[3, 3, 27, 3], channels=[96, 192, 384, 768]),
+    'base': dict(depths=[3, 3, 27, 3], channels=[128, 256, 512, 1024]),
+    'large': dict(depths=[3, 3, 27, 3], channels=[192, 384, 768, 1536]),
+    'xlarge': dict(depths=[3, 3, 27, 3], channels=[256, 512, 1024, 2048]),
+    'huge': dict(depths=[3, 3, 27, 3], channels=[352, 704, 1408, 2816]),
+}
+# Published predictor placements by stage depth (0-based block indices, METHOD.md section 2).
+CONVNEXT_PRUNING_LOCS: Dict[int, Tuple[int, ...]] = {9: (1, 2, 3), 27: (3, 6, 9)}
+
+
+@MODELS.register_module()
+class DynamicConvNeXt(DynamicBackbone):
+    """ConvNeXt whose sparse stages route each position through a slow or fast pointwise MLP.
+
+    Arguments, defaults and parameter names follow mmpretrain's ``ConvNeXt``, so mmseg / mmdet
+    ConvNeXt configs and mmpretrain / official / timm checkpoints carry over, and mmseg's
+    ``LearningRateDecayOptimizerConstructor`` places the dense parameters as for ConvNeXt.
+    Score predictors live in ``score_predictors.<stage>.<i>`` (outside ``stages``), so that
+    constructor gives them the full (head) learning rate; fast paths live in their block
+    (``stages.<i>.<j>.fast_path``) and share that block's decayed rate.
+
+    Args:
+        arch: a name of :data:`CONVNEXT_ARCHS` or ``dict(depths=[...], channels=[...])``.
+        keep_ratios: target keep ratio of each predictor, in forward order. Published:
+            (rho, rho - 0.2, rho - 0.4), rho = 0.7 or 0.9.
+        sparse_stages: stages that get predictors (0-based). Published: (2,). ``()`` gives the
+            dense ConvNeXt.
+        pruning_locs: 0-based block indices within each sparse stage with a predictor before
+            them. ``None``: (1, 2, 3) for depth 9 and (3, 6, 9) for depth 27.
+        in_channels, stem_patch_size, drop_path_rate, layer_scale_init_value, out_indices,
+        frozen_stages, gap_before_final_norm, with_cp, init_cfg: as mmpretrain's ``ConvNeXt``.
+        norm_cfg, act_cfg, linear_pw_conv, use_grn: only mmpretrain's defaults (LN2d, GELU,
+            True, False) are supported; other values raise.
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny',
+                 in_channels: int = 3,
+                 stem_patch_size: int = 4,
+                 norm_cfg: Optional[dict] = None,
+                 act_cfg: Optional[dict] = None,
+                 linear_pw_conv: bool = True,
+                 use_grn: bool = False,
+                 drop_path_rate: float = 0.0,
+                 layer_scale_init_value: float = 1e-6,
+                 out_indices: Union[int, Sequence[int]] = -1,
+                 frozen_stages: int = 0,
+                 gap_before_final_norm: bool = True,
+                 with_cp: bool = False,
+                 keep_ratios: Sequence[float] = (0.7, 0.5, 0.3),
+                 sparse_stages: Sequence[int] = (2, ),
+                 pruning_locs: Optional[Locations] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if isinstance(arch, str):
+            if arch not in CONVNEXT_ARCHS:
+                raise ValueError(f'arch={arch!r} is unknown; use one of {sorted(CONVNEXT_ARCHS)} '
+                                 'or dict(depths=[...], channels=[...]).')
+            arch = CONVNEXT_ARCHS[arch]
+        elif not (isinstance(arch, dict) and {'depths', 'channels'} <= set(arch)):
+            raise ValueError(f'arch={arch!r} must be a name or a dict with depths and channels.')
+        self.depths, self.channels = list(arch['depths']), list(arch['channels'])
+        if len(self.depths) != len(self.channels):
+            raise ValueError(f'arch depths {self.depths} and channels {self.channels} differ in '
+                             'length.')
+        if norm_cfg is not None and norm_cfg.get('type') != 'LN2d':
+            raise ValueError(f'norm_cfg={norm_cfg}: only LN2d is supported.')
+        if act_cfg is not None and act_cfg.get('type') != 'GELU':
+            raise ValueError(f'act_cfg={act_cfg}: only GELU is supported.')
+        if not linear_pw_conv or use_grn:
+            raise ValueError('only linear_pw_conv=True and use_grn=False (ConvNeXt v1) are '
+                             'supported.')
+        num_stages = len(self.depths)
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        self.out_indices = tuple(i + num_stages if i < 0 else i for i in out_indices)
+        for i, orig in zip(self.out_indices, out_indices):
+            if not 0 <= i < num_stages:
+                raise ValueError(f'out_indices={tuple(out_indices)}: index {orig} is out of range '
+                                 f'for {num_stages} stages.')
+        if not 0 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages={frozen_stages} must be in [0, {num_stages}].')
+        self.frozen_stages = frozen_stages
+        self.gap_before_final_norm = gap_before_final_norm
+        self.schedule = build_schedule(self.depths, sparse_stages, pruning_locs, keep_ratios,
+                                       CONVNEXT_PRUNING_LOCS)
+
+        self.downsample_layers = nn.ModuleList([
+            nn.Sequential(
+                nn.Conv2d(in_channels, self.channels[0], stem_patch_size,
+                          stride=stem_patch_size), LayerNorm2d(self.channels[0], eps=1e-6))
+        ])
+        for i in range(1, num_stages):
+            self.downsample_layers.append(
+                nn.Sequential(
+                    LayerNorm2d(self.channels[i - 1], eps=1e-6),
+                    nn.Conv2d(self.channels[i - 1], self.channels[i], 2, stride=2)))
+        total = sum(self.depths)
+        dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        self.stages = nn.ModuleList()
+        for i, depth in enumerate(self.depths):
+            sched = self.schedule.get(i)
+            self.stages.append(
+                nn.Sequential(*[
+                    DynamicConvNeXtBlock(
+                        self.channels[i],
+                        drop_path_rate=dpr[sum(self.depths[:i]) + j],
+                        layer_scale_init_value=layer_scale_init_value,
+                        sparse=sched is not None and sched.is_sparse(j),
+                        with_cp=with_cp) for j in range(depth)
+                ]))
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', LayerNorm2d(self.channels[i], eps=1e-6))
+        self.build_predictors(self.channels, eps=1e-6)
+        self.reset_parameters()
+        self._freeze_stages()
+
+    def reset_parameters(self) -> None:
+        """Default initialisation (mmpretrain's ConvNeXt init_cfg): truncated normal (std 0.02)
+        conv / linear weights, zero biases, unit LayerNorms; layer scales keep their value."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def convert_checkpoint(self, state):
+        """Map an mmpretrain / official / timm / DynamicCNN-authors checkpoint to this layout."""
+        return convert_convnext_checkpoint(state, num_stages=len(self.stages))
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """x: (B, in_channels, H, W), any H, W >= 32.
+
+        Returns:
+            One map per ``out_indices`` entry: (B, C_i, H_i, W_i), or (B, C_i) pooled features
+            when ``gap_before_final_norm``.
+        """
+        self.sparsity_decisions = []
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = self.downsample_layers[i](x)
+            sched = self.schedule.get(i)
+            decision = None
+            for j, block in enumerate(stage):
+                local = sched.predictor_before(j) if sched is not None else None
+                if local is not None:
+                    decision = self.decide(i, local, x.flatten(2).transpose(1, 2), x.shape[-2:])
+                x = block(x, decision)
+            if i in self.out_indices:
+                norm = getattr(self, f'norm{i}')
+                if self.gap_before_final_norm:
+                    outs.append(norm(x.mean([-2, -1], keepdim=True)).flatten(1))
+                else:
+                    outs.append(norm(x))
+        return tuple(outs)
+
+    def _freeze_stages(self) -> None:
+        """Freeze downsample layers and stages 0..frozen_stages-1 with their predictors and fast
+        paths (as mmpretrain's ConvNeXt)."""
+        for i in range(self.frozen_stages):
+            modules = [self.downsample_layers[i], self.stages[i]]
+            if str(i) in self.score_predictors:
+                modules.append(self.score_predictors[str(i)])
+            for module in modules:
+                module.eval()
+                for param in module.parameters():
+                    param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'DynamicConvNeXt':
+        super().train(mode)
+        self._freeze_stages()
+        return self

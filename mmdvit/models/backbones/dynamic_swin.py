@@ -1,0 +1,208 @@
+"""DynamicSwinTransformer: mmseg's Swin Transformer with dynamic spatial sparsification."""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from torch import Tensor, nn
+
+from ...registry import MODELS
+from ..checkpoint import convert_swin_checkpoint
+from ..sparse import build_schedule
+from ..sparse.schedule import Locations
+from .base import DynamicBackbone
+from .swin_layers import DynamicSwinBlock, PatchEmbed, PatchMerging, init_swin_weights
+
+# Published predictor placements by stage depth (0-based block indices, METHOD.md section 2).
+SWIN_PRUNING_LOCS: Dict[int, Tuple[int, ...]] = {6: (1, 2, 3), 18: (2, 4, 6)}
+
+
+class SwinStage(nn.Module):
+    """``blocks`` and an optional ``downsample`` (mmseg's ``SwinBlockSequence`` key layout)."""
+
+    def __init__(self, blocks: List[DynamicSwinBlock], downsample: Optional[PatchMerging]):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.downsample = downsample
+
+
+@MODELS.register_module()
+class DynamicSwinTransformer(DynamicBackbone):
+    """Swin Transformer whose sparse stages route each position through a slow or fast FFN.
+
+    Arguments, defaults and parameter names follow mmseg's ``SwinTransformer`` (plus mmdet's
+    ``convert_weights``), so upstream configs and converted checkpoints carry over. A score
+    predictor before each block in ``pruning_locs`` chooses which positions of the stage take
+    the block's own FFN (slow path); the others take ``LayerNorm -> Linear`` (fast path).
+    Window attention runs on every position; every output is a full (B, C, H, W) map.
+
+    Args:
+        keep_ratios: target keep ratio of each predictor, in forward order. Published:
+            (rho, rho - 0.2, rho - 0.4) with rho = 0.7.
+        sparse_stages: stages that get predictors (0-based). Published: (2,). ``()`` gives the
+            dense Swin (no predictors, no fast paths).
+        pruning_locs: 0-based block indices within each sparse stage with a predictor before
+            them (flat for one sparse stage). ``None``: (1, 2, 3) for depth 6 and (2, 4, 6)
+            for depth 18.
+        pretrain_img_size: accepted for config compatibility (used only for absolute position
+            embeddings, which are not supported).
+        in_channels, embed_dims, patch_size, window_size, mlp_ratio, depths, num_heads, strides,
+        out_indices, qkv_bias, qk_scale, patch_norm, drop_rate, attn_drop_rate,
+        drop_path_rate, with_cp, frozen_stages: as mmseg's ``SwinTransformer``.
+        use_abs_pos_embed, act_cfg, norm_cfg: only mmseg's defaults (False, GELU, LN) are
+            supported; other values raise.
+        convert_weights: accepted for mmdet compatibility; the checkpoint layout (mmseg,
+            official, timm) is detected from its keys in any case.
+        pretrained: deprecated alias of ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH[, prefix='backbone.'])`` loads the
+            dense parts and logs missing / unexpected keys.
+    """
+
+    def __init__(self,
+                 pretrain_img_size: int = 224,
+                 in_channels: int = 3,
+                 embed_dims: int = 96,
+                 patch_size: int = 4,
+                 window_size: int = 7,
+                 mlp_ratio: float = 4,
+                 depths: Sequence[int] = (2, 2, 6, 2),
+                 num_heads: Sequence[int] = (3, 6, 12, 24),
+                 strides: Sequence[int] = (4, 2, 2, 2),
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None,
+                 patch_norm: bool = True,
+                 drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.1,
+                 use_abs_pos_embed: bool = False,
+                 act_cfg: Optional[dict] = None,
+                 norm_cfg: Optional[dict] = None,
+                 with_cp: bool = False,
+                 pretrained: Optional[str] = None,
+                 convert_weights: bool = False,
+                 frozen_stages: int = -1,
+                 keep_ratios: Sequence[float] = (0.7, 0.5, 0.3),
+                 sparse_stages: Sequence[int] = (2, ),
+                 pruning_locs: Optional[Locations] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError('give either pretrained or init_cfg, not both')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        super().__init__(init_cfg=init_cfg)
+        if use_abs_pos_embed:
+            raise ValueError('use_abs_pos_embed=True is not supported by DynamicSwinTransformer; '
+                             'the published Swin models do not use it.')
+        if act_cfg is not None and act_cfg.get('type') != 'GELU':
+            raise ValueError(f'act_cfg={act_cfg}: only GELU is supported.')
+        if norm_cfg is not None and norm_cfg.get('type') != 'LN':
+            raise ValueError(f'norm_cfg={norm_cfg}: only LN is supported.')
+        num_stages = len(depths)
+        if len(num_heads) != num_stages or len(strides) != num_stages:
+            raise ValueError(f'depths={tuple(depths)}, num_heads={tuple(num_heads)} and '
+                             f'strides={tuple(strides)} must have one entry per stage.')
+        if any(s != 2 for s in strides[1:]):
+            raise ValueError(f'strides={tuple(strides)}: stages after the first merge 2x2 '
+                             'patches, so strides[1:] must all be 2.')
+        self.out_indices = tuple(out_indices)
+        for i in self.out_indices:
+            if not 0 <= i < num_stages:
+                raise ValueError(f'out_indices={self.out_indices}: index {i} is out of range '
+                                 f'for {num_stages} stages (use 0..{num_stages - 1}).')
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages={frozen_stages} must be in [-1, {num_stages}].')
+        self.frozen_stages = frozen_stages
+        self.num_features = [int(embed_dims * 2**i) for i in range(num_stages)]
+        self.schedule = build_schedule(depths, sparse_stages, pruning_locs, keep_ratios,
+                                       SWIN_PRUNING_LOCS)
+
+        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, strides[0],
+                                      patch_norm)
+        self.drop_after_pos = nn.Dropout(drop_rate)
+        total = sum(depths)
+        dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        self.stages = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            dims = self.num_features[i]
+            sched = self.schedule.get(i)
+            blocks = [
+                DynamicSwinBlock(
+                    embed_dims=dims,
+                    num_heads=num_heads[i],
+                    feedforward_channels=int(mlp_ratio * dims),
+                    window_size=window_size,
+                    shift=j % 2 == 1,
+                    qkv_bias=qkv_bias,
+                    qk_scale=qk_scale,
+                    drop_rate=drop_rate,
+                    attn_drop_rate=attn_drop_rate,
+                    drop_path_rate=dpr[sum(depths[:i]) + j],
+                    sparse=sched is not None and sched.is_sparse(j),
+                    with_cp=with_cp) for j in range(depth)
+            ]
+            downsample = PatchMerging(dims, 2 * dims) if i < num_stages - 1 else None
+            self.stages.append(SwinStage(blocks, downsample))
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', nn.LayerNorm(self.num_features[i]))
+        self.build_predictors(self.num_features, eps=1e-5)
+        self.reset_parameters()
+        self._freeze_stages()
+
+    def reset_parameters(self) -> None:
+        """Default (random) initialisation of every parameter, predictors included."""
+        init_swin_weights(self)
+        for predictors in self.score_predictors.values():
+            for predictor in predictors:
+                predictor.init_weights()
+
+    def convert_checkpoint(self, state):
+        """Map an mmseg / official / timm / DynamicSwin-authors checkpoint to this layout."""
+        return convert_swin_checkpoint(state, num_stages=len(self.stages))
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """x: (B, in_channels, H, W), any H, W.
+
+        Returns:
+            One (B, num_features[i], H_i, W_i) map per ``out_indices`` entry, with
+            H_i = ceil(H / (patch_size * 2**i)) (padded inside, as mmseg's Swin).
+        """
+        self.sparsity_decisions = []
+        x, hw_shape = self.patch_embed(x)
+        x = self.drop_after_pos(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            sched = self.schedule.get(i)
+            decision = None
+            for j, block in enumerate(stage.blocks):
+                local = sched.predictor_before(j) if sched is not None else None
+                if local is not None:
+                    decision = self.decide(i, local, x, hw_shape)
+                x = block(x, hw_shape, decision)
+            if i in self.out_indices:
+                out = getattr(self, f'norm{i}')(x)
+                outs.append(
+                    out.view(-1, *hw_shape, self.num_features[i]).permute(0, 3, 1,
+                                                                         2).contiguous())
+            if stage.downsample is not None:
+                x, hw_shape = stage.downsample(x, hw_shape)
+        return tuple(outs)
+
+    def _freeze_stages(self) -> None:
+        """Freeze the patch embedding (``frozen_stages >= 0``) and stages 1..frozen_stages with
+        their output norms, predictors and fast paths (as mmseg's Swin)."""
+        frozen: List[nn.Module] = []
+        if self.frozen_stages >= 0:
+            frozen += [self.patch_embed, self.drop_after_pos]
+        for i in range(self.frozen_stages):
+            frozen.append(self.stages[i])
+            if i in self.out_indices:
+                frozen.append(getattr(self, f'norm{i}'))
+            if str(i) in self.score_predictors:
+                frozen.append(self.score_predictors[str(i)])
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'DynamicSwinTransformer':
+        super().train(mode)
+        self._freeze_stages()
+        return self

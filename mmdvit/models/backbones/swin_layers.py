@@ -1,0 +1,289 @@
+"""Swin Transformer building blocks with mmseg's parameter names, plus the dynamic block.
+
+Key layout (as mmseg's ``SwinTransformer``): ``patch_embed.projection``, ``patch_embed.norm``,
+``blocks.j.attn.w_msa.{qkv,proj,relative_position_bias_table,relative_position_index}``,
+``blocks.j.norm{1,2}``, ``blocks.j.ffn.layers.{0.0,1}``, ``downsample.{norm,reduction}``;
+the dynamic block adds ``blocks.j.fast_path.{0,1}`` (LayerNorm, Linear).
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..sparse import SparsityDecision, route_tokens
+from .drop_path import DropPath
+
+HW = Tuple[int, int]
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Pad an NHWC map at the bottom and right so H and W are multiples of ``multiple``.
+
+    x: (B, H, W, C) -> (B, H', W', C).
+    """
+    height, width = x.shape[1:3]
+    pad_b = (multiple - height % multiple) % multiple
+    pad_r = (multiple - width % multiple) % multiple
+    if pad_b or pad_r:
+        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+    return x
+
+
+def window_partition(x: Tensor, window_size: int) -> Tensor:
+    """(B, H, W, C) -> (B * num_windows, window_size, window_size, C)."""
+    batch, height, width, channels = x.shape
+    x = x.view(batch, height // window_size, window_size, width // window_size, window_size,
+               channels)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, channels)
+
+
+def window_reverse(windows: Tensor, height: int, width: int) -> Tensor:
+    """(B * num_windows, ws, ws, C) -> (B, H, W, C)."""
+    window_size, channels = windows.shape[1], windows.shape[-1]
+    batch = windows.shape[0] // ((height // window_size) * (width // window_size))
+    x = windows.view(batch, height // window_size, width // window_size, window_size,
+                     window_size, channels)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(batch, height, width, channels)
+
+
+def shifted_window_mask(height: int, width: int, window_size: int, shift_size: int,
+                        device: torch.device) -> Tensor:
+    """Attention mask for shifted windows of a padded (H, W) map.
+
+    Returns:
+        (num_windows, ws*ws, ws*ws) with 0 where two positions share a region, -100 elsewhere.
+    """
+    img_mask = torch.zeros((1, height, width, 1), device=device)
+    slices = (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None))
+    region = 0
+    for h in slices:
+        for w in slices:
+            img_mask[:, h, w, :] = region
+            region += 1
+    windows = window_partition(img_mask, window_size).reshape(-1, window_size * window_size)
+    mask = windows.unsqueeze(1) - windows.unsqueeze(2)
+    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch embedding; pads bottom/right to a multiple of the patch size.
+
+    Args:
+        in_channels: image channels.
+        embed_dims: output channels C.
+        patch_size: kernel size and stride.
+        patch_norm: apply LayerNorm to the tokens.
+    """
+
+    def __init__(self, in_channels: int, embed_dims: int, patch_size: int, stride: int,
+                 patch_norm: bool = True) -> None:
+        super().__init__()
+        if stride != patch_size:
+            raise ValueError(f'strides[0]={stride} must equal patch_size={patch_size}: '
+                             'overlapping patch embeddings are not supported.')
+        self.patch_size = patch_size
+        self.projection = nn.Conv2d(in_channels, embed_dims, patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dims) if patch_norm else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, HW]:
+        """x: (B, 3, H, W) -> tokens (B, H'*W', C) and (H', W') = ceil((H, W) / patch)."""
+        height, width = x.shape[-2:]
+        pad_b = (self.patch_size - height % self.patch_size) % self.patch_size
+        pad_r = (self.patch_size - width % self.patch_size) % self.patch_size
+        if pad_b or pad_r:
+            x = F.pad(x, (0, pad_r, 0, pad_b))
+        x = self.projection(x)
+        hw_shape = (x.shape[2], x.shape[3])
+        return self.norm(x.flatten(2).transpose(1, 2)), hw_shape
+
+
+class PatchMerging(nn.Module):
+    """2x2 patch merging (pads odd sizes), channel order as ``nn.Unfold``: ``c * 4 + 2*kh + kw``.
+
+    Args:
+        in_channels: C.
+        out_channels: channels after the linear reduction (2C in Swin).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * in_channels)
+        self.reduction = nn.Linear(4 * in_channels, out_channels, bias=False)
+
+    def forward(self, x: Tensor, hw_shape: HW) -> Tuple[Tensor, HW]:
+        """x: (B, H*W, C) -> (B, ceil(H/2)*ceil(W/2), out_channels)."""
+        batch, _, channels = x.shape
+        x = pad_to_multiple(x.view(batch, *hw_shape, channels), 2)
+        height, width = x.shape[1] // 2, x.shape[2] // 2
+        x = x.view(batch, height, 2, width, 2, channels).permute(0, 1, 3, 5, 2, 4)
+        x = x.reshape(batch, height * width, 4 * channels)
+        return self.reduction(self.norm(x)), (height, width)
+
+
+class WindowMSA(nn.Module):
+    """Multi-head self-attention inside windows with a relative position bias.
+
+    Args:
+        embed_dims: C.
+        num_heads: attention heads.
+        window_size: side of a square window.
+        qkv_bias: bias in the qkv projection.
+        qk_scale: override of the default head_dim ** -0.5 scale.
+        attn_drop_rate, proj_drop_rate: dropout rates.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, window_size: int, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, attn_drop_rate: float = 0.0,
+                 proj_drop_rate: float = 0.0) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.scale = qk_scale or (embed_dims // num_heads)**-0.5
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size - 1)**2, num_heads))
+        coords = torch.stack(
+            torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing='ij'))
+        coords = coords.flatten(1)
+        relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + window_size - 1
+        self.register_buffer('relative_position_index',
+                             relative[..., 0] * (2 * window_size - 1) + relative[..., 1])
+        self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop_rate)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj_drop = nn.Dropout(proj_drop_rate)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """x: (B * num_windows, ws*ws, C); mask: (num_windows, ws*ws, ws*ws) or None."""
+        batch, num, channels = x.shape
+        qkv = self.qkv(x).reshape(batch, num, 3, self.num_heads, channels // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        attn = attn + bias.view(num, num, -1).permute(2, 0, 1).unsqueeze(0)
+        if mask is not None:
+            num_windows = mask.shape[0]
+            attn = attn.view(batch // num_windows, num_windows, self.num_heads, num, num)
+            attn = (attn + mask.unsqueeze(1).unsqueeze(0)).view(-1, self.num_heads, num, num)
+        attn = self.attn_drop(attn.softmax(dim=-1))
+        x = (attn @ v).transpose(1, 2).reshape(batch, num, channels)
+        return self.proj_drop(self.proj(x))
+
+
+class ShiftWindowMSA(nn.Module):
+    """(Shifted) window attention over an NHWC map of any size (padded inside, cropped after).
+
+    Args:
+        shift_size: cyclic shift; 0 for regular windows.
+        Others as :class:`WindowMSA`.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, window_size: int, shift_size: int,
+                 qkv_bias: bool = True, qk_scale: Optional[float] = None,
+                 attn_drop_rate: float = 0.0, proj_drop_rate: float = 0.0) -> None:
+        super().__init__()
+        if not 0 <= shift_size < window_size:
+            raise ValueError(f'shift_size={shift_size} must be in [0, window_size={window_size}).')
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.w_msa = WindowMSA(embed_dims, num_heads, window_size, qkv_bias, qk_scale,
+                               attn_drop_rate, proj_drop_rate)
+
+    def forward(self, x: Tensor, hw_shape: HW) -> Tensor:
+        """x: (B, H*W, C) -> (B, H*W, C)."""
+        batch, _, channels = x.shape
+        height, width = hw_shape
+        ws, shift = self.window_size, self.shift_size
+        x = pad_to_multiple(x.view(batch, height, width, channels), ws)
+        pad_h, pad_w = x.shape[1:3]
+        mask = None
+        if shift:
+            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+            mask = shifted_window_mask(pad_h, pad_w, ws, shift, x.device).to(x.dtype)
+        windows = self.w_msa(window_partition(x, ws).reshape(-1, ws * ws, channels), mask)
+        x = window_reverse(windows.view(-1, ws, ws, channels), pad_h, pad_w)
+        if shift:
+            x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+        return x[:, :height, :width, :].reshape(batch, height * width, channels)
+
+
+class FFN(nn.Module):
+    """Two-layer MLP with mmcv's ``FFN`` key layout: ``layers.0.0`` (fc1), ``layers.1`` (fc2)."""
+
+    def __init__(self, embed_dims: int, feedforward_channels: int, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Sequential(
+                nn.Linear(embed_dims, feedforward_channels), nn.GELU(), nn.Dropout(drop_rate)),
+            nn.Linear(feedforward_channels, embed_dims), nn.Dropout(drop_rate))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, N, C) -> (B, N, C), the residual branch only."""
+        return self.layers(x)
+
+
+class DynamicSwinBlock(nn.Module):
+    """A Swin block whose FFN is split into a slow path (the block's own FFN, for kept positions)
+    and a fast path (``LayerNorm -> Linear``, for pruned ones). Window attention always runs on
+    every position. Without a decision (dense blocks, or ``sparse=False``) it is exactly mmseg's
+    ``SwinBlock``.
+
+    Args:
+        sparse: build the fast path (the block runs at or after a predictor).
+        Others as mmseg's ``SwinBlock``.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, feedforward_channels: int,
+                 window_size: int = 7, shift: bool = False, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0, sparse: bool = False,
+                 with_cp: bool = False) -> None:
+        super().__init__()
+        self.with_cp = with_cp
+        self.norm1 = nn.LayerNorm(embed_dims)
+        self.attn = ShiftWindowMSA(embed_dims, num_heads, window_size,
+                                   window_size // 2 if shift else 0, qkv_bias, qk_scale,
+                                   attn_drop_rate, drop_rate)
+        self.norm2 = nn.LayerNorm(embed_dims)
+        self.ffn = FFN(embed_dims, feedforward_channels, drop_rate)
+        self.drop_path = DropPath(drop_path_rate)
+        self.fast_path = nn.Sequential(nn.LayerNorm(embed_dims),
+                                       nn.Linear(embed_dims, embed_dims)) if sparse else None
+
+    def slow(self, x: Tensor) -> Tensor:
+        """Slow path residual: ``FFN(LN(x))``. x: (B, n, C)."""
+        return self.ffn(self.norm2(x))
+
+    def forward(self, x: Tensor, hw_shape: HW,
+                decision: Optional[SparsityDecision] = None) -> Tensor:
+        """x: (B, H*W, C) -> (B, H*W, C)."""
+
+        def inner(x: Tensor) -> Tensor:
+            x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+            if decision is None:
+                residual = self.slow(x)
+            else:
+                if self.fast_path is None:
+                    raise RuntimeError('a decision reached a block built without a fast path')
+                residual = route_tokens(x, self.slow, self.fast_path, decision)
+            return x + self.drop_path(residual).to(x.dtype)
+
+        if self.with_cp and x.requires_grad:
+            return torch.utils.checkpoint.checkpoint(inner, x, use_reentrant=False)
+        return inner(x)
+
+
+def init_swin_weights(module: nn.Module) -> None:
+    """Default initialisation (as mmseg's Swin without a checkpoint): truncated normal
+    (std 0.02) linear weights, zero biases, unit LayerNorms, truncated-normal position bias
+    tables; patch-embedding convolutions keep PyTorch's default."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, WindowMSA):
+            nn.init.trunc_normal_(m.relative_position_bias_table, std=0.02)

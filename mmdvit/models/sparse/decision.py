@@ -1,0 +1,81 @@
+"""What a predictor decided: hard masks in training, a fixed top-k per image at inference."""
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class SparsityDecision:
+    """One predictor's decision in the last forward pass of a dynamic backbone.
+
+    Attributes:
+        stage: index of the backbone stage the predictor belongs to.
+        index: position of the predictor among all predictors of the backbone (0-based).
+        keep_ratio: the target fraction of kept positions.
+        hw_shape: (H, W) of the scored feature map; N = H * W.
+        log_probs: (B, N, 2) predictor output; ``[..., 0]`` is the keep score.
+        keep_mask: (B, N) float mask, 1 = kept. Training: the straight-through Gumbel hard
+            mask, which carries gradients to the predictor. Inference: built from
+            ``keep_indices``, no gradient.
+        order: inference only, (B, N) long: positions sorted by keep score, the first
+            ``num_keep`` are kept. ``None`` in training, and at inference when every position is
+            kept or every position is pruned (nothing to sort).
+        num_keep: inference only, k = int(N * keep_ratio), the same for every image.
+    """
+
+    stage: int
+    index: int
+    keep_ratio: float
+    hw_shape: Tuple[int, int]
+    log_probs: Tensor
+    keep_mask: Tensor
+    order: Optional[Tensor] = None
+    num_keep: Optional[int] = None
+
+    @property
+    def keep_indices(self) -> Optional[Tensor]:
+        """(B, k) indices of the kept positions at inference; ``None`` in training."""
+        if self.num_keep is None:
+            return None
+        if self.order is None:
+            batch, num = self.keep_mask.shape
+            full = torch.arange(num, device=self.keep_mask.device).expand(batch, num)
+            return full[:, :self.num_keep]
+        return self.order[:, :self.num_keep]
+
+    @property
+    def kept_fraction(self) -> Tensor:
+        """(B,) fraction of positions kept in each image."""
+        return self.keep_mask.detach().float().mean(dim=1)
+
+
+def num_kept(num_positions: int, keep_ratio: float) -> int:
+    """k = int(N * ratio): the fixed number of positions kept per image at inference."""
+    return int(num_positions * keep_ratio)
+
+
+def decide(log_probs: Tensor, keep_ratio: float, training: bool, stage: int, index: int,
+           hw_shape: Tuple[int, int]) -> SparsityDecision:
+    """Turn predictor scores into a decision.
+
+    Args:
+        log_probs: (B, N, 2) predictor output.
+        keep_ratio: target fraction of kept positions, in (0, 1].
+        training: draw a straight-through Gumbel-softmax hard mask (tau=1) if True; keep the
+            top-k positions by keep score otherwise.
+        stage, index, hw_shape: recorded in the decision.
+    """
+    if training:
+        mask = F.gumbel_softmax(log_probs.float(), tau=1.0, hard=True, dim=-1)[..., 0]
+        return SparsityDecision(stage, index, keep_ratio, hw_shape, log_probs, mask)
+    batch, num = log_probs.shape[:2]
+    k = num_kept(num, keep_ratio)
+    if k in (0, num):
+        mask = log_probs.new_full((batch, num), float(k == num), dtype=torch.float32)
+        return SparsityDecision(stage, index, keep_ratio, hw_shape, log_probs, mask, None, k)
+    order = torch.topk(log_probs[..., 0].float(), num, dim=1, sorted=True).indices
+    mask = torch.zeros(batch, num, device=log_probs.device).scatter_(1, order[:, :k], 1.0)
+    return SparsityDecision(stage, index, keep_ratio, hw_shape, log_probs, mask, order, k)

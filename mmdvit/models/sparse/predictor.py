@@ -1,0 +1,62 @@
+"""The light score predictor that rates every spatial location (METHOD.md section 1)."""
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+
+class ScorePredictor(nn.Module):
+    """Scores each position of a feature map with log-probabilities of (keep, prune).
+
+    ``in_conv`` embeds every position; half of the channels stay local, the other half are
+    averaged over positions (a global summary) and broadcast back; ``out_conv`` maps the
+    concatenation to two log-probabilities. Channel 0 means *keep*. Works for any number of
+    positions, so any H x W.
+
+    Args:
+        embed_dims: C, the channels of the scored feature map.
+        eps: LayerNorm epsilon.
+    """
+
+    def __init__(self, embed_dims: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.embed_dims = embed_dims
+        self.in_conv = nn.Sequential(
+            nn.LayerNorm(embed_dims, eps=eps), nn.Linear(embed_dims, embed_dims), nn.GELU())
+        self.out_conv = nn.Sequential(
+            nn.Linear(embed_dims, embed_dims // 2), nn.GELU(),
+            nn.Linear(embed_dims // 2, embed_dims // 4), nn.GELU(),
+            nn.Linear(embed_dims // 4, 2), nn.LogSoftmax(dim=-1))
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor, policy: Optional[Tensor] = None) -> Tensor:
+        """Score positions.
+
+        Args:
+            x: (B, N, C) tokens of the feature map (row-major H x W positions).
+            policy: optional (B, N, 1) keep mask; when given, the global summary averages only
+                the kept positions (plain ViTs). ``None`` averages all positions.
+
+        Returns:
+            (B, N, 2) log-probabilities; ``[..., 0]`` is the keep score.
+        """
+        x = self.in_conv(x)
+        half = x.shape[-1] // 2
+        local, global_ = x[..., :half], x[..., half:]
+        if policy is None:
+            global_ = global_.mean(dim=1, keepdim=True)
+        else:
+            policy = policy.to(global_.dtype)
+            global_ = (global_ * policy).sum(dim=1, keepdim=True) / policy.sum(
+                dim=1, keepdim=True).clamp_min(1e-6)
+        x = torch.cat([local, global_.expand(-1, x.shape[1], -1)], dim=-1)
+        return self.out_conv(x)

@@ -1,0 +1,56 @@
+"""Test helpers: forcing a backbone's decisions, and randomising weights."""
+from typing import Dict, List
+
+import torch
+from torch import Tensor, nn
+
+
+class FixedScores(nn.Module):
+    """Stands in for a ScorePredictor: returns log-probabilities that keep exactly ``keep``.
+
+    The margin (100 nats) is far beyond any Gumbel noise, so the training-time hard mask equals
+    ``keep``; at inference top-k picks the same set when ``keep`` has k ones per image.
+    """
+
+    def __init__(self, keep: Tensor) -> None:
+        super().__init__()
+        self.register_buffer('keep', keep.bool())
+
+    def forward(self, x: Tensor, policy=None) -> Tensor:
+        logits = torch.full((*self.keep.shape, 2), -50.0, device=x.device)
+        logits[..., 0] = torch.where(self.keep, 50.0, -50.0)
+        logits[..., 1] = -logits[..., 0]
+        return logits.log_softmax(-1).to(x.dtype)
+
+
+def random_keep_sets(batch: int, num: int, ratios: List[float], seed: int = 0) -> List[Tensor]:
+    """One (B, N) bool mask per ratio with exactly int(N * ratio) ones per image, drawn
+    independently so the kept set changes between predictors."""
+    gen = torch.Generator().manual_seed(seed)
+    masks = []
+    for ratio in ratios:
+        k = int(num * ratio)
+        mask = torch.zeros(batch, num, dtype=torch.bool)
+        for b in range(batch):
+            mask[b, torch.randperm(num, generator=gen)[:k]] = True
+        masks.append(mask)
+    return masks
+
+
+def force_decisions(backbone: nn.Module, stage: int, masks: List[Tensor]) -> None:
+    """Replace the predictors of ``stage`` with :class:`FixedScores`."""
+    predictors = backbone.score_predictors[str(stage)]
+    for i, mask in enumerate(masks):
+        predictors[i] = FixedScores(mask)
+
+
+def randomize(module: nn.Module, std: float = 0.05, seed: int = 0) -> Dict[str, Tensor]:
+    """Fill every floating parameter with N(0, std) (LayerNorm weights around 1) so equality
+    tests exercise non-trivial weights; returns the state dict."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            noise = torch.randn(param.shape, generator=gen) * std
+            is_norm_weight = name.endswith('weight') and param.ndim == 1
+            param.copy_(noise + 1.0 if is_norm_weight else noise)
+    return module.state_dict()

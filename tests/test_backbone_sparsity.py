@@ -1,0 +1,188 @@
+"""Sparsity behaviour shared by both dynamic backbones (tiny widths, CPU)."""
+import pytest
+import torch
+
+from helpers import force_decisions, random_keep_sets
+from mmdvit.models import DynamicConvNeXt, DynamicSwinTransformer, keep_ratio_loss
+
+RATIOS = (0.7, 0.5, 0.3)
+
+
+def tiny_swin(**kwargs):
+    args = dict(embed_dims=32, depths=(1, 1, 4, 1), num_heads=(1, 2, 4, 8), drop_path_rate=0.0,
+                pruning_locs=(0, 1, 2), keep_ratios=RATIOS)
+    args.update(kwargs)
+    return DynamicSwinTransformer(**args)
+
+
+def tiny_convnext(**kwargs):
+    args = dict(arch=dict(depths=[1, 1, 4, 1], channels=[16, 32, 64, 128]), out_indices=(0, 1, 2, 3),
+                gap_before_final_norm=False, pruning_locs=(0, 1, 2), keep_ratios=RATIOS,
+                layer_scale_init_value=0.5)
+    args.update(kwargs)
+    return DynamicConvNeXt(**args)
+
+
+BUILDERS = {'swin': tiny_swin, 'convnext': tiny_convnext}
+
+
+def stage_hw(name, height, width):
+    """(H, W) of stage 3 (index 2) for an input of (height, width)."""
+    if name == 'swin':
+        h, w = -(-height // 4), -(-width // 4)
+        for _ in range(2):
+            h, w = -(-h // 2), -(-w // 2)
+        return h, w
+    h, w = height // 4, width // 4
+    for _ in range(2):
+        h, w = h // 2, w // 2
+    return h, w
+
+
+@pytest.mark.parametrize('name', BUILDERS)
+@pytest.mark.parametrize('shape', [(128, 128), (97, 131)])
+def test_training_with_forced_masks_equals_inference(name, shape):
+    backbone = BUILDERS[name]()
+    h, w = stage_hw(name, *shape)
+    masks = random_keep_sets(2, h * w, RATIOS)
+    assert not torch.equal(masks[0], masks[1])  # the kept set changes between predictors
+    force_decisions(backbone, 2, masks)
+    x = torch.randn(2, 3, *shape)
+    backbone.train()
+    out_train = backbone(x)
+    train_masks = [d.keep_mask for d in backbone.sparsity_decisions]
+    backbone.eval()
+    with torch.no_grad():
+        out_eval = backbone(x)
+        dense_like = BUILDERS[name](keep_ratios=(1.0, 1.0, 1.0))
+        dense_like.load_state_dict(backbone.state_dict(), strict=False)
+        out_dense = dense_like.eval()(x)
+    for mask, expected in zip(train_masks, masks):
+        assert torch.equal(mask.detach().bool(), expected)
+    for a, b in zip(out_train, out_eval):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # The routing matters: the sparse stage output is not the dense one.
+    assert (out_eval[2] - out_dense[2]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize('name', BUILDERS)
+@pytest.mark.parametrize('batch', [1, 2, 3])
+def test_inference_keeps_exactly_int_n_ratio_and_full_maps(name, batch):
+    backbone = BUILDERS[name]().eval()
+    x = torch.randn(batch, 3, 96, 160)
+    with torch.no_grad():
+        outs = backbone(x)
+    h, w = stage_hw(name, 96, 160)
+    decisions = backbone.sparsity_decisions
+    assert [d.index for d in decisions] == [0, 1, 2]
+    assert [d.keep_ratio for d in decisions] == list(RATIOS)
+    for d, ratio in zip(decisions, RATIOS):
+        k = int(h * w * ratio)
+        assert d.hw_shape == (h, w)
+        assert d.keep_indices.shape == (batch, k)
+        assert torch.equal(d.keep_mask.sum(1), torch.full((batch, ), float(k)))
+        for b in range(batch):
+            assert d.keep_indices[b].unique().numel() == k
+    if name == 'swin':
+        expected = [(24, 40), (12, 20), (6, 10), (3, 5)]
+    else:
+        expected = [(24, 40), (12, 20), (6, 10), (3, 5)]
+    assert [tuple(o.shape[-2:]) for o in outs] == expected
+    assert all(o.shape[0] == batch for o in outs)
+
+
+@pytest.mark.parametrize('name', BUILDERS)
+def test_keep_ratio_one_equals_the_dense_backbone(name):
+    sparse = BUILDERS[name](keep_ratios=(1.0, 1.0, 1.0)).eval()
+    dense = BUILDERS[name](sparse_stages=()).eval()
+    missing, unexpected = dense.load_state_dict(sparse.state_dict(), strict=False)
+    assert not missing and all('score_predictors' in k or 'fast_path' in k for k in unexpected)
+    x = torch.randn(2, 3, 100, 75)
+    with torch.no_grad():
+        for a, b in zip(sparse(x), dense(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not hasattr(dense, 'score_predictors') or len(dense.score_predictors) == 0
+
+
+@pytest.mark.parametrize('name', BUILDERS)
+def test_bf16_autocast_stays_close_to_float32(name):
+    backbone = BUILDERS[name]()
+    h, w = stage_hw(name, 128, 128)
+    force_decisions(backbone, 2, random_keep_sets(2, h * w, RATIOS))
+    x = torch.randn(2, 3, 128, 128)
+    backbone.eval()
+    with torch.no_grad():
+        ref = backbone(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = backbone(x)
+    for a, b in zip(ref, low):
+        assert a.shape == b.shape
+        rel = (a - b.float()).norm() / a.norm()
+        assert rel < 0.05
+    backbone.train()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = backbone(x)
+        loss = sum(o.float().mean() for o in outs) + keep_ratio_loss(backbone.sparsity_decisions)
+    loss.backward()
+
+
+@pytest.mark.parametrize('name', BUILDERS)
+def test_gradients_reach_the_predictors_and_fast_paths(name):
+    backbone = BUILDERS[name]().train()
+    outs = backbone(torch.randn(2, 3, 64, 64))
+    loss = sum(o.pow(2).mean() for o in outs) + keep_ratio_loss(backbone.sparsity_decisions)
+    loss.backward()
+    for predictor in backbone.score_predictors['2']:
+        assert predictor.out_conv[4].weight.grad.abs().sum() > 0
+    fast_grads = [p.grad for n, p in backbone.named_parameters() if 'fast_path' in n]
+    assert fast_grads and all(g is not None and g.abs().sum() > 0 for g in fast_grads)
+
+
+@pytest.mark.parametrize('name', BUILDERS)
+def test_gradient_checkpointing_gives_the_same_gradients(name):
+    torch.manual_seed(1)
+    plain = BUILDERS[name]()
+    h, w = stage_hw(name, 64, 64)
+    masks = random_keep_sets(2, h * w, RATIOS)
+    force_decisions(plain, 2, masks)
+    cp = BUILDERS[name](with_cp=True)
+    force_decisions(cp, 2, masks)
+    cp.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    for model in (plain, cp):
+        model.train()
+        sum(o.pow(2).mean() for o in model(x)).backward()
+    for (name_a, a), (_, b) in zip(plain.named_parameters(), cp.named_parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, msg=name_a)
+
+
+@pytest.mark.parametrize('name', BUILDERS)
+def test_frozen_stages_do_not_train(name):
+    frozen = 2 if name == 'swin' else 1
+    backbone = BUILDERS[name](frozen_stages=frozen)
+    backbone.train()
+    stage0 = backbone.stages[0]
+    assert not stage0.training
+    assert all(not p.requires_grad for p in stage0.parameters())
+    assert all(p.requires_grad for p in backbone.stages[2].parameters())
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    opt = torch.optim.SGD(backbone.parameters(), lr=0.1)
+    sum(o.mean() for o in backbone(torch.randn(1, 3, 64, 64))).backward()
+    opt.step()
+    after = backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith('stages.0.'))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith('stages.2.'))
+
+
+@pytest.mark.parametrize('name', BUILDERS)
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(keep_ratios=(0.7, 0.5, 0.0)), '0 < ratio <= 1'),
+    (dict(keep_ratios=(0.7, 0.5, 1.5)), '0 < ratio <= 1'),
+    (dict(pruning_locs=(0, 1, 2, 3, 4), keep_ratios=(0.9, ) * 5), 'only 4 blocks'),
+    (dict(pruning_locs=(0, 4, 9)), 'out of range'),
+    (dict(out_indices=(0, 4)), 'out_indices'),
+])
+def test_bad_arguments_raise_clear_errors(name, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BUILDERS[name](**kwargs)

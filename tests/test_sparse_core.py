@@ -1,0 +1,121 @@
+"""The sparsification machinery: schedules, decisions, routing, the keep-ratio loss."""
+import pytest
+import torch
+from torch import nn
+
+from mmdvit.models.sparse import (ScorePredictor, build_schedule, decide, keep_ratio_loss,
+                                  route_tokens)
+
+SWIN_LOCS = {6: (1, 2, 3), 18: (2, 4, 6)}
+
+
+def test_schedule_defaults_follow_the_published_placements():
+    sched = build_schedule((2, 2, 18, 2), (2, ), None, (0.7, 0.5, 0.3), SWIN_LOCS)
+    assert list(sched) == [2]
+    assert sched[2].pruning_locs == (2, 4, 6)
+    assert [sched[2].is_sparse(j) for j in range(8)] == [False] * 2 + [True] * 6
+    assert sched[2].predictor_before(4) == 1 and sched[2].predictor_before(5) is None
+
+
+def test_schedule_splits_ratios_over_several_stages():
+    sched = build_schedule((2, 2, 6, 2), (1, 2), ((0, ), (1, 3)), (0.9, 0.7, 0.5), SWIN_LOCS)
+    assert sched[1].keep_ratios == (0.9, ) and sched[2].keep_ratios == (0.7, 0.5)
+    assert sched[2].first_index == 1
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(keep_ratios=(0.7, 0.5, 0.0)), '0 < ratio <= 1'),
+    (dict(keep_ratios=(1.2, 0.5, 0.3)), '0 < ratio <= 1'),
+    (dict(keep_ratios=(0.7, 0.5)), 'one ratio per predictor'),
+    (dict(pruning_locs=(1, 6)), 'out of range'),
+    (dict(pruning_locs=(3, 1)), 'strictly increasing'),
+    (dict(pruning_locs=tuple(range(6)) + (5, )), 'only 6 blocks'),
+    (dict(sparse_stages=(4, )), 'out of range'),
+])
+def test_schedule_rejects_bad_arguments(kwargs, message):
+    args = dict(sparse_stages=(2, ), pruning_locs=None, keep_ratios=(0.7, 0.5, 0.3))
+    args.update(kwargs)
+    n = len(args['pruning_locs']) if args['pruning_locs'] else 3
+    if 'keep_ratios' not in kwargs:
+        args['keep_ratios'] = (0.5, ) * n
+    with pytest.raises(ValueError, match=message):
+        build_schedule((2, 2, 6, 2), args['sparse_stages'], args['pruning_locs'],
+                       args['keep_ratios'], SWIN_LOCS)
+
+
+def test_schedule_without_published_default_asks_for_locations():
+    with pytest.raises(ValueError, match='Pass pruning_locs'):
+        build_schedule((2, 2, 4, 2), (2, ), None, (0.7, 0.5, 0.3), SWIN_LOCS)
+
+
+@pytest.mark.parametrize('num', [1, 7, 49, 50])
+def test_predictor_scores_any_number_of_positions(num):
+    predictor = ScorePredictor(16)
+    out = predictor(torch.randn(3, num, 16))
+    assert out.shape == (3, num, 2)
+    torch.testing.assert_close(out.exp().sum(-1), torch.ones(3, num))
+
+
+def test_predictor_global_half_is_a_plain_or_policy_weighted_mean():
+    predictor = ScorePredictor(8)
+    x = torch.randn(2, 5, 8)
+    h = predictor.in_conv(x)
+    expected = predictor.out_conv(torch.cat([h[..., :4], h[..., 4:].mean(1, True).expand(-1, 5, -1)],
+                                            -1))
+    torch.testing.assert_close(predictor(x), expected)
+    policy = torch.tensor([[1, 1, 0, 0, 1], [0, 1, 1, 1, 1]], dtype=torch.float)[..., None]
+    # Positions outside the policy do not influence the scores of the others.
+    x2 = x.clone()
+    x2[policy[..., 0] == 0] = 100.0
+    keep = policy[..., 0] == 1
+    torch.testing.assert_close(predictor(x, policy)[keep], predictor(x2, policy)[keep])
+
+
+@pytest.mark.parametrize('num, ratio', [(49, 0.7), (196, 0.5), (10, 0.3), (12, 1.0)])
+def test_inference_keeps_int_n_ratio_highest_scores(num, ratio):
+    log_probs = torch.randn(3, num, 2).log_softmax(-1)
+    d = decide(log_probs, ratio, training=False, stage=2, index=0, hw_shape=(1, num))
+    k = int(num * ratio)
+    assert d.num_keep == k
+    assert torch.equal(d.keep_mask.sum(1), torch.full((3, ), float(k)))
+    for b in range(3):
+        expected = set(log_probs[b, :, 0].argsort(descending=True)[:k].tolist())
+        assert set(d.keep_indices[b].tolist()) == expected
+
+
+def test_training_mask_is_hard_and_straight_through():
+    logits = torch.randn(4, 30, 2, requires_grad=True)
+    d = decide(logits.log_softmax(-1), 0.5, training=True, stage=0, index=0, hw_shape=(5, 6))
+    assert d.num_keep is None and d.keep_indices is None
+    assert torch.all((d.keep_mask - d.keep_mask.round()).abs() < 1e-6)
+    (d.keep_mask * torch.arange(30.0)).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('ratio', [0.6, 1.0, 0.01])
+def test_routing_training_stream_equals_gather_scatter(ratio):
+    slow, fast = nn.Linear(8, 8), nn.Linear(8, 8)
+    x = torch.randn(2, 20, 8)
+    scores = torch.randn(2, 20, 2).log_softmax(-1)
+    inference = decide(scores, ratio, False, 0, 0, (4, 5))
+    out_inference = route_tokens(x, slow, fast, inference)
+    # The same kept set as a training-style (mask-only) decision.
+    training = decide(scores, ratio, True, 0, 0, (4, 5))
+    training.keep_mask = inference.keep_mask
+    out_training = route_tokens(x, slow, fast, training)
+    torch.testing.assert_close(out_training, out_inference)
+    kept = inference.keep_mask.bool()
+    torch.testing.assert_close(out_inference[kept], slow(x)[kept])
+    torch.testing.assert_close(out_inference[~kept], fast(x)[~kept])
+
+
+def test_keep_ratio_loss_is_per_image_then_averaged():
+    scores = torch.zeros(2, 10, 2)
+    d1 = decide(scores, 0.5, True, 2, 0, (2, 5))
+    d2 = decide(scores, 0.3, True, 2, 1, (2, 5))
+    d1.keep_mask = torch.tensor([[1.0] * 10, [0.0] * 10])  # image means 1.0 and 0.0
+    d2.keep_mask = torch.tensor([[1.0] * 3 + [0.0] * 7] * 2)  # exactly on target
+    expected = ((0.5**2 + 0.5**2) / 2 + 0.0) / 2
+    assert keep_ratio_loss([d1, d2]).item() == pytest.approx(expected)
+    with pytest.raises(ValueError, match='no decisions'):
+        keep_ratio_loss([])
