@@ -1,0 +1,98 @@
+"""At keep ratio 1.0 (and with sparsification disabled) the dynamic backbones equal the
+upstream dense implementations loaded with the same weights."""
+import pytest
+import torch
+
+from helpers import randomize
+from mmdvit.models import DynamicConvNeXt, DynamicSwinTransformer
+from mmdvit.models.checkpoint import convert_convnext_checkpoint, convert_swin_checkpoint
+
+SIZES = [(224, 224), (512, 512), (511, 511), (112, 137)]
+SPARSITY = {'ratio_one': dict(keep_ratios=(1.0, 1.0, 1.0)), 'disabled': dict(sparse_stages=())}
+
+
+@pytest.fixture(scope='module')
+def mmseg_swin():
+    from mmseg.models.backbones import SwinTransformer
+    torch.manual_seed(0)
+    model = SwinTransformer(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
+                            window_size=7, drop_path_rate=0.0)
+    return model, randomize(model)
+
+
+@pytest.fixture(scope='module')
+def mmpretrain_convnext():
+    from mmpretrain.models.backbones import ConvNeXt
+    torch.manual_seed(0)
+    model = ConvNeXt(arch='tiny', out_indices=(0, 1, 2, 3), gap_before_final_norm=False)
+    return model, randomize(model)
+
+
+def assert_same(outs, refs):
+    assert len(outs) == len(refs)
+    for out, ref in zip(outs, refs):
+        assert out.shape == ref.shape
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('sparsity', SPARSITY)
+def test_swin_equals_mmseg_swin(mmseg_swin, sparsity):
+    ref, state = mmseg_swin
+    ours = DynamicSwinTransformer(drop_path_rate=0.0, **SPARSITY[sparsity])
+    missing, unexpected = ours.load_state_dict(state, strict=False)
+    assert all('score_predictors' in k or 'fast_path' in k for k in missing)
+    assert not unexpected
+    ref.eval(), ours.eval()
+    with torch.no_grad():
+        for size in SIZES:
+            x = torch.randn(1, 3, *size)
+            assert_same(ours(x), ref(x))
+
+
+@pytest.mark.parametrize('sparsity', SPARSITY)
+def test_convnext_equals_mmpretrain_convnext(mmpretrain_convnext, sparsity):
+    ref, state = mmpretrain_convnext
+    ours = DynamicConvNeXt(arch='tiny', out_indices=(0, 1, 2, 3), gap_before_final_norm=False,
+                           **SPARSITY[sparsity])
+    missing, unexpected = ours.load_state_dict(state, strict=False)
+    assert all('score_predictors' in k or 'fast_path' in k for k in missing)
+    assert not unexpected
+    ref.eval(), ours.eval()
+    with torch.no_grad():
+        for size in SIZES:
+            x = torch.randn(1, 3, *size)
+            assert_same(ours(x), ref(x))
+
+
+@pytest.mark.parametrize('size', [(224, 224), (448, 448)])
+def test_swin_equals_timm_swin_tiny(size):
+    """timm rolls before padding where mmseg pads before rolling, so the two agree only where
+    every stage's map is a multiple of the window (224, 448); mmdvit follows mmseg."""
+    import timm
+    ref = timm.create_model('swin_tiny_patch4_window7_224', pretrained=False,
+                            always_partition=True, strict_img_size=False).eval()
+    state, layout, dropped = convert_swin_checkpoint(randomize(ref))
+    assert layout == 'timm' and set(dropped) == {'head.fc.weight', 'head.fc.bias'}
+    ours = DynamicSwinTransformer(keep_ratios=(1.0, 1.0, 1.0), out_indices=(3, )).eval()
+    missing, unexpected = ours.load_state_dict(state, strict=False)
+    assert not unexpected
+    assert all(k.endswith('relative_position_index') or 'score_predictors' in k
+               or 'fast_path' in k for k in missing)
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        assert_same(ours(x), (ref.forward_features(x).permute(0, 3, 1, 2), ))
+
+
+@pytest.mark.parametrize('size', [(224, 224), (511, 511), (112, 137)])
+def test_convnext_equals_timm_convnext_tiny(size):
+    import timm
+    ref = timm.create_model('convnext_tiny', pretrained=False).eval()
+    state, layout, dropped = convert_convnext_checkpoint(randomize(ref))
+    assert layout == 'timm' and set(dropped) == {'head.fc.weight', 'head.fc.bias'}
+    ours = DynamicConvNeXt(arch='tiny', keep_ratios=(1.0, 1.0, 1.0), out_indices=(3, )).eval()
+    missing, unexpected = ours.load_state_dict(state, strict=False)
+    assert not unexpected
+    assert all('score_predictors' in k or 'fast_path' in k for k in missing)
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        assert_same(ours(x), (ref.forward_head(ref.forward_features(x), pre_logits=True), ))
