@@ -51,19 +51,20 @@ def load_pretrained(model: nn.Module, checkpoint: str, convert: Converter,
         model: the backbone.
         checkpoint: local path (or URI mmengine can read).
         convert: maps the raw state dict to the model's layout.
-        prefix: keep only keys under this prefix (e.g. ``'backbone.'``). When ``None`` and every
-            key starts with ``'backbone.'`` (a segmentor / detector / classifier checkpoint),
-            that prefix is stripped.
+        prefix: keep only keys under this prefix (e.g. ``'backbone.'``). When ``None``, every
+            key starts with ``'backbone.'`` (a segmentor / detector / classifier checkpoint)
+            and the model has no ``backbone`` (it is one), that prefix is stripped.
         new_module_markers: substrings that mark keys of modules new to the dynamic model.
 
     Raises:
         ValueError: a key's shape does not fit (names every such key), or nothing matches.
     """
     state = extract_state_dict(load_checkpoint_file(checkpoint), prefix)
-    if prefix is None and state and all(k.startswith('backbone.') for k in state):
+    own = model.state_dict()
+    if (prefix is None and state and all(k.startswith('backbone.') for k in state)
+            and not any(k.startswith('backbone.') for k in own)):
         state = extract_state_dict(state, 'backbone.')
     state, layout, dropped = convert(state)
-    own = model.state_dict()
     mismatched = [
         f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
         for k, v in state.items() if k in own and v.shape != own[k].shape

@@ -1,0 +1,3 @@
+from .sparsity_trainer import SparsityTrainer
+
+__all__ = ['SparsityTrainer']

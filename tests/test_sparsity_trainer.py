@@ -1,0 +1,172 @@
+"""mmdvit.SparsityTrainer: losses against independent computations, state-dict layout, teacher."""
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import ConfigDict
+from mmengine.registry import init_default_scope
+
+from helpers import force_decisions, random_keep_sets
+
+RATIOS = (0.7, 0.5, 0.3)
+
+
+def seg_student(**backbone):
+    bb = dict(type='mmdvit.DynamicSwinTransformer', embed_dims=16, depths=(1, 1, 4, 1),
+              num_heads=(1, 2, 4, 8), pruning_locs=(0, 1, 2), keep_ratios=RATIOS,
+              drop_path_rate=0.0)
+    bb.update(backbone)
+    return ConfigDict(
+        type='EncoderDecoder',
+        data_preprocessor=dict(type='SegDataPreProcessor', mean=[123.7, 116.3, 103.5],
+                               std=[58.4, 57.1, 57.4], bgr_to_rgb=True, pad_val=0, size=(64, 64),
+                               seg_pad_val=255),
+        backbone=bb,
+        decode_head=dict(type='FCNHead', in_channels=128, in_index=3, channels=8, num_convs=1,
+                         num_classes=5, dropout_ratio=0.0,
+                         loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
+        train_cfg=dict(),
+        test_cfg=dict(mode='whole'))
+
+
+def seg_batch(batch=2, size=64):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    samples = []
+    for _ in range(batch):
+        sample = SegDataSample()
+        sample.set_metainfo(dict(img_shape=(size, size), ori_shape=(size, size),
+                                 pad_shape=(size, size), padding_size=[0, 0, 0, 0]))
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, 5, (1, size, size)))
+        samples.append(sample)
+    return dict(inputs=[torch.rand(3, size, size) * 255 for _ in range(batch)],
+                data_samples=samples)
+
+
+@pytest.fixture
+def seg_scope():
+    init_default_scope('mmseg')
+    from mmseg.registry import MODELS
+    return MODELS
+
+
+def build_trainer(registry, tmp_path, **kwargs):
+    teacher_model = registry.build(seg_student(keep_ratios=(1.0, 1.0, 1.0)))
+    path = tmp_path / 'teacher.pth'
+    torch.save({'state_dict': teacher_model.state_dict()}, path)
+    cfg = dict(type='mmdvit.SparsityTrainer', student=seg_student(),
+               teacher=dict(model=None, checkpoint=str(path)), ratio_loss_weight=10.0,
+               feature_distill_weight=0.5, logit_distill_weight=0.25)
+    cfg.update(kwargs)
+    return registry.build(cfg), teacher_model.eval()
+
+
+def test_losses_equal_independent_computations(seg_scope, tmp_path):
+    trainer, teacher = build_trainer(seg_scope, tmp_path)
+    trainer.init_weights()
+    masks = random_keep_sets(2, 16, RATIOS)
+    force_decisions(trainer.backbone, 2, masks)
+    trainer.train()
+    data = trainer.data_preprocessor(seg_batch(), True)
+    losses = trainer(**data, mode='loss')
+    assert {'loss_keep_ratio', 'loss_feat_distill', 'loss_logit_distill', 'kept.0', 'kept.1',
+            'kept.2'} <= set(losses)
+    # Keep-ratio loss from the forced masks by hand: kept fraction k_i / N per image.
+    expected = sum((int(16 * r) / 16 - r)**2 for r in RATIOS) / 3
+    assert losses['loss_keep_ratio'].item() == pytest.approx(10 * expected, rel=1e-5)
+    assert losses['kept.1'].item() == pytest.approx(int(16 * 0.5) / 16)
+    # Distillation: recompute both models' outputs independently.
+    with torch.no_grad():
+        student_feats = trainer.backbone(data['inputs'])
+        teacher_feats = teacher.backbone(data['inputs'])
+        mse = torch.stack([F.mse_loss(s, t) for s, t in zip(student_feats, teacher_feats)])
+        s_logits = trainer.decode_head(student_feats).permute(0, 2, 3, 1).reshape(-1, 5)
+        t_logits = teacher(data['inputs'], mode='tensor').permute(0, 2, 3, 1).reshape(-1, 5)
+        p_t = t_logits.softmax(-1)
+        kl = (p_t * (p_t.log() - s_logits.log_softmax(-1))).sum(-1).mean()
+    assert losses['loss_feat_distill'].item() == pytest.approx(0.5 * mse.mean().item(), rel=1e-4)
+    assert losses['loss_logit_distill'].item() == pytest.approx(0.25 * kl.item(), rel=1e-4)
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    total.backward()
+    assert trainer.backbone.stages[2].blocks[1].fast_path[1].weight.grad.abs().sum() > 0
+
+
+def test_gradients_reach_predictors_and_teacher_stays_frozen(seg_scope, tmp_path):
+    trainer, _ = build_trainer(seg_scope, tmp_path)
+    trainer.init_weights()
+    trainer.train()
+    assert not trainer.teacher.training
+    data = trainer.data_preprocessor(seg_batch(), True)
+    losses = trainer(**data, mode='loss')
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    assert trainer.backbone.score_predictors['2'][0].in_conv[1].weight.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in trainer.teacher.parameters())
+    teacher_ids = {id(p) for p in trainer.teacher.parameters()}
+    assert not teacher_ids & {id(p) for p in trainer.parameters()}
+
+
+def test_state_dict_is_the_students_and_predicts_identically(seg_scope, tmp_path):
+    trainer, _ = build_trainer(seg_scope, tmp_path)
+    trainer.init_weights()
+    plain = seg_scope.build(seg_student())
+    assert list(trainer.state_dict()) == list(plain.state_dict())
+    plain.load_state_dict(trainer.state_dict(), strict=True)
+    trainer.eval(), plain.eval()
+    data = trainer.data_preprocessor(seg_batch(), False)
+    with torch.no_grad():
+        a = trainer(**data, mode='predict')
+        b = plain(**data, mode='predict')
+        assert torch.equal(trainer(data['inputs'], mode='tensor'), plain(data['inputs'],
+                                                                          mode='tensor'))
+    for x, y in zip(a, b):
+        assert torch.equal(x.pred_sem_seg.data, y.pred_sem_seg.data)
+    # And back: the plain student's checkpoint loads into the wrapper.
+    trainer.load_state_dict(plain.state_dict(), strict=True)
+
+
+def test_teacher_defaults_to_the_dense_twin_and_checks_its_checkpoint(seg_scope, tmp_path):
+    trainer = seg_scope.build(dict(type='mmdvit.SparsityTrainer', student=seg_student(),
+                                   teacher=dict(checkpoint=None)))
+    assert trainer.teacher_cfg['model']['backbone']['keep_ratios'] == (1.0, 1.0, 1.0)
+    missing = seg_scope.build(dict(type='mmdvit.SparsityTrainer', student=seg_student(),
+                                   teacher=dict(checkpoint=str(tmp_path / 'absent.pth'))))
+    with pytest.raises(FileNotFoundError, match='absent.pth'):
+        missing.init_weights()
+    wrong = tmp_path / 'wrong.pth'
+    torch.save({'state_dict': {'backbone.patch_embed.projection.weight': torch.zeros(16, 3, 4, 4)}},
+               wrong)
+    bad = seg_scope.build(dict(type='mmdvit.SparsityTrainer', student=seg_student(),
+                               teacher=dict(checkpoint=str(wrong))))
+    with pytest.raises(ValueError, match='not a checkpoint of teacher.model'):
+        bad.init_weights()
+
+
+def test_bad_configurations_raise(seg_scope):
+    with pytest.raises(ValueError, match='teacher=None'):
+        seg_scope.build(dict(type='mmdvit.SparsityTrainer', student=seg_student()))
+    dense = seg_student()
+    dense.backbone = dict(type='ResNetV1c', depth=18)
+    dense.decode_head.in_channels = 512
+    with pytest.raises(TypeError, match='mmdvit dynamic backbone'):
+        seg_scope.build(dict(type='mmdvit.SparsityTrainer', student=dense, teacher=None,
+                             feature_distill_weight=0.0))
+
+
+def test_classifier_student_gets_logit_distillation():
+    init_default_scope('mmpretrain')
+    from mmpretrain.registry import MODELS
+    from mmpretrain.structures import DataSample
+    student = dict(
+        type='ImageClassifier',
+        backbone=dict(type='mmdvit.DynamicConvNeXt', pruning_locs=(0, 1, 2),
+                      arch=dict(depths=[1, 1, 4, 1], channels=[16, 32, 64, 128])),
+        head=dict(type='LinearClsHead', num_classes=5, in_channels=128,
+                  loss=dict(type='CrossEntropyLoss')))
+    trainer = MODELS.build(dict(type='mmdvit.SparsityTrainer', student=student,
+                                teacher=dict(checkpoint=None), logit_distill_weight=0.5))
+    trainer.init_weights()
+    losses = trainer(torch.randn(2, 3, 64, 64), [DataSample().set_gt_label(i) for i in range(2)],
+                     mode='loss')
+    assert {'loss', 'loss_keep_ratio', 'loss_feat_distill', 'loss_logit_distill'} <= set(losses)
+    assert losses['loss_logit_distill'] > 0
+    trainer.eval()
+    assert trainer(torch.randn(3, 3, 64, 64), mode='tensor').shape == (3, 5)
