@@ -1,9 +1,9 @@
 """Importing this package registers every mmdvit model in :data:`mmdvit.registry.MODELS`."""
-from .backbones import DynamicConvNeXt, DynamicSwinTransformer
+from .backbones import DynamicConvNeXt, DynamicSwinTransformer, DynamicViT
 from .sparse import SparsityDecision, keep_ratio_loss
 from .wrappers import SparsityTrainer
 
 __all__ = [
-    'DynamicConvNeXt', 'DynamicSwinTransformer', 'SparsityDecision', 'SparsityTrainer',
-    'keep_ratio_loss'
+    'DynamicConvNeXt', 'DynamicSwinTransformer', 'DynamicViT', 'SparsityDecision',
+    'SparsityTrainer', 'keep_ratio_loss'
 ]

@@ -1,4 +1,5 @@
 from .dynamic_convnext import DynamicConvNeXt
 from .dynamic_swin import DynamicSwinTransformer
+from .dynamic_vit import DynamicViT
 
-__all__ = ['DynamicConvNeXt', 'DynamicSwinTransformer']
+__all__ = ['DynamicConvNeXt', 'DynamicSwinTransformer', 'DynamicViT']

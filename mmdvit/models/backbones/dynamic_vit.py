@@ -1,0 +1,294 @@
+"""DynamicViT: a DeiT-style plain ViT that drops patch tokens as it goes (METHOD.md sections 1-3)."""
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...registry import MODELS
+from ..checkpoint.vit import convert_vit_checkpoint, resize_pos_embed
+from ..sparse import SparsityDecision, build_schedule
+from .base import DynamicBackbone
+from .vit_layers import PatchEmbed, ViTBlock
+
+# (embed_dims, num_layers, num_heads, mlp_ratio), as timm's / mmpretrain's DeiT and ViT.
+VIT_ARCHS: Dict[str, Dict[str, float]] = {
+    'deit-tiny': dict(embed_dims=192, num_layers=12, num_heads=3, mlp_ratio=4.0),
+    'deit-small': dict(embed_dims=384, num_layers=12, num_heads=6, mlp_ratio=4.0),
+    'deit-base': dict(embed_dims=768, num_layers=12, num_heads=12, mlp_ratio=4.0),
+    'base': dict(embed_dims=768, num_layers=12, num_heads=12, mlp_ratio=4.0),
+    'large': dict(embed_dims=1024, num_layers=24, num_heads=16, mlp_ratio=4.0),
+}
+# Published predictor placements by depth (0-based block indices, METHOD.md section 2).
+VIT_PRUNING_LOCS: Dict[int, Tuple[int, ...]] = {12: (3, 6, 9), 16: (4, 8, 12), 20: (5, 10, 15)}
+OUT_TYPES = ('cls_token', 'featmap', 'raw')
+
+
+@MODELS.register_module()
+class DynamicViT(DynamicBackbone):
+    """Plain ViT (DeiT) with dynamic token sparsification.
+
+    A score predictor before each block in ``pruning_locs`` rates the patch tokens that are
+    still kept; masks are nested (each keeps a subset of the previous one) and ``keep_ratios``
+    are fractions of *all* patch tokens. The class token is always kept.
+
+    - Training: every token stays in the sequence; the straight-through Gumbel hard mask is
+      multiplied into the previous one and attention ignores pruned tokens
+      (:func:`~mmdvit.models.backbones.vit_layers.policy_softmax`, float32). The predictor's
+      global feature averages the tokens kept so far.
+    - Inference: the top ``k_i = int(N * keep_ratios[i])`` tokens by keep score (N = number of
+      patches) are gathered and the later blocks run on the class token and them only.
+
+    ``sparsity_decisions[i].keep_mask`` is the cumulative (B, N) mask over the patch tokens in
+    their original order, so the keep-ratio loss compares ``mean(mask)`` with ``keep_ratios[i]``.
+    At inference, ``keep_indices`` are the original positions of the kept tokens and
+    ``log_probs`` is (B, N, 2) with ``(-inf, 0)`` at tokens pruned earlier.
+
+    Parameter names are timm's (``cls_token``, ``pos_embed``, ``patch_embed.proj``,
+    ``blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``, ``norm``), so timm /
+    DeiT / DynamicViT-authors checkpoints load, as do mmpretrain ``VisionTransformer`` ones
+    (converted); ``pos_embed`` is resized (bicubic) when the checkpoint's grid differs.
+
+    Args:
+        arch: a name of :data:`VIT_ARCHS` (``'deit-small'``, ``'deit-base'``...) or
+            ``dict(embed_dims, num_layers, num_heads[, mlp_ratio])``.
+        img_size: training image size (int or (H, W)); sets the ``pos_embed`` grid. Other
+            input sizes work: the embedding is interpolated per forward (bicubic) and inputs
+            are padded at the bottom / right to a multiple of ``patch_size``.
+        patch_size: patch side.
+        in_channels: image channels.
+        qkv_bias: bias in the qkv projections.
+        drop_rate, attn_drop_rate, drop_path_rate: dropout after the position embedding and in
+            the blocks, attention dropout, stochastic depth (linear over depth).
+        final_norm: apply the final LayerNorm ``norm``.
+        out_type: ``'cls_token'``: (B, C) (for mmpretrain's ``LinearClsHead`` /
+            ``VisionTransformerClsHead``); ``'featmap'``: (B, C, h, w) patch tokens, where a
+            token pruned at inference holds its value from the moment it was pruned;
+            ``'raw'``: (B, 1 + n, C) class token and the n tokens still in the sequence.
+        keep_ratios: target fraction of all patch tokens kept by each predictor, in forward
+            order, non-increasing, each in (0, 1]. Published: (rho, rho^2, rho^3), rho = 0.7.
+        pruning_locs: 0-based blocks with a predictor before them. ``None``: (3, 6, 9) for 12
+            blocks, (4, 8, 12) for 16, (5, 10, 15) for 20. ``()`` (with ``keep_ratios=()``)
+            builds the dense ViT.
+        distill_tokens: also return the final patch tokens for token distillation: the
+            output becomes ``(tokens (B, N, C), out)`` (heads read the last element) and
+            :meth:`feature_distill_loss` applies. Tokens pruned at inference hold their value
+            from the moment they were pruned.
+        with_cp: gradient checkpointing in the blocks.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH[, prefix='backbone.'])`` loads the
+            dense parts and logs missing / unexpected keys.
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'deit-small',
+                 img_size: Union[int, Sequence[int]] = 224,
+                 patch_size: int = 16,
+                 in_channels: int = 3,
+                 qkv_bias: bool = True,
+                 drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0,
+                 final_norm: bool = True,
+                 out_type: str = 'cls_token',
+                 keep_ratios: Sequence[float] = (0.7, 0.49, 0.343),
+                 pruning_locs: Optional[Sequence[int]] = None,
+                 distill_tokens: bool = False,
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        settings = self._arch_settings(arch)
+        self.embed_dims = int(settings['embed_dims'])
+        num_layers, num_heads = int(settings['num_layers']), int(settings['num_heads'])
+        if out_type not in OUT_TYPES:
+            raise ValueError(f'out_type={out_type!r} is not supported; use one of {OUT_TYPES}.')
+        self.out_type = out_type
+        self.distill_tokens = distill_tokens
+        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        if len(img_size) != 2 or any(s % patch_size for s in img_size):
+            raise ValueError(f'img_size={img_size} must be one or two multiples of '
+                             f'patch_size={patch_size}.')
+        self.patch_resolution = (img_size[0] // patch_size, img_size[1] // patch_size)
+
+        keep_ratios = tuple(float(r) for r in keep_ratios)
+        if pruning_locs is not None and len(pruning_locs) == 0:
+            if keep_ratios:
+                raise ValueError(f'pruning_locs=() builds the dense ViT, so keep_ratios must be '
+                                 f'() too (got {keep_ratios}).')
+            self.schedule = {}
+        else:
+            self.schedule = build_schedule([num_layers], (0, ), pruning_locs, keep_ratios,
+                                           VIT_PRUNING_LOCS)
+        if any(b > a for a, b in zip(keep_ratios, keep_ratios[1:])):
+            raise ValueError(f'keep_ratios={keep_ratios} must be non-increasing: the masks are '
+                             'nested and each ratio is a fraction of all patch tokens (published: '
+                             '(rho, rho**2, rho**3)).')
+
+        self.patch_embed = PatchEmbed(in_channels, self.embed_dims, patch_size)
+        num_patches = self.patch_resolution[0] * self.patch_resolution[1]
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, self.embed_dims))
+        self.drop_after_pos = nn.Dropout(drop_rate)
+        dpr = [drop_path_rate * i / max(num_layers - 1, 1) for i in range(num_layers)]
+        self.blocks = nn.ModuleList([
+            ViTBlock(self.embed_dims, num_heads, float(settings.get('mlp_ratio', 4.0)),
+                     qkv_bias, drop_rate, attn_drop_rate, dpr[i], 1e-6, with_cp)
+            for i in range(num_layers)
+        ])
+        self.norm = nn.LayerNorm(self.embed_dims, eps=1e-6) if final_norm else nn.Identity()
+        self.build_predictors([self.embed_dims], eps=1e-5)
+        self.reset_parameters()
+
+    @staticmethod
+    def _arch_settings(arch: Union[str, dict]) -> dict:
+        if isinstance(arch, str):
+            if arch not in VIT_ARCHS:
+                raise ValueError(f'arch={arch!r} is unknown; use one of {sorted(VIT_ARCHS)} or '
+                                 'dict(embed_dims=..., num_layers=..., num_heads=...).')
+            return VIT_ARCHS[arch]
+        if not (isinstance(arch, dict) and {'embed_dims', 'num_layers', 'num_heads'} <= set(arch)):
+            raise ValueError(f'arch={arch!r} must be a name or a dict with embed_dims, '
+                             'num_layers and num_heads (and optionally mlp_ratio).')
+        return arch
+
+    def reset_parameters(self) -> None:
+        """Default initialisation (as mmpretrain's ViT): truncated normal (std 0.02) linear
+        weights, position embedding and class token, zero biases, unit LayerNorms."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def convert_checkpoint(self, state):
+        """Map a timm / DeiT / DynamicViT-authors / mmpretrain checkpoint to this layout and
+        resize its ``pos_embed`` to this model's grid."""
+        state, layout, dropped = convert_vit_checkpoint(state)
+        if 'pos_embed' in state and state['pos_embed'].shape != self.pos_embed.shape:
+            state['pos_embed'] = resize_pos_embed(state['pos_embed'], self.patch_resolution)
+        return state, layout, dropped
+
+    def _pos_embed(self, grid: Tuple[int, int]) -> Tensor:
+        if grid == self.patch_resolution:
+            return self.pos_embed
+        return resize_pos_embed(self.pos_embed, grid)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor]:
+        """x: (B, in_channels, H, W).
+
+        Returns:
+            ``(out, )`` with ``out`` the (B, C) class token, (B, C, h, w) patch map or
+            (B, 1 + n, C) tokens, per ``out_type`` (h, w = ceil(H / patch_size),
+            ceil(W / patch_size)); with ``distill_tokens``, ``(patch tokens (B, N, C), out)``.
+        """
+        self.sparsity_decisions = []
+        batch = x.shape[0]
+        x, grid = self.patch_embed(x)
+        num = x.shape[1]
+        x = torch.cat([self.cls_token.expand(batch, -1, -1), x], dim=1) + self._pos_embed(grid)
+        x = self.drop_after_pos(x)
+        sched = self.schedule.get(0)
+        # training: (B, N) cumulative keep mask; inference: (B, n) original positions of the
+        # patch tokens still in the sequence.
+        mask: Optional[Tensor] = None
+        index = torch.arange(num, device=x.device).expand(batch, num)
+        pruned_map = None
+        if not self.training and (self.out_type == 'featmap' or self.distill_tokens):
+            pruned_map = x.new_zeros(batch, num, x.shape[-1])
+        for i, block in enumerate(self.blocks):
+            local = sched.predictor_before(i) if sched is not None else None
+            if local is not None:
+                if self.training:
+                    mask = self._train_decision(local, x, mask, grid)
+                else:
+                    if pruned_map is not None:
+                        pruned_map = pruned_map.scatter(1, self._expand(index, x),
+                                                        x[:, 1:].to(pruned_map.dtype))
+                    x, index = self._prune(local, x, index, grid)
+            x = block(x, None if mask is None else F.pad(mask, (1, 0), value=1.0).unsqueeze(-1))
+        x = self.norm(x)
+        if self.out_type == 'cls_token':
+            out = x[:, 0]
+        elif self.out_type == 'raw':
+            out = x
+        if self.out_type == 'featmap' or self.distill_tokens:
+            tokens = x[:, 1:]
+            if pruned_map is not None and tokens.shape[1] < num:
+                stale = self.norm(pruned_map)
+                tokens = stale.scatter(1, self._expand(index, tokens), tokens.to(stale.dtype))
+            if self.out_type == 'featmap':
+                out = tokens.transpose(1, 2).reshape(batch, -1, *grid)
+            if self.distill_tokens:
+                return tokens, out
+        return (out, )
+
+    def feature_distill_loss(self, student_outs: Sequence[Tensor],
+                             teacher_outs: Sequence[Tensor]) -> Tensor:
+        """Token distillation (METHOD.md section 5): MSE between the student's and the dense
+        teacher's final patch tokens, over the tokens kept by the last predictor only.
+
+        Used by :class:`~mmdvit.models.SparsityTrainer` when ``distill_tokens=True``; call it
+        right after the student's training forward (it reads :attr:`sparsity_decisions`).
+
+        Args:
+            student_outs, teacher_outs: the backbones' outputs; element 0 is (B, N, C).
+
+        Returns:
+            Scalar: mean over kept tokens and channels (0 when nothing is kept).
+        """
+        if not self.distill_tokens:
+            raise ValueError('feature_distill_loss needs the patch tokens: build DynamicViT with '
+                             'distill_tokens=True (student and teacher).')
+        student, teacher = student_outs[0].float(), teacher_outs[0].float()
+        if self.sparsity_decisions:
+            keep = self.sparsity_decisions[-1].keep_mask.detach() > 0.5
+        else:
+            keep = torch.ones(student.shape[:2], dtype=torch.bool, device=student.device)
+        if not keep.any():
+            return student.sum() * 0.0
+        return (student[keep] - teacher[keep]).pow(2).mean()
+
+    @staticmethod
+    def _expand(index: Tensor, x: Tensor) -> Tensor:
+        return index.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+
+    def _train_decision(self, local: int, x: Tensor, mask: Optional[Tensor],
+                        grid: Tuple[int, int]) -> Tensor:
+        """Draw the nested hard mask of predictor ``local``; returns it, (B, N)."""
+        sched = self.schedule[0]
+        prev = torch.ones_like(x[:, 1:, 0], dtype=torch.float32) if mask is None else mask
+        log_probs = self.score_predictors['0'][local](x[:, 1:], prev.unsqueeze(-1))
+        hard = F.gumbel_softmax(log_probs.float(), tau=1.0, hard=True, dim=-1)[..., 0] * prev
+        self.sparsity_decisions.append(
+            SparsityDecision(0, sched.first_index + local, sched.keep_ratios[local], grid,
+                             log_probs, hard))
+        return hard
+
+    def _prune(self, local: int, x: Tensor, index: Tensor,
+               grid: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+        """Keep the class token and the top ``int(N * ratio)`` patch tokens of ``x`` (B, 1 + n,
+        C); ``index`` (B, n) holds their original positions. Returns the pruned pair."""
+        sched = self.schedule[0]
+        ratio = sched.keep_ratios[local]
+        batch, num_now = index.shape
+        num = grid[0] * grid[1]
+        k = int(num * ratio)
+        full_log_probs = None
+        if k < num_now:
+            log_probs = self.score_predictors['0'][local](x[:, 1:])
+            top = torch.topk(log_probs[..., 0].float(), k, dim=1, sorted=True).indices
+            x = torch.cat([x[:, :1], x[:, 1:].gather(1, self._expand(top, x))], dim=1)
+            full_log_probs = log_probs.new_tensor([float('-inf'), 0.0]).repeat(batch, num, 1)
+            full_log_probs = full_log_probs.scatter(1, index.unsqueeze(-1).expand(-1, -1, 2),
+                                                    log_probs)
+            index = index.gather(1, top)
+        keep = torch.zeros(batch, num, device=x.device).scatter_(1, index, 1.0)
+        rest = torch.sort(keep, dim=1, stable=True).indices[:, :num - k]
+        self.sparsity_decisions.append(
+            SparsityDecision(0, sched.first_index + local, ratio, grid, full_log_probs, keep,
+                             torch.cat([index, rest], dim=1), k))
+        return x, index
