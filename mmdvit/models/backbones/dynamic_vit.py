@@ -1,4 +1,4 @@
-"""DynamicViT: a DeiT-style plain ViT that drops patch tokens as it goes (METHOD.md sections 1-3)."""
+"""DynamicViT: a DeiT-style plain ViT that drops patch tokens as it goes (METHOD.md 1-3)."""
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
