@@ -3,6 +3,7 @@
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.registry import init_default_scope
 
 from mmdvit.models import keep_ratio_loss
 
@@ -50,6 +51,7 @@ model = dict(
      [16, 32, 64, 128]),
 ])
 def test_segmentor_from_upstream_config_trains_and_predicts(tmp_path, base, backbone, args, chans):
+    init_default_scope('mmseg')
     from mmseg.registry import MODELS
     cfg = load(tmp_path, base, TINY_SEG.format(backbone=backbone, args=args, chans=chans))
     assert cfg.model.backbone.type == f'mmdvit.{backbone}'
@@ -74,6 +76,7 @@ def test_segmentor_from_upstream_config_trains_and_predicts(tmp_path, base, back
 
 
 def test_published_swin_t_and_convnext_t_build_at_full_size(tmp_path):
+    init_default_scope('mmseg')
     from mmseg.registry import MODELS
     cfg = load(tmp_path, SWIN_SEG, "model = dict(backbone=dict("
                "type='mmdvit.DynamicSwinTransformer', init_cfg=None))")
@@ -91,6 +94,7 @@ def test_published_swin_t_and_convnext_t_build_at_full_size(tmp_path):
 
 
 def test_mask_rcnn_from_upstream_config_trains(tmp_path):
+    init_default_scope('mmdet')
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
@@ -131,6 +135,7 @@ model = dict(
 
 
 def test_classifier_builds_in_the_mmpretrain_scope():
+    init_default_scope('mmpretrain')
     from mmpretrain.registry import MODELS
     from mmpretrain.structures import DataSample
     model = MODELS.build(dict(
@@ -149,6 +154,7 @@ def test_layer_decay_constructor_gives_predictors_the_full_learning_rate():
     """mmseg's LearningRateDecayOptimizerConstructor: dense ConvNeXt parameters decay by
     stage; score predictors sit outside ``stages`` and get the head's (full) rate; fast paths
     share their block's rate."""
+    init_default_scope('mmseg')
     from mmseg.registry import MODELS
     from mmseg.engine.optimizers import LearningRateDecayOptimizerConstructor
     model = MODELS.build(dict(
