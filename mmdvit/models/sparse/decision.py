@@ -1,5 +1,5 @@
 """What a predictor decided: hard masks in training, a fixed top-k per image at inference."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 import torch
@@ -34,6 +34,24 @@ class SparsityDecision:
     keep_mask: Tensor
     order: Optional[Tensor] = None
     num_keep: Optional[int] = None
+    _rows: Optional[Tuple[Tensor, Tensor]] = field(default=None, init=False, repr=False,
+                                                   compare=False)
+
+    def flat_rows(self) -> Tuple[Tensor, Tensor]:
+        """Inference with ``0 < num_keep < N``: the rows of the kept and of the pruned
+        positions in the flattened (B*N, C) tokens, ``b * N + order[b, :k]`` and
+        ``b * N + order[b, k:]``, as (B*k,) and (B*(N-k),) long tensors. Computed once and
+        shared by every block that reuses this decision."""
+        if self.order is None or self.num_keep is None:
+            raise ValueError('flat_rows needs an inference decision that keeps some positions '
+                             'and prunes others (order is set)')
+        if self._rows is None:
+            batch, num = self.order.shape
+            offsets = torch.arange(batch, device=self.order.device).unsqueeze(1) * num
+            rows = self.order + offsets
+            self._rows = (rows[:, :self.num_keep].reshape(-1),
+                          rows[:, self.num_keep:].reshape(-1))
+        return self._rows
 
     @property
     def keep_indices(self) -> Optional[Tensor]:

@@ -14,8 +14,12 @@ def route_tokens(x: Tensor, slow: Path, fast: Path, decision: SparsityDecision) 
 
     Training (no ``num_keep``): one merged stream, ``m * slow(x) + (1 - m) * fast(x)`` with the
     straight-through hard mask ``m``; its value equals the inference result for the same kept
-    set (METHOD.md section 4). Inference: one gather by the score order, the slow path on the
-    first k positions, the fast path on the rest, one scatter back into a full-size buffer.
+    set (METHOD.md section 4). Inference: the kept rows and the pruned rows are each copied out
+    contiguously (``index_select`` on the flattened (B*N, C) tokens), the slow path runs on the
+    first, the fast path on the second, and both are copied into one full-size buffer
+    (``index_copy_``). Row copies move whole rows with a scalar index per row (a gather with an
+    expanded (B, N, C) index reads C indices per row), and the paths read contiguous inputs;
+    the result is bitwise the one of a gather / slice / cat / scatter formulation (tested).
 
     Args:
         x: (B, N, C) tokens.
@@ -36,9 +40,13 @@ def route_tokens(x: Tensor, slow: Path, fast: Path, decision: SparsityDecision) 
         return slow(x)
     if k == 0:
         return fast(x)
-    order = decision.order.unsqueeze(-1)
-    gathered = x.gather(1, order.expand(-1, -1, x.shape[-1]))
-    slow_out, fast_out = slow(gathered[:, :k]), fast(gathered[:, k:])
+    batch, channels = x.shape[0], x.shape[-1]
+    kept, pruned = decision.flat_rows()
+    tokens = x.reshape(batch * num, channels)
+    slow_out = slow(tokens.index_select(0, kept).view(batch, k, channels))
+    fast_out = fast(tokens.index_select(0, pruned).view(batch, num - k, channels))
     dtype = torch.promote_types(slow_out.dtype, fast_out.dtype)
-    out = torch.cat([slow_out.to(dtype), fast_out.to(dtype)], dim=1)
-    return torch.empty_like(out).scatter_(1, order.expand(-1, -1, out.shape[-1]), out)
+    out = slow_out.new_empty((batch * num, slow_out.shape[-1]), dtype=dtype)
+    out.index_copy_(0, kept, slow_out.reshape(batch * k, -1).to(dtype))
+    out.index_copy_(0, pruned, fast_out.reshape(batch * (num - k), -1).to(dtype))
+    return out.view(batch, num, -1)
