@@ -96,3 +96,21 @@ def test_convnext_equals_timm_convnext_tiny(size):
     x = torch.randn(1, 3, *size)
     with torch.no_grad():
         assert_same(ours(x), (ref.forward_head(ref.forward_features(x), pre_logits=True), ))
+
+
+def test_swin_without_small_map_padding_equals_timm_default_at_224():
+    """Official / timm classification semantics: stage 4 at 224 (7x7 = one window) unshifted."""
+    import timm
+    ref = timm.create_model('swin_tiny_patch4_window7_224', pretrained=False).eval()
+    state, _, _ = convert_swin_checkpoint(randomize(ref))
+    ours = DynamicSwinTransformer(keep_ratios=(1.0, 1.0, 1.0), out_indices=(3, ),
+                                  pad_small_map=False).eval()
+    ours.load_state_dict(state, strict=False)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert_same(ours(x), (ref.forward_features(x).permute(0, 3, 1, 2), ))
+        padded = DynamicSwinTransformer(keep_ratios=(1.0, 1.0, 1.0), out_indices=(3, )).eval()
+        padded.load_state_dict(state, strict=False)
+        assert (padded(x)[0] - ours(x)[0]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match='pad_small_map=True'):
+        ours(torch.randn(1, 3, 160, 160))

@@ -48,6 +48,10 @@ class DynamicSwinTransformer(DynamicBackbone):
         drop_path_rate, with_cp, frozen_stages: as mmseg's ``SwinTransformer``.
         use_abs_pos_embed, act_cfg, norm_cfg: only mmseg's defaults (False, GELU, LN) are
             supported; other values raise.
+        pad_small_map: True (mmseg / mmdet, default): maps no larger than a window are padded
+            and shifted as any other. False (official Swin / mmpretrain / timm classification):
+            a map exactly one window wide (stage 4 at 224) is not shifted; use it to reproduce
+            ImageNet models at 224.
         convert_weights: accepted for mmdet compatibility; the checkpoint layout (mmseg,
             official, timm) is detected from its keys in any case.
         pretrained: deprecated alias of ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
@@ -79,6 +83,7 @@ class DynamicSwinTransformer(DynamicBackbone):
                  pretrained: Optional[str] = None,
                  convert_weights: bool = False,
                  frozen_stages: int = -1,
+                 pad_small_map: bool = True,
                  keep_ratios: Sequence[float] = (0.7, 0.5, 0.3),
                  sparse_stages: Sequence[int] = (2, ),
                  pruning_locs: Optional[Locations] = None,
@@ -136,6 +141,7 @@ class DynamicSwinTransformer(DynamicBackbone):
                     attn_drop_rate=attn_drop_rate,
                     drop_path_rate=dpr[sum(depths[:i]) + j],
                     sparse=sched is not None and sched.is_sparse(j),
+                    pad_small_map=pad_small_map,
                     with_cp=with_cp) for j in range(depth)
             ]
             downsample = PatchMerging(dims, 2 * dims) if i < num_stages - 1 else None

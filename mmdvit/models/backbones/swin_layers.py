@@ -175,17 +175,22 @@ class ShiftWindowMSA(nn.Module):
 
     Args:
         shift_size: cyclic shift; 0 for regular windows.
+        pad_small_map: True (mmseg): a map no larger than a window is padded and shifted like
+            any other. False (official Swin, mmpretrain, timm): a map exactly one window wide
+            is not shifted, and a smaller one raises.
         Others as :class:`WindowMSA`.
     """
 
     def __init__(self, embed_dims: int, num_heads: int, window_size: int, shift_size: int,
                  qkv_bias: bool = True, qk_scale: Optional[float] = None,
-                 attn_drop_rate: float = 0.0, proj_drop_rate: float = 0.0) -> None:
+                 attn_drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
+                 pad_small_map: bool = True) -> None:
         super().__init__()
         if not 0 <= shift_size < window_size:
             raise ValueError(f'shift_size={shift_size} must be in [0, window_size={window_size}).')
         self.window_size = window_size
         self.shift_size = shift_size
+        self.pad_small_map = pad_small_map
         self.w_msa = WindowMSA(embed_dims, num_heads, window_size, qkv_bias, qk_scale,
                                attn_drop_rate, proj_drop_rate)
 
@@ -194,6 +199,11 @@ class ShiftWindowMSA(nn.Module):
         batch, _, channels = x.shape
         height, width = hw_shape
         ws, shift = self.window_size, self.shift_size
+        if not self.pad_small_map and min(height, width) <= ws:
+            if min(height, width) < ws:
+                raise ValueError(f'feature map {height}x{width} is smaller than the window ({ws}):'
+                                 ' set pad_small_map=True or use larger inputs.')
+            shift = 0
         x = pad_to_multiple(x.view(batch, height, width, channels), ws)
         pad_h, pad_w = x.shape[1:3]
         mask = None
@@ -230,6 +240,7 @@ class DynamicSwinBlock(nn.Module):
 
     Args:
         sparse: build the fast path (the block runs at or after a predictor).
+        pad_small_map: see :class:`ShiftWindowMSA`.
         Others as mmseg's ``SwinBlock``.
     """
 
@@ -237,13 +248,13 @@ class DynamicSwinBlock(nn.Module):
                  window_size: int = 7, shift: bool = False, qkv_bias: bool = True,
                  qk_scale: Optional[float] = None, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0, sparse: bool = False,
-                 with_cp: bool = False) -> None:
+                 pad_small_map: bool = True, with_cp: bool = False) -> None:
         super().__init__()
         self.with_cp = with_cp
         self.norm1 = nn.LayerNorm(embed_dims)
         self.attn = ShiftWindowMSA(embed_dims, num_heads, window_size,
                                    window_size // 2 if shift else 0, qkv_bias, qk_scale,
-                                   attn_drop_rate, drop_rate)
+                                   attn_drop_rate, drop_rate, pad_small_map)
         self.norm2 = nn.LayerNorm(embed_dims)
         self.ffn = FFN(embed_dims, feedforward_channels, drop_rate)
         self.drop_path = DropPath(drop_path_rate)

@@ -69,6 +69,8 @@ class SparsityTrainer(BaseModel):
             ``feature_distill_loss(student_outs, teacher_outs)`` to replace the plain MSE.
         logit_distill_weight: weight of KL(teacher || student) on the class logits of
             ``decode_head`` (segmentation) or ``head`` (classification). Detectors: keep 0.
+        data_preprocessor: used by the student when its own config has none (mmengine's
+            Runner passes a config's top-level ``data_preprocessor`` here).
     """
 
     def __init__(self,
@@ -77,8 +79,11 @@ class SparsityTrainer(BaseModel):
                  ratio_loss_weight: float = 10.0,
                  feature_distill_weight: float = 0.5,
                  logit_distill_weight: float = 0.0,
+                 data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if data_preprocessor is not None and 'data_preprocessor' not in student:
+            student = dict(student, data_preprocessor=data_preprocessor)
         student_model = build_in_current_scope(student)
         self.__dict__['_student'] = student_model
         for name, module in student_model.named_children():
