@@ -1,0 +1,217 @@
+"""Timing dense and dynamic models in one process, interleaved, on the same inputs.
+
+A *subject* is one part (``'backbone'`` or ``'model'``) of a config, built three ways with the
+same weights: ``dense`` (the upstream implementation: mmseg ``SwinTransformer``, mmpretrain
+``ConvNeXt``, timm ``VisionTransformer``; for whole models the same config with that backbone),
+``dynamic`` (the config as it is) and optionally ``twin`` (mmdvit's own backbone with
+sparsification disabled, which separates the sparse path's gain from implementation
+differences with upstream).
+"""
+import contextlib
+import copy
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from torch import nn
+
+from .flops import count_macs
+from .inputs import model_inputs
+from .models import (backbone_config, build_model, build_upstream_backbone, copy_shared_weights,
+                     default_scope, dense_twin_config, model_config, upstream_backbone_config)
+
+PARTS = ('backbone', 'model')
+
+
+@dataclass
+class Subject:
+    """One part of a config built as dense (upstream), dynamic and (optionally) twin models.
+
+    ``calls[name](batch)`` returns a zero-argument function running that model on a batch of
+    ``batch`` copies of the input image.
+    """
+
+    name: str
+    part: str
+    models: Dict[str, nn.Module]
+    inputs: Dict[str, Callable[[int], Tuple[tuple, dict]]] = field(default_factory=dict)
+
+    def call(self, which: str, batch: int) -> Callable[[], Any]:
+        model = self.models[which]
+        args, kwargs = self.inputs[which](batch)
+        return lambda: model(*args, **kwargs)
+
+
+def _same_weights(src: nn.Module, dst: nn.Module, what: str) -> None:
+    """Give ``dst`` every tensor of ``src`` it has; raise if ``dst`` has tensors ``src`` lacks
+    (then the two would not compute the same function)."""
+    copied = copy_shared_weights(src, dst)
+    if copied != len(dst.state_dict()):
+        missing = sorted(set(dst.state_dict()) - set(src.state_dict()))[:5]
+        raise RuntimeError(f'{what}: the dynamic model lacks {missing}...; cannot give both the '
+                           'same weights')
+
+
+def build_subject(cfg: Config, name: str, part: str, image: np.ndarray,
+                  shape: Sequence[int], twin: bool = True, device: str = 'cpu',
+                  channels_last: bool = False) -> Subject:
+    """Build dense / dynamic (/ twin) models of ``part`` of ``cfg`` with the same weights.
+
+    Args:
+        cfg: the dynamic model's config (wrapper configs are measured on their student).
+        name: label of the subject in the results.
+        part: ``'backbone'`` or ``'model'`` (the whole model in its ``tensor`` mode).
+        image: (H, W, 3) uint8 RGB photograph used as input.
+        shape: (H, W) the image is resized to.
+        twin: also build mmdvit's dense twin.
+        device: ``'cpu'`` or ``'cuda'``.
+        channels_last: convert models and inputs to channels-last memory format.
+    """
+    if part not in PARTS:
+        raise ValueError(f'part={part!r}: use one of {PARTS}')
+    model_cfg, scope = model_config(cfg), default_scope(cfg)
+    is_bare = 'backbone' not in model_cfg
+    if part == 'model' and is_bare:
+        raise ValueError(f'{name}: the config is a bare backbone; part "model" needs a model '
+                         'config (segmentor / detector / classifier).')
+    if part == 'backbone':
+        dynamic_cfg = backbone_config(model_cfg)
+        dynamic = build_model(dynamic_cfg, scope)
+        dense = build_upstream_backbone(dynamic_cfg)
+        twin_cfg = dense_twin_config(dynamic_cfg) if twin else None
+    else:
+        dynamic = build_model(model_cfg, scope)
+        dense_cfg = copy.deepcopy(model_cfg)
+        dense_cfg.backbone = upstream_backbone_config(model_cfg.backbone)
+        if dense_cfg.backbone.type.startswith('timm.'):
+            raise ValueError(f'{name}: whole-model benchmarks support Swin and ConvNeXt '
+                             'backbones (their upstream dense backbones are registered models).')
+        dense = build_model(dense_cfg, scope)
+        twin_cfg = dense_twin_config(model_cfg) if twin else None
+    models = dict(dense=dense, dynamic=dynamic)
+    if twin_cfg is not None:
+        models['twin'] = build_model(twin_cfg, scope)
+    for which in ('dense', 'twin'):
+        if which in models:
+            _same_weights(dynamic, models[which], f'{name} {which}')
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for model in models.values():
+        model.to(device=device, memory_format=memory_format)
+        model.eval()
+    subject = Subject(name, part, models)
+    for which, model in models.items():
+        subject.inputs[which] = _input_factory(model, part, image, shape, memory_format)
+    return subject
+
+
+def _input_factory(model: nn.Module, part: str, image: np.ndarray, shape: Sequence[int],
+                   memory_format: torch.memory_format) -> Callable[[int], Tuple[tuple, dict]]:
+    """Inputs for a batch: backbones take ImageNet-normalised images; whole models take the
+    output of their own data preprocessor (normalisation, padding) and data samples."""
+    cache: Dict[int, Tuple[tuple, dict]] = {}
+
+    def make(batch: int) -> Tuple[tuple, dict]:
+        if batch not in cache:
+            if part == 'backbone':
+                data = model_inputs(model, [image] * batch, shape)
+                cache[batch] = ((data['inputs'].to(memory_format=memory_format), ), {})
+            else:
+                data = model_inputs(model, [image] * batch, shape)
+                inputs = data['inputs'].to(memory_format=memory_format)
+                cache[batch] = ((inputs, data['data_samples']), dict(mode='tensor'))
+        return cache[batch]
+
+    return make
+
+
+def flops_per_image(subject: Subject, which: str) -> float:
+    """GFLOPs (GMACs) of one image through ``which`` model of the subject."""
+    return count_macs(subject.call(which, 1)) / 1e9
+
+
+@contextlib.contextmanager
+def precision(device: str, dtype: str):
+    """``'float32'``: as is; ``'amp'``: autocast to bfloat16 on CPU, float16 on CUDA."""
+    if dtype == 'float32':
+        yield
+    elif dtype == 'amp':
+        with torch.autocast(device, torch.bfloat16 if device == 'cpu' else torch.float16):
+            yield
+    else:
+        raise ValueError(f'dtype={dtype!r}: use float32 or amp')
+
+
+def amp_dtype_name(device: str, dtype: str) -> str:
+    """The name written in the results for a precision setting."""
+    if dtype == 'float32':
+        return 'float32'
+    return 'bfloat16-autocast' if device == 'cpu' else 'float16-autocast'
+
+
+def time_interleaved(calls: Dict[str, Callable[[], Any]], device: str, warmup: int, iters: int,
+                     max_seconds: float) -> Dict[str, List[float]]:
+    """Seconds per call of each function, measured in rounds that run every function once
+    (order reversed every other round, so drifts in machine load hit all alike).
+
+    ``warmup`` untimed rounds come first; then up to ``iters`` timed rounds, stopping early
+    (after at least 3) once ``max_seconds`` have passed.
+    """
+    names = list(calls)
+    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    times: Dict[str, List[float]] = {n: [] for n in names}
+    with torch.no_grad():
+        for _ in range(warmup):
+            for n in names:
+                calls[n]()
+        sync()
+        start = time.perf_counter()
+        for i in range(iters):
+            for n in (names if i % 2 == 0 else names[::-1]):
+                sync()
+                tic = time.perf_counter()
+                calls[n]()
+                sync()
+                times[n].append(time.perf_counter() - tic)
+            if i + 1 >= 3 and time.perf_counter() - start > max_seconds:
+                break
+    return times
+
+
+def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int],
+                   dtypes: Sequence[str], device: str, warmup: int, iters: int,
+                   max_seconds: float,
+                   report: Optional[Callable[[dict], None]] = None) -> List[dict]:
+    """One result row per (dtype, batch): images/s of every model (``*_ips``: median round;
+    ``*_ips_best``: fastest round), measured speed-up over the upstream dense model, the
+    FLOPs-implied ideal and their quotient (from the medians)."""
+    gflops = {which: flops_per_image(subject, which) for which in subject.models}
+    rows = []
+    for dtype in dtypes:
+        for batch in batches:
+            calls = {w: subject.call(w, batch) for w in subject.models}
+            with precision(device, dtype):
+                times = time_interleaved(calls, device, warmup, iters, max_seconds)
+            ips = {w: batch / statistics.median(t) for w, t in times.items()}
+            best = {w: batch / min(t) for w, t in times.items()}
+            ideal = gflops['dense'] / gflops['dynamic']
+            row = dict(name=subject.name, device=device, dtype=amp_dtype_name(device, dtype),
+                       part=subject.part, batch=batch, shape=list(shape),
+                       dense_ips=ips['dense'], dynamic_ips=ips['dynamic'],
+                       speedup=ips['dynamic'] / ips['dense'], ideal_speedup=ideal,
+                       realisation=ips['dynamic'] / ips['dense'] / ideal,
+                       dense_gflops=gflops['dense'], dynamic_gflops=gflops['dynamic'],
+                       rounds=len(times['dynamic']), dense_ips_best=best['dense'],
+                       dynamic_ips_best=best['dynamic'])
+            if 'twin' in ips:
+                twin_ideal = gflops['twin'] / gflops['dynamic']
+                row.update(twin_ips=ips['twin'], twin_speedup=ips['dynamic'] / ips['twin'],
+                           twin_realisation=ips['dynamic'] / ips['twin'] / twin_ideal,
+                           twin_ips_best=best['twin'])
+            rows.append(row)
+            if report is not None:
+                report(row)
+    return rows

@@ -1,0 +1,173 @@
+"""Building the models that the analysis tools measure from a config: the dynamic model, its
+dense twin (same config, no sparsification) and the upstream dense backbone it replaces."""
+import copy
+import inspect
+import os
+from typing import Optional, Sequence, Tuple, Union
+
+from mmengine.config import Config, ConfigDict
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import MODELS, DefaultScope
+from torch import nn
+
+from ..models.checkpoint import extract_state_dict, load_checkpoint_file
+from .presets import preset_config
+
+WRAPPER_TYPE = 'mmdvit.SparsityTrainer'
+# Keyword arguments of mmdvit's backbones that their upstream dense counterparts do not take.
+SPARSITY_ARGS = ('keep_ratios', 'sparse_stages', 'pruning_locs')
+# mmdvit backbone -> the upstream dense implementation with the same arguments and weights.
+UPSTREAM_BACKBONES = {
+    'DynamicSwinTransformer': 'mmseg.SwinTransformer',
+    'DynamicConvNeXt': 'mmpretrain.ConvNeXt',
+    'DynamicViT': 'timm.VisionTransformer',
+}
+
+
+def load_config(config: Union[str, Config], cfg_options: Optional[dict] = None) -> Config:
+    """Read a config file, a preset name (:data:`~mmdvit.analysis.presets.PRESETS`) or take a
+    loaded config, and merge ``--cfg-options`` style overrides."""
+    if isinstance(config, Config):
+        cfg = copy.deepcopy(config)
+    elif os.path.isfile(config):
+        cfg = Config.fromfile(config)
+    else:
+        cfg = preset_config(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def set_keep_ratios(model_cfg: ConfigDict, keep_ratios: Sequence[float]) -> ConfigDict:
+    """A copy of ``model_cfg`` whose backbone uses ``keep_ratios``."""
+    model_cfg = copy.deepcopy(model_cfg)
+    backbone_config(model_cfg).keep_ratios = tuple(float(r) for r in keep_ratios)
+    return model_cfg
+
+
+def model_config(cfg: Config) -> ConfigDict:
+    """The model the tools measure: ``cfg.model``, or its ``student`` when the config wraps it in
+    ``mmdvit.SparsityTrainer`` (the teacher is a training-time helper, not part of inference).
+
+    A config whose ``model`` is a bare backbone (``type='mmdvit.Dynamic...'``) is accepted too.
+    """
+    if 'model' not in cfg:
+        raise ValueError('the config has no `model` field; pass a model config (mmseg / mmdet / '
+                         'mmpretrain model, or an mmdvit backbone).')
+    model = copy.deepcopy(cfg.model)
+    if model.get('type') == WRAPPER_TYPE:
+        model = copy.deepcopy(model.student)
+    return ConfigDict(model)
+
+
+def backbone_config(model_cfg: ConfigDict) -> ConfigDict:
+    """The backbone part of a model config (the config itself for a bare backbone)."""
+    return model_cfg.backbone if 'backbone' in model_cfg else model_cfg
+
+
+def _dynamic_backbone_class(backbone_cfg: ConfigDict) -> type:
+    from ..registry import MODELS as MMDVIT_MODELS
+    name = str(backbone_cfg.get('type', ''))
+    short = name[len('mmdvit.'):] if name.startswith('mmdvit.') else None
+    cls = MMDVIT_MODELS.get(short) if short else None
+    if cls is None:
+        raise ValueError(f"backbone type {name!r} is not an mmdvit dynamic backbone; the tools "
+                         "compare type='mmdvit.DynamicSwinTransformer' / 'mmdvit.DynamicConvNeXt' "
+                         '/ ... with its dense twin.')
+    return cls
+
+
+def dense_twin_config(model_cfg: ConfigDict) -> ConfigDict:
+    """The same model with sparsification disabled: ``sparse_stages=()`` (Swin, ConvNeXt) or
+    ``pruning_locs=()`` with ``keep_ratios=()`` (ViT). No predictors, no fast paths; it computes
+    exactly the upstream dense model (tested in the backbone suites)."""
+    twin = copy.deepcopy(model_cfg)
+    backbone = backbone_config(twin)
+    params = inspect.signature(_dynamic_backbone_class(backbone)).parameters
+    if 'sparse_stages' in params:
+        backbone.sparse_stages = ()
+    else:
+        backbone.pruning_locs, backbone.keep_ratios = (), ()
+    return twin
+
+
+def upstream_backbone_config(backbone_cfg: ConfigDict) -> ConfigDict:
+    """The upstream dense backbone config (mmseg ``SwinTransformer``, mmpretrain ``ConvNeXt``)
+    with the same arguments minus the sparsity ones; it loads the dynamic backbone's dense
+    weights. ViTs have no registry config upstream: see :func:`build_upstream_backbone`."""
+    cls = _dynamic_backbone_class(backbone_cfg)
+    if cls.__name__ not in UPSTREAM_BACKBONES:
+        raise ValueError(f'no upstream dense counterpart is known for {cls.__name__}; known: '
+                         f'{sorted(UPSTREAM_BACKBONES)}.')
+    cfg = ConfigDict({k: v for k, v in backbone_cfg.items() if k not in SPARSITY_ARGS})
+    cfg.type = UPSTREAM_BACKBONES[cls.__name__]
+    cfg.init_cfg = None
+    return cfg
+
+
+def build_upstream_backbone(backbone_cfg: ConfigDict) -> nn.Module:
+    """The upstream dense backbone of an mmdvit backbone config, in eval mode: mmseg's
+    ``SwinTransformer``, mmpretrain's ``ConvNeXt``, or timm's ``VisionTransformer`` (DeiT; class
+    token output, as ``DynamicViT(out_type='cls_token')``)."""
+    cfg = upstream_backbone_config(backbone_cfg)
+    if cfg.type != 'timm.VisionTransformer':
+        return build_model(cfg, 'mmengine')
+    from timm.models.vision_transformer import VisionTransformer
+
+    from ..models.backbones.dynamic_vit import DynamicViT
+    if cfg.get('out_type', 'cls_token') != 'cls_token':
+        raise ValueError('the timm reference of DynamicViT returns the class token: benchmark '
+                         "with out_type='cls_token'.")
+    arch = DynamicViT._arch_settings(cfg.get('arch', 'deit-small'))
+    model = VisionTransformer(
+        img_size=cfg.get('img_size', 224), patch_size=cfg.get('patch_size', 16),
+        in_chans=cfg.get('in_channels', 3), num_classes=0, embed_dim=int(arch['embed_dims']),
+        depth=int(arch['num_layers']), num_heads=int(arch['num_heads']),
+        mlp_ratio=float(arch.get('mlp_ratio', 4.0)), qkv_bias=cfg.get('qkv_bias', True),
+        dynamic_img_size=True)
+    model.eval()
+    return model
+
+
+def default_scope(cfg: Config) -> str:
+    """The registry scope the config's types resolve in (``default_scope``, else mmengine)."""
+    return cfg.get('default_scope') or 'mmengine'
+
+
+def build_model(model_cfg: ConfigDict, scope: str) -> nn.Module:
+    """Build ``model_cfg`` in ``scope`` without initialising weights (no checkpoint is read);
+    SyncBN becomes BN so it runs on one CPU process. Returned in eval mode."""
+    with DefaultScope.overwrite_default_scope(scope):
+        model = revert_sync_batchnorm(MODELS.build(copy.deepcopy(model_cfg)))
+    model.eval()  # not chained: some upstream train() overrides return None
+    return model
+
+
+def load_weights(model: nn.Module, checkpoint: Optional[str]) -> Tuple[int, Sequence[str]]:
+    """Load a model checkpoint (``None`` or ``'none'``: keep the random weights).
+
+    Returns:
+        (number of tensors loaded, the model keys the checkpoint lacks).
+
+    Raises:
+        ValueError: when the checkpoint shares no key with the model.
+    """
+    if checkpoint is None or checkpoint.lower() == 'none':
+        return 0, []
+    state = extract_state_dict(load_checkpoint_file(checkpoint))
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own}
+    if not matched:
+        raise ValueError(f'checkpoint {checkpoint!r} shares no key with the model (its keys look '
+                         f'like {list(state)[:3]}); pass a checkpoint of this config.')
+    model.load_state_dict(matched, strict=False)
+    return len(matched), sorted(set(own) - set(matched))
+
+
+def copy_shared_weights(src: nn.Module, dst: nn.Module) -> int:
+    """Copy every tensor of ``src`` whose name and shape ``dst`` shares (dense twin <- dynamic
+    model); returns how many were copied."""
+    own = dst.state_dict()
+    shared = {k: v for k, v in src.state_dict().items() if k in own and own[k].shape == v.shape}
+    dst.load_state_dict(shared, strict=False)
+    return len(shared)

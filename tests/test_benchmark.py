@@ -1,0 +1,92 @@
+"""tools/analysis_tools/benchmark.py: quick mode writes well-formed JSON with every field, and the
+models it compares really share their weights (no timing thresholds)."""
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from mmdvit.analysis.benchmark import build_subject, time_interleaved
+from mmdvit.analysis.inputs import sample_photos
+from mmdvit.analysis.models import load_config
+from test_flops import TINY_SEG, run_tool
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARK = os.path.join(ROOT, 'tools', 'analysis_tools', 'benchmark.py')
+ROW_FIELDS = ('device', 'dtype', 'part', 'batch', 'shape', 'dense_ips', 'dynamic_ips', 'speedup',
+              'ideal_speedup', 'realisation', 'twin_ips', 'twin_speedup', 'twin_realisation',
+              'dense_gflops', 'dynamic_gflops', 'keep_ratios', 'rounds')
+
+
+def test_quick_mode_writes_every_field(tmp_path):
+    out = tmp_path / 'bench.json'
+    run_tool(BENCHMARK, ['--quick', 'swin-test', '--memory', '--out', str(out)])
+    result = json.loads(out.read_text())
+    assert result['machine']['cpu_count'] >= 1 and 'median' in result['method']
+    rows = result['rows']
+    assert {(r['name'], r['dtype'], r['batch']) for r in rows} == {
+        ('swin-test', d, b) for d in ('float32', 'bfloat16-autocast') for b in (1, 2)}
+    for row in rows:
+        assert all(field in row for field in ROW_FIELDS), sorted(set(ROW_FIELDS) - set(row))
+        assert row['device'] == 'cpu' and row['part'] == 'backbone' and row['shape'] == [64, 64]
+        for key in ('dense_ips', 'dynamic_ips', 'twin_ips', 'ideal_speedup'):
+            assert math.isfinite(row[key]) and row[key] > 0
+        assert row['speedup'] == pytest.approx(row['dynamic_ips'] / row['dense_ips'])
+        assert row['realisation'] == pytest.approx(row['speedup'] / row['ideal_speedup'])
+        assert row['ideal_speedup'] == pytest.approx(row['dense_gflops'] / row['dynamic_gflops'])
+        assert row['dense_gflops'] > row['dynamic_gflops']
+        assert row['rounds'] >= 2
+    assert [m['name'] for m in result['memory']] == ['swin-test']
+    for mem in result['memory']:
+        assert mem['dense_step_mib'] > 0 and mem['dynamic_step_mib'] > 0
+        assert mem['step_ratio'] == pytest.approx(mem['dynamic_step_mib'] / mem['dense_step_mib'])
+
+
+@pytest.mark.parametrize('preset, upstream', [('swin-test', 'mmseg'),
+                                              ('convnext-test', 'mmpretrain'),
+                                              ('deit-test', 'timm')])
+def test_backbone_subject_compares_upstream_with_the_same_weights(preset, upstream):
+    cfg = load_config(preset)
+    cfg.model.keep_ratios = (1.0, 1.0, 1.0)
+    subject = build_subject(cfg, preset, 'backbone', sample_photos(1)[0], (64, 64))
+    assert type(subject.models['dense']).__module__.startswith(upstream)
+    with torch.no_grad():
+        outs = {w: subject.call(w, 2)() for w in subject.models}
+    dense = tuple(outs['dense']) if isinstance(outs['dense'], (tuple, list)) else (
+        outs['dense'], )
+    assert len(dense) == len(outs['dynamic'])
+    for which in ('dynamic', 'twin'):
+        for out, ref in zip(outs[which], dense):
+            torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_whole_model_subject_uses_the_upstream_backbone(tmp_path):
+    config = tmp_path / 'cfg.py'
+    config.write_text(TINY_SEG)
+    cfg = load_config(str(config))
+    subject = build_subject(cfg, 'seg', 'model', sample_photos(1)[0], (64, 64), twin=False)
+    dense, dynamic = subject.models['dense'], subject.models['dynamic']
+    assert type(dense.backbone).__module__.startswith('mmseg')
+    assert type(dynamic.backbone).__name__ == 'DynamicSwinTransformer'
+    for key, value in dense.state_dict().items():
+        assert torch.equal(value, dynamic.state_dict()[key]), key
+    with torch.no_grad():
+        logits = subject.call('dynamic', 1)()
+    assert logits.shape[:2] == (1, 150)
+
+
+def test_interleaved_timing_runs_every_function_every_round():
+    calls = []
+    times = time_interleaved({'a': lambda: calls.append('a'), 'b': lambda: calls.append('b')},
+                             'cpu', warmup=1, iters=4, max_seconds=60)
+    assert [len(t) for t in times.values()] == [4, 4]
+    assert calls == ['a', 'b'] + ['a', 'b', 'b', 'a'] * 2
+
+
+def test_cuda_request_without_a_gpu_is_refused(capsys):
+    if torch.cuda.is_available():
+        pytest.skip('a GPU is present')
+    with pytest.raises(SystemExit):
+        run_tool(BENCHMARK, ['swin-test', '--device', 'cuda'])
+    assert 'no CUDA device' in capsys.readouterr().err

@@ -1,0 +1,165 @@
+"""Dense (upstream) vs dynamic models, timed in one process, interleaved, after warm-up.
+
+Examples::
+
+    # classification backbones at 224, batch 1 / 8 / 32, float32 and autocast
+    python tools/analysis_tools/benchmark.py swin-t convnext-t deit-s --batches 1 8 32 \
+        --out work_dirs/bench_224.json
+    # UPerNet at 512x512, backbone and whole model, plus training-step memory
+    python tools/analysis_tools/benchmark.py configs/upernet_dvit_swin.py --shape 512 512 \
+        --parts backbone model --batches 1 2 --memory
+    # keep ratio 1.0: the overhead of the dynamic machinery against upstream
+    python tools/analysis_tools/benchmark.py swin-t --keep-ratios 1 1 1 --batches 8
+
+Each row prints images/s of the upstream dense model and of the dynamic one, the measured
+speed-up, the FLOPs-implied ideal speed-up and their quotient (realisation); with the twin
+(default) also mmdvit's own dense backbone (sparsification disabled).
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+
+import torch
+from mmengine.config import DictAction
+
+from mmdvit.analysis.benchmark import build_subject, benchmark_rows
+from mmdvit.analysis.inputs import sample_photos
+from mmdvit.analysis.memory import training_step_memory
+from mmdvit.analysis.models import (backbone_config, load_config, model_config,
+                                    set_keep_ratios)
+
+QUICK = dict(configs=['swin-test', 'convnext-test'], shape=[64, 64], batches=[1, 2],
+             warmup=1, iters=2, max_seconds=5.0)
+METHOD = ('Each row: models run in one process on the same device and inputs (a photograph '
+          'repeated to the batch size), after warm-up rounds, in interleaved rounds (order '
+          'reversed every other round); images/s = batch / median seconds per call. dense = '
+          'upstream implementation (mmseg SwinTransformer / mmpretrain ConvNeXt / timm '
+          'VisionTransformer, or the config with that backbone) with the dynamic model\'s '
+          'weights; twin = mmdvit backbone with sparsification disabled. Whole models run in '
+          "their 'tensor' mode. ideal_speedup = dense GFLOPs / dynamic GFLOPs per image; "
+          'realisation = speedup / ideal_speedup.')
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('configs', nargs='*', help='model configs or preset names '
+                        '(swin-t, convnext-t, deit-s, swin-test, convnext-test, deit-test)')
+    parser.add_argument('--parts', nargs='+', default=['backbone'],
+                        choices=['backbone', 'model'])
+    parser.add_argument('--shape', type=int, nargs='+', default=[224, 224], help='H [W]')
+    parser.add_argument('--batches', type=int, nargs='+', default=[1, 8, 32])
+    parser.add_argument('--dtypes', nargs='+', default=['float32', 'amp'],
+                        choices=['float32', 'amp'],
+                        help='amp: autocast to bfloat16 on CPU, float16 on CUDA')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--keep-ratios', type=float, nargs='+',
+                        help="override the backbone's keep ratios")
+    parser.add_argument('--warmup', type=int, default=2, help='untimed rounds per row')
+    parser.add_argument('--iters', type=int, default=10, help='timed rounds per row (at most)')
+    parser.add_argument('--max-seconds', type=float, default=120.0,
+                        help='stop a row after this many seconds (and at least 3 rounds)')
+    parser.add_argument('--no-twin', action='store_true',
+                        help="skip mmdvit's own dense backbone")
+    parser.add_argument('--channels-last', action='store_true',
+                        help='run every model and input in channels-last memory format')
+    parser.add_argument('--memory', action='store_true',
+                        help='also measure training-step peak memory of the backbones')
+    parser.add_argument('--memory-batch', type=int, default=8)
+    parser.add_argument('--threads', type=int, help='torch threads (default: as configured)')
+    parser.add_argument('--quick', action='store_true',
+                        help='tiny models, 64x64, batches 1 and 2, 2 rounds (for tests)')
+    parser.add_argument('--out', help='write machine, method and rows to this JSON file')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of every config')
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.configs = args.configs or QUICK['configs']
+        for key in ('shape', 'batches', 'warmup', 'iters', 'max_seconds'):
+            setattr(args, key, QUICK[key])
+    if not args.configs:
+        parser.error('give at least one config or preset name (or --quick)')
+    if len(args.shape) == 1:
+        args.shape = args.shape * 2
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: no CUDA device is visible to torch')
+    return args
+
+
+def machine() -> dict:
+    """Where the numbers were measured."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f
+                       if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    return dict(cpu=cpu, cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                torch=torch.__version__,
+                gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
+
+
+HEADER = (f"{'name':<28}{'part':<9}{'dtype':<18}{'batch':>5}  {'shape':<10}{'dense':>8}"
+          f"{'twin':>8}{'dynamic':>9}{'speedup':>9}{'ideal':>7}{'realis.':>8}")
+
+
+def format_row(row: dict) -> str:
+    twin = f"{row['twin_ips']:8.2f}" if 'twin_ips' in row else f"{'-':>8}"
+    shape = 'x'.join(str(s) for s in row['shape'])
+    return (f"{row['name'][:27]:<28}{row['part']:<9}{row['dtype']:<18}{row['batch']:>5}  "
+            f"{shape:<10}{row['dense_ips']:8.2f}{twin}{row['dynamic_ips']:9.2f}"
+            f"{row['speedup']:9.3f}{row['ideal_speedup']:7.3f}{row['realisation']:8.3f}")
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    image = sample_photos(1)[0]
+    result = dict(machine=machine(), method=METHOD, rows=[], memory=[])
+    print(f"machine: {result['machine']}\nimages/s (higher is better)\n{HEADER}")
+    for name in args.configs:
+        cfg = load_config(name, args.cfg_options)
+        if args.keep_ratios:
+            cfg.model = set_keep_ratios(model_config(cfg), args.keep_ratios)
+        label = os.path.splitext(os.path.basename(name))[0]
+        for part in args.parts:
+            subject = build_subject(cfg, label, part, image, args.shape, twin=not args.no_twin,
+                                    device=args.device, channels_last=args.channels_last)
+            rows = benchmark_rows(subject, args.shape, args.batches, args.dtypes, args.device,
+                                  args.warmup, args.iters, args.max_seconds,
+                                  report=lambda r: print(format_row(r), flush=True))
+            for row in rows:
+                row.update(channels_last=args.channels_last,
+                           keep_ratios=list(subject.models['dynamic'].keep_ratios
+                                            if part == 'backbone' else
+                                            subject.models['dynamic'].backbone.keep_ratios))
+            result['rows'] += rows
+            del subject
+        if args.memory:
+            batch = 2 if args.quick else args.memory_batch
+            mem = training_step_memory(backbone_config(model_config(cfg)), batch, args.shape,
+                                       image, args.device)
+            entry = dict(name=label, device=args.device, batch=batch, shape=list(args.shape),
+                         dense_step_mib=mem['dense']['step_mib'],
+                         dynamic_step_mib=mem['dynamic']['step_mib'],
+                         step_ratio=mem['dynamic']['step_mib'] / mem['dense']['step_mib'],
+                         dense_peak_mib=mem['dense']['peak_mib'],
+                         dynamic_peak_mib=mem['dynamic']['peak_mib'],
+                         method=mem['dynamic']['method'])
+            result['memory'].append(entry)
+            print(f"training-step memory, {label} backbone, batch {batch}: dense "
+                  f"{entry['dense_step_mib']:.0f} MiB, dynamic {entry['dynamic_step_mib']:.0f} "
+                  f"MiB ({entry['step_ratio']:.2f}x; {entry['method']})", flush=True)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump(result, f, indent=2)
+        print(f'wrote {args.out}')
+    return result
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

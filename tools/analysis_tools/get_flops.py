@@ -1,0 +1,84 @@
+"""FLOPs and parameters of a dynamic model and its dense twin, side by side.
+
+Example::
+
+    python tools/analysis_tools/get_flops.py configs/.../upernet_....py --shape 512 512 \
+        --num-images 4 --out work_dirs/flops.json
+"""
+import argparse
+import json
+import os
+import sys
+
+from mmengine.config import DictAction
+
+from mmdvit.analysis.complexity import complexity
+from mmdvit.analysis.inputs import read_image, sample_photos
+from mmdvit.analysis.models import load_config
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Count the FLOPs (multiply-adds) and parameters of the backbone and of the '
+        'whole model, dense twin and dynamic model side by side.')
+    parser.add_argument('config', help='model config (mmseg / mmdet / mmpretrain model, a '
+                        'mmdvit.SparsityTrainer config, or a bare mmdvit backbone)')
+    parser.add_argument('--shape', type=int, nargs='+', default=[224, 224],
+                        help='input size H [W] every image is resized to (default 224 224)')
+    parser.add_argument('--num-images', type=int, default=1,
+                        help="average over this many of scikit-image's photographs")
+    parser.add_argument('--images', nargs='+', help='average over these image files instead')
+    parser.add_argument('--checkpoint', help='model checkpoint (default: random weights)')
+    parser.add_argument('--out', help='write the figures to this JSON file')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, e.g. '
+                        'model.backbone.keep_ratios="(0.9,0.7,0.5)"')
+    args = parser.parse_args(argv)
+    if len(args.shape) == 1:
+        args.shape = args.shape * 2
+    if len(args.shape) != 2:
+        parser.error(f'--shape takes H [W], got {args.shape}')
+    return args
+
+
+def format_report(result: dict) -> str:
+    """A human-readable table of a :func:`complexity` result."""
+    height, width = result['shape']
+    lines = [f"input {height}x{width} (after the data preprocessor: "
+             f"{result['input_shape'][0]}x{result['input_shape'][1]}), "
+             f"averaged over {result['num_images']} image(s)",
+             f"{'':10s}{'dense':>12s}{'dynamic':>12s}{'ratio':>8s}"]
+    for part in ('backbone', 'model'):
+        dense, dyn = result[part]['dense'], result[part]['dynamic']
+        lines.append(f'{part:10s}{dense:12.3f}{dyn:12.3f}{dyn / dense:8.3f}  GFLOPs')
+    for part in ('backbone', 'model'):
+        params = result['params'][part]
+        lines.append(f"{part:10s}{params['dense']:12.3f}{params['dynamic']:12.3f}"
+                     f"{params['dynamic'] / params['dense']:8.3f}  M params")
+    for d in result['kept']:
+        lines.append(f"predictor {d['index']} (stage {d['stage']}, {d['hw_shape'][0]}x"
+                     f"{d['hw_shape'][1]}): keeps {d['kept']} of {d['positions']} positions "
+                     f"(ratio {d['keep_ratio']})")
+    lines.append('Convention: ' + result['convention'])
+    if result['note']:
+        lines.append('Note: ' + result['note'])
+    return '\n'.join(lines)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.cfg_options)
+    images = ([read_image(p) for p in args.images] if args.images else
+              sample_photos(args.num_images))
+    result = complexity(cfg, args.shape, images, args.checkpoint)
+    print(format_report(result))
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump(result, f, indent=2)
+        print(f'wrote {args.out}')
+    return result
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
