@@ -3,7 +3,6 @@ with nothing missing or unexpected, converting twice changes nothing, and the co
 computes what the source model computes (authors' releases against independent reference
 forwards; timm, mmpretrain, mmseg, mmdet against their own implementations)."""
 import importlib.util
-import inspect
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -21,13 +20,8 @@ from mmdvit.models.checkpoint.classifier import convert_classifier_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # Official Swin / mmpretrain / timm do not shift a window-sized map (stage 4 at 224):
-# mmdvit's Swin needs mmpretrain's ``pad_small_map=False`` to classify at 224 like them.
+# mmdvit's Swin classifies at 224 like them with mmpretrain's ``pad_small_map=False``.
 SWIN_CLS = dict(pad_small_map=False)
-HAS_PAD_SMALL_MAP = 'pad_small_map' in inspect.signature(DynamicSwinTransformer).parameters
-needs_pad_small_map = pytest.mark.xfail(
-    not HAS_PAD_SMALL_MAP, strict=True, raises=TypeError,
-    reason='DynamicSwinTransformer lacks pad_small_map (mmpretrain / official no-shift of '
-    'window-sized maps); requested from the lead')
 
 
 def converter_tool():
@@ -82,22 +76,22 @@ def test_layout_generator_reproduces_the_released_layouts(name, generated):
     assert list(read_layout(name).items()) == list(generated.items())
 
 
+# Keep ratios as the authors' code computes them (rho - 0.2 = 0.49999999999999994 keeps 97).
+HIER = (0.7, 0.7 - 0.2, 0.7 - 0.4)
 AUTHORS = {
     'dynamicswin_t': ('swin', dict(type='mmdvit.DynamicSwinTransformer', out_indices=(3, ),
-                                   **SWIN_CLS),
-                      lambda sd, x: swin_logits(sd, x, (2, 2, 6, 2), (3, 6, 12, 24),
-                                                (0.7, 0.5, 0.3), (1, 2, 3))),
-    'dynamiccnn_t': ('convnext', dict(type='mmdvit.DynamicConvNeXt', arch='tiny'),
-                     lambda sd, x: convnext_logits(sd, x, (3, 3, 9, 3), (0.7, 0.5, 0.3),
-                                                   (1, 2, 3))),
-    'dynamicvit_deit_s': ('vit', dict(type='mmdvit.DynamicViT', arch='deit-small'),
-                          lambda sd, x: deit_logits(sd, x, 6, (0.7, 0.49, 0.343), (3, 6, 9))),
+                                   keep_ratios=HIER, **SWIN_CLS),
+                      lambda sd, x: swin_logits(sd, x, (2, 2, 6, 2), (3, 6, 12, 24), HIER,
+                                                (1, 2, 3))),
+    'dynamiccnn_t': ('convnext', dict(type='mmdvit.DynamicConvNeXt', arch='tiny', keep_ratios=HIER),
+                     lambda sd, x: convnext_logits(sd, x, (3, 3, 9, 3), HIER, (1, 2, 3))),
+    'dynamicvit_deit_s': ('vit', dict(type='mmdvit.DynamicViT', arch='deit-small',
+                                      keep_ratios=(0.7, 0.7**2, 0.7**3)),
+                          lambda sd, x: deit_logits(sd, x, 6, (0.7, 0.7**2, 0.7**3), (3, 6, 9))),
 }
 
 
-@pytest.mark.parametrize('name', [
-    pytest.param('dynamicswin_t', marks=needs_pad_small_map), 'dynamiccnn_t', 'dynamicvit_deit_s'
-])
+@pytest.mark.parametrize('name', ['dynamicswin_t', 'dynamiccnn_t', 'dynamicvit_deit_s'])
 def test_authors_release_converts_and_gives_their_logits(tmp_path, name):
     family, backbone, reference = AUTHORS[name]
     source = random_checkpoint(read_layout(name))
@@ -116,7 +110,7 @@ def test_authors_release_converts_and_gives_their_logits(tmp_path, name):
     torch.testing.assert_close(logits, expected, rtol=0, atol=2e-4)
     # The kept counts are the published ones (all predictors ran).
     kept = [d.num_keep for d in model.backbone.sparsity_decisions]
-    assert kept == {'swin': [137, 98, 58], 'convnext': [137, 98, 58],
+    assert kept == {'swin': [137, 97, 58], 'convnext': [137, 97, 58],
                     'vit': [137, 96, 67]}[family]
 
 
@@ -183,7 +177,6 @@ def official(layout: Dict[str, tuple]) -> Dict[str, tuple]:
             if 'score_predictor' not in k and 'fastmlp' not in k and 'fast_path' not in k}
 
 
-@needs_pad_small_map
 def test_official_swin_dense_equals_reference(tmp_path):
     layout = official(swin_layout(32, (2, 2, 6, 2), (1, 2, 4, 8), (1, 2, 3)))
     source = random_checkpoint(layout)
@@ -234,8 +227,7 @@ TIMM = {
 }
 
 
-@pytest.mark.parametrize('family', [pytest.param('swin', marks=needs_pad_small_map), 'convnext',
-                                    'vit'])
+@pytest.mark.parametrize('family', ['swin', 'convnext', 'vit'])
 def test_timm_checkpoint_gives_timm_logits(tmp_path, family):
     import timm
     name, kwargs, backbone, size, width = TIMM[family]
@@ -272,8 +264,7 @@ MMPRETRAIN = {
 }
 
 
-@pytest.mark.parametrize('family', [pytest.param('swin', marks=needs_pad_small_map), 'convnext',
-                                    'vit'])
+@pytest.mark.parametrize('family', ['swin', 'convnext', 'vit'])
 def test_mmpretrain_classifier_checkpoint_gives_its_logits(tmp_path, family):
     source_backbone, backbone, size, width = MMPRETRAIN[family]
     ref = classifier(family, source_backbone, width)

@@ -1,0 +1,4 @@
+"""Training hooks (registered in :data:`mmdvit.registry.HOOKS`)."""
+from .freeze_pretrained import FreezePretrainedHook
+
+__all__ = ['FreezePretrainedHook']
