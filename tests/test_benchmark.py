@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from mmdvit.analysis.benchmark import build_subject, time_interleaved
+from mmdvit.analysis.benchmark import build_subject, quiet_rounds, time_interleaved
 from mmdvit.analysis.inputs import sample_photos
 from mmdvit.analysis.models import load_config
 from test_flops import TINY_SEG, run_tool
@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARK = os.path.join(ROOT, 'tools', 'analysis_tools', 'benchmark.py')
 ROW_FIELDS = ('device', 'dtype', 'part', 'batch', 'shape', 'dense_ips', 'dynamic_ips', 'speedup',
               'ideal_speedup', 'realisation', 'twin_ips', 'twin_speedup', 'twin_realisation',
+              'quiet_rounds', 'dense_ips_best', 'dynamic_ips_best',
               'dense_gflops', 'dynamic_gflops', 'keep_ratios', 'rounds')
 
 
@@ -90,3 +91,22 @@ def test_cuda_request_without_a_gpu_is_refused(capsys):
     with pytest.raises(SystemExit):
         run_tool(BENCHMARK, ['swin-test', '--device', 'cuda'])
     assert 'no CUDA device' in capsys.readouterr().err
+
+
+def test_rounds_disturbed_by_foreign_load_are_dropped():
+    times = {'dense': [1.0, 1.1, 5.0, 1.0], 'dynamic': [0.8, 0.9, 4.0, 2.0]}
+    assert quiet_rounds(times) == [0, 1]
+
+
+def test_channels_last_runs_give_the_same_outputs():
+    cfg = load_config('convnext-test')
+    image = sample_photos(1)[0]
+    plain = build_subject(cfg, 'c', 'backbone', image, (64, 64), twin=False)
+    channels_last = build_subject(cfg, 'c', 'backbone', image, (64, 64), twin=False,
+                                  channels_last=True)
+    channels_last.models['dynamic'].load_state_dict(plain.models['dynamic'].state_dict())
+    with torch.no_grad():
+        ref, out = plain.call('dynamic', 2)(), channels_last.call('dynamic', 2)()
+    (inputs, ), _ = channels_last.inputs['dynamic'](2)
+    assert inputs.is_contiguous(memory_format=torch.channels_last) and not inputs.is_contiguous()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)

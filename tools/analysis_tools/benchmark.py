@@ -34,7 +34,9 @@ QUICK = dict(configs=['swin-test', 'convnext-test'], shape=[64, 64], batches=[1,
              warmup=1, iters=2, max_seconds=5.0)
 METHOD = ('Each row: models run in one process on the same device and inputs (a photograph '
           'repeated to the batch size), after warm-up rounds, in interleaved rounds (order '
-          'reversed every other round); images/s = batch / median seconds per call. dense = '
+          'reversed every other round); rounds whose total time exceeds 1.25x the fastest '
+          'round (foreign load on a shared machine) are dropped; images/s = batch / median '
+          'seconds per call over the remaining rounds. dense = '
           'upstream implementation (mmseg SwinTransformer / mmpretrain ConvNeXt / timm '
           'VisionTransformer, or the config with that backbone) with the dynamic model\'s '
           'weights; twin = mmdvit backbone with sparsification disabled. Whole models run in '
