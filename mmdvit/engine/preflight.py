@@ -1,0 +1,190 @@
+"""Pre-flight checks of a config before a Runner is built: missing datasets, missing checkpoint
+files and a class count that does not fit the dataset fail at once, with the config key, the
+path and the fix in the message (instead of minutes later inside a dataloader worker, or never,
+as a silently wrong ``num_classes``)."""
+import os.path as osp
+from typing import Any, Iterator, List, Optional, Tuple
+
+from mmengine.config import Config
+from mmengine.registry import DATASETS
+
+DEMO_HINTS = {
+    'imagenet': 'generate the demo data with '
+                '`python tools/dataset_converters/make_imagenet_demo.py`',
+    '': 'generate the demo data with `python tools/dataset_converters/make_demo_data.py` '
+        '(writes data/demo/ade20k and data/demo/coco)',
+}
+DATASET_HINTS = {
+    'ADE20KDataset': ('place ADE20K (ADEChallengeData2016.zip from '
+                      'http://sceneparsing.csail.mit.edu, unzipped) so that '
+                      '{root}/images/training and {root}/annotations/training exist'),
+    'CocoDataset': ('place COCO 2017 (train2017/, val2017/ and annotations/ from '
+                    'https://cocodataset.org) under {root}'),
+    'ImageNet': ('place ImageNet-1k (ILSVRC2012 from https://image-net.org) under {root} in '
+                 "mmpretrain's layout (train/, val/, meta/train.txt, meta/val.txt)"),
+}
+HEAD_KEYS = ('decode_head', 'auxiliary_head', 'bbox_head', 'mask_head', 'head')
+
+
+class PreflightError(RuntimeError):
+    """A config names something that is not there, or that does not fit."""
+
+
+def _walk(node: Any, path: str) -> Iterator[Tuple[str, dict]]:
+    """Every dict inside ``node`` with its dotted key path (list items as ``.<i>``)."""
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from _walk(value, f'{path}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _walk(value, f'{path}.{i}')
+
+
+def _leaf_datasets(cfg: dict, path: str) -> Iterator[Tuple[str, dict]]:
+    """Datasets that read files, through ConcatDataset / RepeatDataset-style wrappers."""
+    if 'datasets' in cfg:
+        for i, sub in enumerate(cfg['datasets']):
+            yield from _leaf_datasets(sub, f'{path}.datasets.{i}')
+    elif isinstance(cfg.get('dataset'), dict):
+        yield from _leaf_datasets(cfg['dataset'], f'{path}.dataset')
+    else:
+        yield path, cfg
+
+
+def _dataset_hint(dataset: dict, root: str) -> str:
+    parts = osp.normpath(root).split(osp.sep)
+    if parts[:2] == ['data', 'demo']:
+        return DEMO_HINTS.get(parts[2] if len(parts) > 2 else '', DEMO_HINTS[''])
+    name = str(dataset.get('type', '')).split('.')[-1]
+    where = DATASET_HINTS.get(name, 'place the dataset there')
+    return (where.format(root=root) + ', or point the config at it with --cfg-options '
+            '<dataloader>.dataset.data_root=PATH (see docs/dense_tasks.md)')
+
+
+def _dataloaders(cfg: Config, mode: str) -> List[str]:
+    if mode == 'train':
+        names = ['train_dataloader']
+        if cfg.get('val_cfg') is not None and cfg.get('val_dataloader') is not None:
+            names.append('val_dataloader')
+        return names
+    return ['test_dataloader']
+
+
+def check_datasets(cfg: Config, mode: str) -> None:
+    """Every data root, annotation file and data prefix the run reads must exist.
+
+    Raises:
+        PreflightError: naming the config key, the missing path and how to get the data.
+    """
+    for loader in _dataloaders(cfg, mode):
+        for where, dataset in _leaf_datasets(cfg[loader]['dataset'], f'{loader}.dataset'):
+            root = dataset.get('data_root') or ''
+            if root and not osp.isdir(root):
+                raise PreflightError(f'{where}.data_root: {root!r} does not exist: '
+                                     f'{_dataset_hint(dataset, root)}.')
+            ann_file = dataset.get('ann_file') or ''
+            if ann_file and not osp.isfile(osp.join(root, ann_file)):
+                raise PreflightError(f'{where}.ann_file: {osp.join(root, ann_file)!r} does not '
+                                     f'exist: {_dataset_hint(dataset, root)}.')
+            for key, prefix in (dataset.get('data_prefix') or {}).items():
+                folder = osp.join(root, prefix)
+                if prefix and not osp.isdir(folder):
+                    raise PreflightError(f'{where}.data_prefix.{key}: {folder!r} does not '
+                                         f'exist: {_dataset_hint(dataset, root)}.')
+
+
+def check_evaluators(cfg: Config, mode: str) -> None:
+    """Annotation files that evaluators read (e.g. ``CocoMetric.ann_file``) must exist.
+
+    Raises:
+        PreflightError: naming the config key and the path.
+    """
+    names = ['val_evaluator'] if mode == 'train' and 'val_dataloader' in _dataloaders(
+        cfg, mode) else []
+    names += ['test_evaluator'] if mode == 'test' else []
+    for name in names:
+        for where, node in _walk(cfg.get(name), name):
+            ann_file = node.get('ann_file')
+            if isinstance(ann_file, str) and ann_file and not osp.isfile(ann_file):
+                raise PreflightError(f'{where}.ann_file: {ann_file!r} does not exist: '
+                                     f'{_dataset_hint(node, osp.dirname(ann_file))}.')
+
+
+def _checkpoints(cfg: Config) -> Iterator[Tuple[str, str]]:
+    """(config key, local path) of every checkpoint the model and ``load_from`` name."""
+    for path, node in _walk(cfg.get('model'), 'model'):
+        for key in ('checkpoint', 'pretrained'):
+            value = node.get(key)
+            if isinstance(value, str) and value:
+                yield f'{path}.{key}', value
+    if cfg.get('load_from'):
+        yield 'load_from', cfg.load_from
+
+
+def check_checkpoints(cfg: Config, skip: Tuple[str, ...] = ()) -> None:
+    """Every local checkpoint the config names must exist (URLs are left to mmengine).
+
+    Args:
+        skip: config keys not to check (e.g. pretrained backbone weights at test time, when a
+            full checkpoint replaces them).
+
+    Raises:
+        PreflightError: naming the config key, the path and how to fix it.
+    """
+    for key, path in _checkpoints(cfg):
+        if '://' in path or key in skip or osp.isfile(osp.expanduser(path)):
+            continue
+        raise PreflightError(
+            f'{key}: checkpoint {path!r} not found. Nothing is downloaded at run time: place '
+            f'the file there (docs/dense_tasks.md lists every file and where it comes from), '
+            f'or point the config elsewhere with --cfg-options {key}=PATH.')
+
+
+def init_checkpoint_keys(cfg: Config) -> Tuple[str, ...]:
+    """Config keys of weights that only initialise training (backbone ``init_cfg``, the
+    teacher): evaluation loads a full checkpoint instead, so test runs need not have them."""
+    return tuple(key for key, _ in _checkpoints(cfg) if key != 'load_from')
+
+
+def _dataset_classes(dataset: dict, scope: Optional[str]) -> Optional[Tuple[str, ...]]:
+    metainfo = dataset.get('metainfo') or {}
+    if metainfo.get('classes'):
+        return tuple(metainfo['classes'])
+    with DATASETS.switch_scope_and_registry(scope) as registry:
+        dataset_cls = registry.get(dataset.get('type', ''))
+    classes = getattr(dataset_cls, 'METAINFO', {}).get('classes')
+    return tuple(classes) if classes else None
+
+
+def check_num_classes(cfg: Config, mode: str) -> None:
+    """Heads' ``num_classes`` (decode / auxiliary / bbox / mask / classification heads, student
+    and teacher alike) must equal the number of classes of every dataset the run reads.
+
+    Raises:
+        PreflightError: naming the head, both counts and the fix.
+    """
+    heads = [(f'{path}.num_classes', node['num_classes'])
+             for path, node in _walk(cfg.get('model'), 'model')
+             if [p for p in path.split('.') if not p.isdigit()][-1] in HEAD_KEYS
+             and isinstance(node.get('num_classes'), int)]
+    for loader in _dataloaders(cfg, mode):
+        for where, dataset in _leaf_datasets(cfg[loader]['dataset'], f'{loader}.dataset'):
+            classes = _dataset_classes(dataset, cfg.get('default_scope'))
+            if classes is None:
+                continue
+            for key, num in heads:
+                if num != len(classes):
+                    raise PreflightError(
+                        f'{key} = {num}, but {where} ({dataset.get("type")}) has '
+                        f'{len(classes)} classes. Set it to {len(classes)} (e.g. --cfg-options '
+                        f'{key}={len(classes)}) or give the dataset metainfo=dict(classes=...) '
+                        f'with {num} names.')
+
+
+def check_config(cfg: Config, mode: str) -> None:
+    """Run every pre-flight check for ``mode`` ('train' or 'test')."""
+    check_datasets(cfg, mode)
+    check_evaluators(cfg, mode)
+    check_checkpoints(cfg, skip=init_checkpoint_keys(cfg) if mode == 'test' else ())
+    check_num_classes(cfg, mode)

@@ -1,0 +1,217 @@
+"""Every config under configs/ parses and builds (dense-task models with tiny widths,
+classifiers at full size), with no weights loaded; the dense-task zoo is what its file names
+say; the canonical four dense-task configs build at full size and differ from their upstream
+dense configs only by the sparsity modules (so upstream dense checkpoints load into the teacher
+and the student)."""
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import MODELS, DefaultScope
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / 'configs').rglob('*.py'))
+DENSE = [p for p in CONFIGS if 'upernet' in p.name or 'rcnn' in p.name]
+FULL_SIZE = [p for p in DENSE if p.parent.name != 'demo']
+CANONICAL = {
+    'upernet_dvit_swin.py':
+    'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+    'upernet_dvit_convnext.py':
+    'mmseg::convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py',
+    'maskrcnn_dvit_swin.py': 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
+    'maskrcnn_dvit_convnext.py':
+    'mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py',
+}
+NEW_MODULES = ('score_predictors.', 'fast_path')
+TINY = [16, 32, 64, 128]
+# Full-size architectures: (first width, depths) per size name.
+SWIN_SIZES = {'tiny': (96, (2, 2, 6, 2)), 'small': (96, (2, 2, 18, 2)),
+              'base': (128, (2, 2, 18, 2))}
+CONVNEXT_SIZES = {'tiny': (96, (3, 3, 9, 3)), 'small': (96, (3, 3, 27, 3)),
+                  'base': (128, (3, 3, 27, 3))}
+PUBLISHED_LOCS = {6: (1, 2, 3), 18: (2, 4, 6), 9: (1, 2, 3), 27: (3, 6, 9)}
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(ROOT / 'configs'))
+
+
+def inheritance_depth(path: Path) -> int:
+    """Hops from ``path`` to the first upstream (``pkg::``) config."""
+    text = path.read_text()
+    base = re.search(r"^_base_ = '([^']+)'", text, re.M).group(1)
+    return 1 if '::' in base else 1 + inheritance_depth((path.parent / base).resolve())
+
+
+def strip_pretrained(node) -> None:
+    """Set every ``init_cfg=dict(type='Pretrained', ...)`` inside ``node`` to None."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == 'init_cfg' and isinstance(value, dict) and value.get('type') == 'Pretrained':
+                node[key] = None
+            else:
+                strip_pretrained(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            strip_pretrained(value)
+
+
+def make_tiny(model) -> None:
+    """Shrink a student config in place: 4 stages of 16-128 channels, stage 3 of depth 3 with a
+    predictor before every block, heads 16 wide; no pretrained weights."""
+    backbone = model.backbone
+    if 'Swin' in backbone.type:
+        backbone.update(embed_dims=TINY[0], depths=(1, 1, 3, 1), num_heads=(1, 2, 4, 8))
+    else:
+        backbone.arch = dict(depths=[1, 1, 3, 1], channels=TINY)
+    backbone.update(pruning_locs=(0, 1, 2), init_cfg=None)
+    if 'decode_head' in model:
+        model.decode_head.update(in_channels=TINY, channels=16)
+        model.auxiliary_head.update(in_channels=TINY[2], channels=8)
+        return
+    model.neck.update(in_channels=TINY, out_channels=16)
+    model.rpn_head.update(in_channels=16, feat_channels=16)
+    roi = model.roi_head
+    roi.bbox_roi_extractor.out_channels = roi.mask_roi_extractor.out_channels = 16
+    for head in roi.bbox_head if isinstance(roi.bbox_head, list) else [roi.bbox_head]:
+        head.update(in_channels=16, fc_out_channels=16)
+        if 'conv_out_channels' in head:
+            head.conv_out_channels = 16
+    roi.mask_head.update(in_channels=16, conv_out_channels=16)
+
+
+def det_samples(size: int):
+    from mmdet.structures import DetDataSample
+    meta = dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size),
+                batch_input_shape=(size, size), scale_factor=(1.0, 1.0))
+    return [DetDataSample(metainfo=meta)]
+
+
+def upstream_config(tmp_path: Path, base: str) -> Config:
+    path = tmp_path / 'upstream.py'
+    path.write_text(f"_base_ = '{base}'\n")
+    return Config.fromfile(str(path))
+
+
+def test_the_zoo_is_complete_and_shallow():
+    names = {rel(p) for p in CONFIGS}
+    assert set(CANONICAL) <= names
+    for backbone in ('swin', 'convnext'):
+        for size in ('tiny', 'small', 'base'):
+            for rho in ('0.7', '0.9'):
+                assert any(re.fullmatch(rf'dynamic_{backbone}/dynamic-{backbone}-{size}-r{rho}'
+                                        r'_upernet_8xb2-(amp-)?160k_ade20k-512x512\.py', n)
+                           for n in names), (backbone, size, rho)
+    for pattern in (r'mask-rcnn_dynamic-swin-t-r0\.7-\S+_1x_coco',
+                    r'mask-rcnn_dynamic-swin-t-r0\.7-\S+-3x_coco',
+                    r'mask-rcnn_dynamic-convnext-t-r0\.7-\S+-3x_coco',
+                    r'cascade-mask-rcnn_dynamic-swin-t-r0\.7-\S+-3x_coco',
+                    r'cascade-mask-rcnn_dynamic-convnext-t-r0\.7-\S+-3x_coco'):
+        assert any(re.search(pattern, n) for n in names), pattern
+    assert len([p for p in DENSE if p.parent.name == 'demo']) == 4
+    for path in CONFIGS:
+        assert inheritance_depth(path) <= 3, rel(path)
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=rel)
+def test_config_builds_and_runs(path):
+    """Segmentors and detectors: tiny widths, built with their dense teacher and run on a 64x64
+    input. Classifiers: built at full size on the meta device (construction only; their own
+    tests run them)."""
+    cfg = Config.fromfile(str(path))
+    assert cfg.model.type == 'mmdvit.SparsityTrainer'
+    student = cfg.model.student
+    assert student.backbone.type.startswith('mmdvit.Dynamic')
+    strip_pretrained(cfg.model)
+    if cfg.model.teacher is not None:
+        assert cfg.model.teacher.model is None  # the dense twin of the student
+        cfg.model.teacher.checkpoint = None
+    if path not in DENSE:
+        with DefaultScope.overwrite_default_scope(cfg.default_scope), torch.device('meta'):
+            model = MODELS.build(cfg.model)
+        assert model.backbone.keep_ratios and 'head' in dict(model.named_children())
+        return
+    make_tiny(student)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = revert_sync_batchnorm(MODELS.build(cfg.model))
+        teacher = model.build_teacher()
+        model.eval()
+        with torch.no_grad():
+            if 'decode_head' in student:
+                out = model(torch.randn(1, 3, 64, 64), mode='tensor')
+                assert out.shape == (1, 150, 16, 16)
+            else:
+                out = model(torch.randn(1, 3, 64, 64), det_samples(64), mode='tensor')
+                assert isinstance(out, tuple) and len(out) > 0
+    assert len(model.backbone.sparsity_decisions) == 3
+    if path.parent.name != 'demo':
+        assert set(teacher.backbone.keep_ratios) == {1.0}
+        assert not any(p.requires_grad for p in teacher.parameters())
+
+
+@pytest.mark.parametrize('path', FULL_SIZE, ids=rel)
+def test_full_size_architecture_matches_the_file_name(path):
+    """Built on the meta device (no memory, no init): widths, depths, predictor locations,
+    keep ratios, head input widths and weight file names agree with the config's name."""
+    cfg = Config.fromfile(str(path))
+    name = path.name
+    student = cfg.model.student
+    student.backbone.init_cfg = None
+    size = next(s for s in ('tiny', 'small', 'base') if f'-{s}-' in name or f'-{s[0]}-' in name
+                or (path.parent == ROOT / 'configs' and s == 'tiny'))
+    rho = float(re.search(r'-r(0\.\d)', name).group(1)) if '-r0.' in name else 0.7
+    with DefaultScope.overwrite_default_scope(cfg.default_scope), torch.device('meta'):
+        model = MODELS.build(student)
+    backbone = model.backbone
+    channels = [getattr(backbone, f'norm{i}').weight.shape[0] for i in backbone.out_indices]
+    is_swin = 'Swin' in student.backbone.type
+    width, depths = (SWIN_SIZES if is_swin else CONVNEXT_SIZES)[size]
+    assert channels == [width * 2**i for i in range(4)]
+    assert [len(s.blocks if is_swin else s) for s in backbone.stages] == list(depths)
+    assert backbone.schedule[2].pruning_locs == PUBLISHED_LOCS[depths[2]]
+    assert backbone.keep_ratios == pytest.approx([rho, rho - 0.2, rho - 0.4])
+    if 'decode_head' in student:
+        assert list(student.decode_head.in_channels) == channels
+        assert student.auxiliary_head.in_channels == channels[2]
+    else:
+        assert list(student.neck.in_channels) == channels
+    pretrained = cfg.model.student.backbone.init_cfg
+    assert pretrained is None  # cleared above; the file name is checked on the parsed config
+    weights = Config.fromfile(str(path)).model.student.backbone.init_cfg.checkpoint
+    teacher = cfg.model.teacher.checkpoint
+    assert weights.startswith('checkpoints/') and size in weights
+    assert teacher.startswith('checkpoints/') and f'-{size[0]}_' in teacher
+    schedule = re.search(r'(\dx)_coco', name)
+    if schedule:
+        assert teacher.endswith(f'coco-{schedule.group(1)}.pth')
+        assert ('cascade' in name) == ('cascade' in teacher)
+
+
+@pytest.mark.parametrize('name', sorted(CANONICAL))
+def test_canonical_config_builds_at_full_size_and_fits_upstream_checkpoints(tmp_path, name):
+    """The student and the dense teacher have the upstream dense model's state dict plus the
+    sparsity modules only; an upstream dense checkpoint loaded into the teacher reproduces the
+    upstream backbone's outputs."""
+    cfg = Config.fromfile(str(ROOT / 'configs' / name))
+    cfg.model.student.backbone.init_cfg = None
+    cfg.model.teacher.checkpoint = None
+    upstream = upstream_config(tmp_path, CANONICAL[name])
+    upstream.model.backbone.init_cfg = None
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = MODELS.build(cfg.model)
+        dense = MODELS.build(upstream.model).eval()
+        teacher = model.build_teacher()
+    dense_state = dense.state_dict()
+    for state in (model.state_dict(), teacher.state_dict()):
+        ours = {k: v.shape for k, v in state.items() if not any(m in k for m in NEW_MODULES)}
+        assert ours == {k: v.shape for k, v in dense_state.items()}
+        assert any(k.startswith('backbone.score_predictors.2.2.') for k in state)
+    missing, unexpected = teacher.load_state_dict(dense_state, strict=False)
+    assert not unexpected and all(any(m in k for m in NEW_MODULES) for k in missing)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        for ours, ref in zip(teacher.backbone(x), dense.backbone(x)):
+            torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)

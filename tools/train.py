@@ -1,0 +1,80 @@
+"""Train an mmseg segmentor or an mmdet detector (with or without mmdvit's SparsityTrainer).
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--amp]
+                          [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+
+The arguments are those of mmseg's and mmdet's ``tools/train.py``; the config's
+``default_scope`` decides which library runs. Before the Runner is built, the config is checked:
+missing data, missing checkpoints and a ``num_classes`` that does not fit the dataset fail at
+once. Runs without CUDA (single process or torchrun with gloo) work; see
+``mmdvit/engine/cpu_runtime.py``.
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import mmdvit.engine.checkpoint_loader  # noqa: F401  (Runner checkpoints under torch >= 2.6)
+from mmdvit.engine.cpu_runtime import prepare_cpu_run
+from mmdvit.engine.preflight import check_config
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a segmentor or a detector')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='where to save logs and checkpoints '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from CHECKPOINT, or without a value from the latest '
+                        'checkpoint in the work dir')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, e.g. '
+                        'model.student.backbone.keep_ratios="(0.9,0.7,0.5)"')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def build_cfg(args: argparse.Namespace) -> Config:
+    """The config with the command line applied."""
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    return cfg
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = build_cfg(args)
+    check_config(cfg, 'train')
+    prepare_cpu_run(cfg, args.launcher)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.train()
+    if runner.rank == 0:
+        last = osp.join(cfg.work_dir, 'last_checkpoint')
+        checkpoint = open(last).read().strip() if osp.isfile(last) else None
+        print(f'Training done. Work dir: {cfg.work_dir}; logs: {runner.log_dir}; '
+              f'last checkpoint: {checkpoint}')
+
+
+if __name__ == '__main__':
+    main()
