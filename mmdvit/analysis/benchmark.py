@@ -25,7 +25,8 @@ from .models import (backbone_config, build_model, build_upstream_backbone, copy
                      default_scope, dense_twin_config, model_config, upstream_backbone_config)
 
 PARTS = ('backbone', 'model')
-# A round slower than this multiple of the fastest one counts as disturbed by foreign load.
+# A call slower than this multiple of the model's fastest one counts as disturbed by foreign
+# load.
 QUIET_TOLERANCE = 1.25
 
 
@@ -183,22 +184,20 @@ def time_interleaved(calls: Dict[str, Callable[[], Any]], device: str, warmup: i
     return times
 
 
-def quiet_rounds(times: Dict[str, List[float]], tolerance: float = QUIET_TOLERANCE) -> List[int]:
-    """Indices of the rounds not disturbed by other processes: those whose total time (all
-    models) is within ``tolerance`` times the fastest round's. On a shared machine a burst of
-    foreign load slows every model of a round several-fold; dropping such rounds keeps the
-    comparison to steady-state speed (all models lose the same rounds)."""
-    totals = [sum(t[i] for t in times.values()) for i in range(len(next(iter(times.values()))))]
-    fastest = min(totals)
-    return [i for i, total in enumerate(totals) if total <= tolerance * fastest]
+def quiet_calls(times: Sequence[float], tolerance: float = QUIET_TOLERANCE) -> List[float]:
+    """The calls not disturbed by other processes: those within ``tolerance`` times the
+    fastest call of the same model. On a shared machine a burst of foreign load slows a call
+    several-fold; dropping such calls compares the models at their undisturbed speed."""
+    fastest = min(times)
+    return [t for t in times if t <= tolerance * fastest]
 
 
 def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int],
                    dtypes: Sequence[str], device: str, warmup: int, iters: int,
                    max_seconds: float,
                    report: Optional[Callable[[dict], None]] = None) -> List[dict]:
-    """One result row per (dtype, batch): images/s of every model (``*_ips``: median over the
-    quiet rounds, see :func:`quiet_rounds`; ``*_ips_best``: fastest round), measured speed-up
+    """One result row per (dtype, batch): images/s of every model (``*_ips``: median over its
+    quiet calls, see :func:`quiet_calls`; ``*_ips_best``: its fastest call), measured speed-up
     over the upstream dense model, the FLOPs-implied ideal and their quotient (from the
     medians)."""
     gflops = {which: flops_per_image(subject, which) for which in subject.models}
@@ -208,8 +207,8 @@ def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int
             calls = {w: subject.call(w, batch) for w in subject.models}
             with precision(device, dtype):
                 times = time_interleaved(calls, device, warmup, iters, max_seconds)
-            quiet = quiet_rounds(times)
-            ips = {w: batch / statistics.median(t[i] for i in quiet) for w, t in times.items()}
+            quiet = {w: quiet_calls(t) for w, t in times.items()}
+            ips = {w: batch / statistics.median(t) for w, t in quiet.items()}
             best = {w: batch / min(t) for w, t in times.items()}
             ideal = gflops['dense'] / gflops['dynamic']
             row = dict(name=subject.name, device=device, dtype=amp_dtype_name(device, dtype),
@@ -218,7 +217,8 @@ def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int
                        speedup=ips['dynamic'] / ips['dense'], ideal_speedup=ideal,
                        realisation=ips['dynamic'] / ips['dense'] / ideal,
                        dense_gflops=gflops['dense'], dynamic_gflops=gflops['dynamic'],
-                       rounds=len(times['dynamic']), quiet_rounds=len(quiet),
+                       rounds=len(times['dynamic']),
+                       quiet_calls=min(len(t) for t in quiet.values()),
                        dense_ips_best=best['dense'],
                        dynamic_ips_best=best['dynamic'])
             if 'twin' in ips:

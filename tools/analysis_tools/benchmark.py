@@ -34,9 +34,9 @@ QUICK = dict(configs=['swin-test', 'convnext-test'], shape=[64, 64], batches=[1,
              warmup=1, iters=2, max_seconds=5.0)
 METHOD = ('Each row: models run in one process on the same device and inputs (a photograph '
           'repeated to the batch size), after warm-up rounds, in interleaved rounds (order '
-          'reversed every other round); rounds whose total time exceeds 1.25x the fastest '
-          'round (foreign load on a shared machine) are dropped; images/s = batch / median '
-          'seconds per call over the remaining rounds. dense = '
+          'reversed every other round); calls slower than 1.25x the same model\'s fastest '
+          'call (foreign load on a shared machine) are dropped; images/s = batch / median '
+          'seconds per call over the remaining calls. dense = '
           'upstream implementation (mmseg SwinTransformer / mmpretrain ConvNeXt / timm '
           'VisionTransformer, or the config with that backbone) with the dynamic model\'s '
           'weights; twin = mmdvit backbone with sparsification disabled. Whole models run in '
@@ -58,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--keep-ratios', type=float, nargs='+',
                         help="override the backbone's keep ratios")
-    parser.add_argument('--warmup', type=int, default=2, help='untimed rounds per row')
+    parser.add_argument('--warmup', type=int, default=1, help='untimed rounds per row')
     parser.add_argument('--iters', type=int, default=10, help='timed rounds per row (at most)')
     parser.add_argument('--max-seconds', type=float, default=120.0,
                         help='stop a row after this many seconds (and at least 3 rounds)')
