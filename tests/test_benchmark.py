@@ -17,7 +17,9 @@ BENCHMARK = os.path.join(ROOT, 'tools', 'analysis_tools', 'benchmark.py')
 ROW_FIELDS = ('device', 'dtype', 'part', 'batch', 'shape', 'dense_ips', 'dynamic_ips', 'speedup',
               'ideal_speedup', 'realisation', 'twin_ips', 'twin_speedup', 'twin_realisation',
               'quiet_calls', 'dense_ips_best', 'dynamic_ips_best',
-              'dense_gflops', 'dynamic_gflops', 'keep_ratios', 'rounds')
+              'dense_gflops', 'dynamic_gflops', 'keep_ratios', 'rounds', 'threads',
+              'dense_ips_cpu', 'dynamic_ips_cpu', 'twin_ips_cpu', 'speedup_cpu',
+              'realisation_cpu', 'twin_speedup_cpu', 'twin_realisation_cpu')
 
 
 def test_quick_mode_writes_every_field(tmp_path):
@@ -31,10 +33,14 @@ def test_quick_mode_writes_every_field(tmp_path):
     for row in rows:
         assert all(field in row for field in ROW_FIELDS), sorted(set(ROW_FIELDS) - set(row))
         assert row['device'] == 'cpu' and row['part'] == 'backbone' and row['shape'] == [64, 64]
-        for key in ('dense_ips', 'dynamic_ips', 'twin_ips', 'ideal_speedup'):
+        for key in ('dense_ips', 'dynamic_ips', 'twin_ips', 'ideal_speedup', 'dense_ips_cpu',
+                    'dynamic_ips_cpu'):
             assert math.isfinite(row[key]) and row[key] > 0
-        assert row['speedup'] == pytest.approx(row['dynamic_ips'] / row['dense_ips'])
-        assert row['realisation'] == pytest.approx(row['speedup'] / row['ideal_speedup'])
+        for suffix in ('', '_cpu'):
+            assert row[f'speedup{suffix}'] == pytest.approx(row[f'dynamic_ips{suffix}'] /
+                                                            row[f'dense_ips{suffix}'])
+            assert row[f'realisation{suffix}'] == pytest.approx(row[f'speedup{suffix}'] /
+                                                                row['ideal_speedup'])
         assert row['ideal_speedup'] == pytest.approx(row['dense_gflops'] / row['dynamic_gflops'])
         assert row['dense_gflops'] > row['dynamic_gflops']
         assert row['rounds'] >= 2
@@ -79,9 +85,10 @@ def test_whole_model_subject_uses_the_upstream_backbone(tmp_path):
 
 def test_interleaved_timing_runs_every_function_every_round():
     calls = []
-    times = time_interleaved({'a': lambda: calls.append('a'), 'b': lambda: calls.append('b')},
-                             'cpu', warmup=1, iters=4, max_seconds=60)
-    assert [len(t) for t in times.values()] == [4, 4]
+    timings = time_interleaved({'a': lambda: calls.append('a'), 'b': lambda: calls.append('b')},
+                               'cpu', warmup=1, iters=4, max_seconds=60)
+    assert [len(t) for t in timings.wall.values()] == [4, 4]
+    assert [len(t) for t in timings.cpu.values()] == [4, 4]
     assert calls == ['a', 'b'] + ['a', 'b', 'b', 'a'] * 2
 
 

@@ -155,17 +155,28 @@ def amp_dtype_name(device: str, dtype: str) -> str:
     return 'bfloat16-autocast' if device == 'cpu' else 'float16-autocast'
 
 
+@dataclass
+class Timings:
+    """Per-call measurements of each model: ``wall`` seconds, and on CPU also ``cpu`` seconds
+    (CPU time of this process, all threads; ``None`` on CUDA)."""
+
+    wall: Dict[str, List[float]]
+    cpu: Optional[Dict[str, List[float]]]
+
+
 def time_interleaved(calls: Dict[str, Callable[[], Any]], device: str, warmup: int, iters: int,
-                     max_seconds: float) -> Dict[str, List[float]]:
-    """Seconds per call of each function, measured in rounds that run every function once
-    (order reversed every other round, so drifts in machine load hit all alike).
+                     max_seconds: float) -> Timings:
+    """Time each function in rounds that run every function once (order reversed every other
+    round, so drifts in machine load hit all alike).
 
     ``warmup`` untimed rounds come first; then up to ``iters`` timed rounds, stopping early
     (after at least 3) once ``max_seconds`` have passed.
     """
     names = list(calls)
-    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
-    times: Dict[str, List[float]] = {n: [] for n in names}
+    on_cpu = device == 'cpu'
+    sync = (lambda: None) if on_cpu else torch.cuda.synchronize
+    wall: Dict[str, List[float]] = {n: [] for n in names}
+    cpu: Dict[str, List[float]] = {n: [] for n in names}
     with torch.no_grad():
         for _ in range(warmup):
             for n in names:
@@ -175,13 +186,14 @@ def time_interleaved(calls: Dict[str, Callable[[], Any]], device: str, warmup: i
         for i in range(iters):
             for n in (names if i % 2 == 0 else names[::-1]):
                 sync()
-                tic = time.perf_counter()
+                tic, cpu_tic = time.perf_counter(), time.process_time()
                 calls[n]()
                 sync()
-                times[n].append(time.perf_counter() - tic)
+                wall[n].append(time.perf_counter() - tic)
+                cpu[n].append(time.process_time() - cpu_tic)
             if i + 1 >= 3 and time.perf_counter() - start > max_seconds:
                 break
-    return times
+    return Timings(wall, cpu if on_cpu else None)
 
 
 def quiet_calls(times: Sequence[float], tolerance: float = QUIET_TOLERANCE) -> List[float]:
@@ -192,40 +204,56 @@ def quiet_calls(times: Sequence[float], tolerance: float = QUIET_TOLERANCE) -> L
     return [t for t in times if t <= tolerance * fastest]
 
 
+def _ratios(prefix: str, ips: Dict[str, float], gflops: Dict[str, float]) -> dict:
+    """Speed-ups and realisations of the dynamic model against dense (and twin)."""
+    ideal = gflops['dense'] / gflops['dynamic']
+    out = {f'dense_ips{prefix}': ips['dense'], f'dynamic_ips{prefix}': ips['dynamic'],
+           f'speedup{prefix}': ips['dynamic'] / ips['dense'],
+           f'realisation{prefix}': ips['dynamic'] / ips['dense'] / ideal}
+    if 'twin' in ips:
+        twin_ideal = gflops['twin'] / gflops['dynamic']
+        out.update({f'twin_ips{prefix}': ips['twin'],
+                    f'twin_speedup{prefix}': ips['dynamic'] / ips['twin'],
+                    f'twin_realisation{prefix}': ips['dynamic'] / ips['twin'] / twin_ideal})
+    return out
+
+
 def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int],
                    dtypes: Sequence[str], device: str, warmup: int, iters: int,
                    max_seconds: float,
                    report: Optional[Callable[[dict], None]] = None) -> List[dict]:
-    """One result row per (dtype, batch): images/s of every model (``*_ips``: median over its
-    quiet calls, see :func:`quiet_calls`; ``*_ips_best``: its fastest call), measured speed-up
-    over the upstream dense model, the FLOPs-implied ideal and their quotient (from the
-    medians)."""
+    """One result row per (dtype, batch).
+
+    Wall clock: ``*_ips`` = batch / median seconds over the model's quiet calls (see
+    :func:`quiet_calls`), ``*_ips_best`` from its fastest call; ``speedup`` (dynamic over the
+    upstream dense model), ``ideal_speedup`` (dense GFLOPs / dynamic GFLOPs) and
+    ``realisation`` (their quotient); ``twin_*`` the same against mmdvit's dense twin.
+    CPU only, the same with the suffix ``_cpu`` from the process CPU time per call:
+    ``*_ips_cpu`` = batch * threads / median CPU seconds, the throughput the threads would give
+    undisturbed; unlike wall time it hardly changes when other processes share the cores.
+    """
     gflops = {which: flops_per_image(subject, which) for which in subject.models}
+    threads = torch.get_num_threads()
     rows = []
     for dtype in dtypes:
         for batch in batches:
             calls = {w: subject.call(w, batch) for w in subject.models}
             with precision(device, dtype):
-                times = time_interleaved(calls, device, warmup, iters, max_seconds)
-            quiet = {w: quiet_calls(t) for w, t in times.items()}
+                timings = time_interleaved(calls, device, warmup, iters, max_seconds)
+            quiet = {w: quiet_calls(t) for w, t in timings.wall.items()}
             ips = {w: batch / statistics.median(t) for w, t in quiet.items()}
-            best = {w: batch / min(t) for w, t in times.items()}
-            ideal = gflops['dense'] / gflops['dynamic']
             row = dict(name=subject.name, device=device, dtype=amp_dtype_name(device, dtype),
                        part=subject.part, batch=batch, shape=list(shape),
-                       dense_ips=ips['dense'], dynamic_ips=ips['dynamic'],
-                       speedup=ips['dynamic'] / ips['dense'], ideal_speedup=ideal,
-                       realisation=ips['dynamic'] / ips['dense'] / ideal,
+                       ideal_speedup=gflops['dense'] / gflops['dynamic'],
                        dense_gflops=gflops['dense'], dynamic_gflops=gflops['dynamic'],
-                       rounds=len(times['dynamic']),
-                       quiet_calls=min(len(t) for t in quiet.values()),
-                       dense_ips_best=best['dense'],
-                       dynamic_ips_best=best['dynamic'])
-            if 'twin' in ips:
-                twin_ideal = gflops['twin'] / gflops['dynamic']
-                row.update(twin_ips=ips['twin'], twin_speedup=ips['dynamic'] / ips['twin'],
-                           twin_realisation=ips['dynamic'] / ips['twin'] / twin_ideal,
-                           twin_ips_best=best['twin'])
+                       rounds=len(timings.wall['dynamic']),
+                       quiet_calls=min(len(t) for t in quiet.values()), threads=threads,
+                       **_ratios('', ips, gflops),
+                       **{f'{w}_ips_best': batch / min(t) for w, t in timings.wall.items()})
+            if timings.cpu is not None:
+                cpu_ips = {w: batch * threads / statistics.median(t)
+                           for w, t in timings.cpu.items()}
+                row.update(_ratios('_cpu', cpu_ips, gflops))
             rows.append(row)
             if report is not None:
                 report(row)

@@ -41,7 +41,9 @@ METHOD = ('Each row: models run in one process on the same device and inputs (a 
           'VisionTransformer, or the config with that backbone) with the dynamic model\'s '
           'weights; twin = mmdvit backbone with sparsification disabled. Whole models run in '
           "their 'tensor' mode. ideal_speedup = dense GFLOPs / dynamic GFLOPs per image; "
-          'realisation = speedup / ideal_speedup.')
+          'realisation = speedup / ideal_speedup. On CPU the *_cpu fields repeat this with '
+          'the process CPU time per call (ips_cpu = batch * threads / median CPU seconds), '
+          'which other processes on the same cores hardly disturb.')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -99,20 +101,24 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     return dict(cpu=cpu, cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                omp_wait_policy=os.environ.get('OMP_WAIT_POLICY', 'default'),
                 torch=torch.__version__,
                 gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 
 
-HEADER = (f"{'name':<28}{'part':<9}{'dtype':<18}{'batch':>5}  {'shape':<10}{'dense':>8}"
-          f"{'twin':>8}{'dynamic':>9}{'speedup':>9}{'ideal':>7}{'realis.':>8}")
+HEADER = (f"{'name':<16}{'part':<9}{'dtype':<18}{'batch':>5}  {'shape':<9}{'dense':>8}"
+          f"{'twin':>8}{'dynamic':>9}{'speedup':>9}{'ideal':>7}{'realis.':>8}"
+          f"{'cpu-time: speedup':>19}{'realis.':>8}")
 
 
 def format_row(row: dict) -> str:
     twin = f"{row['twin_ips']:8.2f}" if 'twin_ips' in row else f"{'-':>8}"
     shape = 'x'.join(str(s) for s in row['shape'])
-    return (f"{row['name'][:27]:<28}{row['part']:<9}{row['dtype']:<18}{row['batch']:>5}  "
-            f"{shape:<10}{row['dense_ips']:8.2f}{twin}{row['dynamic_ips']:9.2f}"
-            f"{row['speedup']:9.3f}{row['ideal_speedup']:7.3f}{row['realisation']:8.3f}")
+    cpu = (f"{row['speedup_cpu']:19.3f}{row['realisation_cpu']:8.3f}"
+           if 'speedup_cpu' in row else '')
+    return (f"{row['name'][:15]:<16}{row['part']:<9}{row['dtype']:<18}{row['batch']:>5}  "
+            f"{shape:<9}{row['dense_ips']:8.2f}{twin}{row['dynamic_ips']:9.2f}"
+            f"{row['speedup']:9.3f}{row['ideal_speedup']:7.3f}{row['realisation']:8.3f}{cpu}")
 
 
 def main(argv=None) -> dict:
