@@ -111,9 +111,26 @@ def test_the_zoo_is_complete_and_shallow():
                     r'cascade-mask-rcnn_dynamic-swin-t-r0\.7-\S+-3x_coco',
                     r'cascade-mask-rcnn_dynamic-convnext-t-r0\.7-\S+-3x_coco'):
         assert any(re.search(pattern, n) for n in names), pattern
-    assert len([p for p in DENSE if p.parent.name == 'demo']) == 4
+    assert {p.name for p in DENSE if p.parent.name == 'demo'} == {
+        'upernet_dvit_swin_demo.py', 'upernet_swin_dense_demo.py', 'upernet_dvit_convnext_demo.py',
+        'maskrcnn_dvit_swin_demo.py', 'maskrcnn_dvit_convnext_demo.py'}
     for path in CONFIGS:
         assert inheritance_depth(path) <= 3, rel(path)
+
+
+def check_dense_teacher_demo(cfg: Config) -> None:
+    """The demo's dense teacher: the demo student as a plain segmentor with a dense backbone
+    whose parameters are exactly the dynamic demo model's minus the sparsity modules."""
+    assert cfg.model.type == 'EncoderDecoder'
+    dynamic = Config.fromfile(str(ROOT / 'configs/demo/upernet_dvit_swin_demo.py'))
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        dense = revert_sync_batchnorm(MODELS.build(cfg.model)).eval()
+        student = MODELS.build(dynamic.model.student)
+    assert {k for k in student.state_dict() if not any(m in k for m in NEW_MODULES)} == set(
+        dense.state_dict())
+    with torch.no_grad():
+        assert dense(torch.randn(1, 3, 64, 64), mode='tensor').shape == (1, 150, 16, 16)
+    assert dense.backbone.sparsity_decisions == []
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=rel)
@@ -122,6 +139,9 @@ def test_config_builds_and_runs(path):
     input. Classifiers: built at full size on the meta device (construction only; their own
     tests run them)."""
     cfg = Config.fromfile(str(path))
+    if path.name == 'upernet_swin_dense_demo.py':
+        check_dense_teacher_demo(cfg)
+        return
     assert cfg.model.type == 'mmdvit.SparsityTrainer'
     student = cfg.model.student
     assert student.backbone.type.startswith('mmdvit.Dynamic')
@@ -147,7 +167,7 @@ def test_config_builds_and_runs(path):
                 out = model(torch.randn(1, 3, 64, 64), det_samples(64), mode='tensor')
                 assert isinstance(out, tuple) and len(out) > 0
     assert len(model.backbone.sparsity_decisions) == 3
-    if path.parent.name != 'demo':
+    if teacher is not None:
         assert set(teacher.backbone.keep_ratios) == {1.0}
         assert not any(p.requires_grad for p in teacher.parameters())
 

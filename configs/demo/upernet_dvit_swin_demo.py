@@ -1,8 +1,9 @@
 # The main demo job: configs/upernet_dvit_swin.py on the demo ADE20K-layout data
 # (python tools/dataset_converters/make_demo_data.py), sized for a CPU: a tiny DynamicSwin
 # (embed_dims 32, depths 1-1-3-1, window 4, predictors before the three stage-3 blocks), 128x128
-# crops, 300 iterations of batch 4 from random initialisation. Only data paths, widths and
-# schedule differ from the canonical config.
+# crops, 300 iterations of batch 4 from random initialisation, distilled from the dense teacher
+# that configs/demo/upernet_swin_dense_demo.py trains first (tools/run_demo.sh runs both). Only
+# data paths, widths, schedule and the teacher's checkpoint differ from the canonical config.
 _base_ = '../upernet_dvit_swin.py'
 
 data_root = 'data/demo/ade20k'
@@ -16,8 +17,7 @@ model = dict(
                       window_size=4, drop_path_rate=0.1, pruning_locs=(0, 1, 2), init_cfg=None),
         decode_head=dict(in_channels=widths, channels=64),
         auxiliary_head=dict(in_channels=widths[2], channels=32)),
-    teacher=None,
-    feature_distill_weight=0.0)
+    teacher=dict(checkpoint='work_dirs/upernet_swin_dense_demo/iter_300.pth'))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -1,0 +1,281 @@
+"""End to end on the demo data, through the tools as users run them (subprocesses): sparsity
+training of a segmentor and a detector with the wrapper and a dense teacher, evaluation of the
+saved checkpoints, resuming, 2-process CPU runs (gloo), wrapper checkpoints in the plain
+student, and the pre-flight errors."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import MODELS, DefaultScope
+
+from mmdvit.datasets import make_ade20k_demo, make_coco_demo
+from mmdvit.engine.preflight import PreflightError, check_config
+
+ROOT = Path(__file__).resolve().parents[1]
+KEEP_RATIOS = (0.7, 0.5, 0.3)
+
+# Tiny versions of the demo configs: 16-128 channels, batch 2, no dataloader workers, a
+# constant learning rate, a full-model dense teacher checkpoint with feature (and, for the
+# segmentor, logit) distillation.
+SEG_CONFIG = """
+_base_ = '{root}/configs/demo/upernet_dvit_swin_demo.py'
+data_root = '{data}'
+widths = [16, 32, 64, 128]
+model = dict(
+    student=dict(
+        backbone=dict(embed_dims=widths[0]),
+        decode_head=dict(in_channels=widths, channels=16),
+        auxiliary_head=dict(in_channels=widths[2], channels=8)),
+    teacher=dict(_delete_=True, model=None, checkpoint='{teacher}'),
+    feature_distill_weight=0.5,
+    logit_distill_weight=0.5)
+loader = dict(num_workers=0, persistent_workers=False)
+train_dataloader = dict(loader, batch_size=2, dataset=dict(data_root=data_root))
+val_dataloader = dict(loader, dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+# The predictors learn 10x faster than the rest, so that 16 iterations show them moving.
+optim_wrapper = dict(optimizer=dict(lr=2e-3),
+                     paramwise_cfg=dict(custom_keys={{'score_predictors': dict(lr_mult=10.0)}}))
+param_scheduler = []
+train_cfg = dict(max_iters=16, val_interval=16)
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=8))
+randomness = dict(seed=0)
+"""
+DET_CONFIG = """
+_base_ = '{root}/configs/demo/maskrcnn_dvit_swin_demo.py'
+data_root = '{data}/'
+widths = [16, 32, 64, 128]
+model = dict(
+    # Keep every detection, so that a 3-iteration model still gets a (tiny) mAP computed.
+    student=dict(backbone=dict(embed_dims=widths[0]), neck=dict(in_channels=widths),
+                 test_cfg=dict(rcnn=dict(score_thr=0.0, max_per_img=20))),
+    teacher=dict(_delete_=True, model=None, checkpoint='{teacher}'),
+    feature_distill_weight=0.5)
+loader = dict(batch_size=2, num_workers=0, persistent_workers=False)
+train_dataloader = dict(loader, dataset=dict(data_root=data_root))
+val_dataloader = dict(loader, dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+train_cfg = dict(max_epochs=1, val_interval=2)
+default_hooks = dict(logger=dict(interval=1))
+randomness = dict(seed=0)
+"""
+
+
+def run(args: List[str], expect_ok: bool = True, **env: str) -> subprocess.CompletedProcess:
+    """Run a tool from the repository root with 2 threads; fail with its output if it fails."""
+    full_env = dict(os.environ, OMP_NUM_THREADS='2', PYTHONWARNINGS='ignore', PYTHON=sys.executable,
+                    **env)
+    cmd = args if args[0] == 'bash' else [sys.executable] + args
+    proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True,
+                          timeout=600)
+    if expect_ok and proc.returncode != 0:
+        raise AssertionError(f'{" ".join(args)} failed:\n{proc.stdout[-4000:]}\n'
+                             f'{proc.stderr[-4000:]}')
+    return proc
+
+
+def metrics(proc: subprocess.CompletedProcess) -> Dict[str, float]:
+    line = [x for x in proc.stdout.splitlines() if x.startswith('metrics: ')][-1]
+    return json.loads(line[len('metrics: '):])
+
+
+def scalars(work_dir: Path) -> List[dict]:
+    """Every record of the training's vis_data/scalars.json (first run in ``work_dir``)."""
+    path = sorted(work_dir.glob('2*/vis_data/scalars.json'))[0]
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def free_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return str(sock.getsockname()[1])
+
+
+def save_teacher(config: Path, out: Path) -> None:
+    """A full-model checkpoint of the dense teacher (random weights, mmseg / mmdet key layout)."""
+    cfg = Config.fromfile(str(config))
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        student = MODELS.build(cfg.model.student)
+    state = {k: v for k, v in student.state_dict().items()
+             if 'score_predictors' not in k and 'fast_path' not in k}
+    torch.save({'state_dict': state}, out)
+
+
+def write_config(template: str, path: Path, data: Path, teacher: Path) -> Path:
+    path.write_text(template.format(root=ROOT, data=data, teacher=teacher))
+    return path
+
+
+@pytest.fixture(scope='module')
+def seg(tmp_path_factory):
+    """The tiny segmentation config and its data; the dense teacher's checkpoint."""
+    tmp = tmp_path_factory.mktemp('seg')
+    make_ade20k_demo(str(tmp / 'ade20k'), num_train=8, num_val=5, seed=0, size_range=(128, 160))
+    config = write_config(SEG_CONFIG, tmp / 'seg.py', tmp / 'ade20k', tmp / 'teacher.pth')
+    save_teacher(config, tmp / 'teacher.pth')
+    return tmp, config
+
+
+@pytest.fixture(scope='module')
+def seg_run(seg):
+    """16 iterations of sparsity training, checkpoints at 8 and 16, mIoU at 16."""
+    tmp, config = seg
+    work_dir = tmp / 'work'
+    proc = run(['tools/train.py', str(config), '--work-dir', str(work_dir)])
+    return work_dir, proc
+
+
+@pytest.mark.slow
+def test_segmentation_trains_with_sparsity_losses_and_moves_toward_the_targets(seg_run):
+    work_dir, proc = seg_run
+    assert (work_dir / 'iter_8.pth').is_file() and (work_dir / 'iter_16.pth').is_file()
+    assert 'Training done' in proc.stdout
+    records = scalars(work_dir)
+    train = [r for r in records if 'loss_keep_ratio' in r]
+    assert [r['step'] for r in train] == list(range(1, 17))
+    for r in train:
+        assert {'decode.loss_ce', 'loss_feat_distill', 'loss_logit_distill', 'kept.0', 'kept.1',
+                'kept.2'} <= set(r)
+        assert r['loss_feat_distill'] > 0 and r['loss_logit_distill'] > 0
+
+    def gap(r: dict) -> float:
+        return sum(abs(r[f'kept.{i}'] - t) for i, t in enumerate(KEEP_RATIOS)) / 3
+
+    # kept.<i> is logged per iteration (Gumbel-noisy); loss_keep_ratio is averaged over the
+    # last 10 iterations by mmengine's log processor.
+    first, last = train[:5], train[-5:]
+    assert sum(map(gap, last)) < sum(map(gap, first))
+    assert train[-1]['loss_keep_ratio'] < 0.5 * train[0]['loss_keep_ratio']
+    assert any('mIoU' in r for r in records)
+
+
+@pytest.mark.slow
+def test_checkpoint_evaluates_and_resumes(seg, seg_run):
+    tmp, config = seg
+    work_dir, _ = seg_run
+    val = [r for r in scalars(work_dir) if 'mIoU' in r][-1]
+    single = metrics(run(['tools/test.py', str(config), str(work_dir / 'iter_16.pth'),
+                          '--work-dir', str(tmp / 'test1')]))
+    assert single['mIoU'] == pytest.approx(val['mIoU']) and 0 <= single['mIoU'] <= 100
+    dist = run(['bash', 'tools/dist_test.sh', str(config), str(work_dir / 'iter_16.pth'), '2',
+                '--work-dir', str(tmp / 'test2')], PORT=free_port())
+    assert metrics(dist) == pytest.approx(single)
+
+    resumed = run(['tools/train.py', str(config), '--work-dir', str(work_dir), '--resume',
+                   '--cfg-options', 'train_cfg.max_iters=18', 'train_cfg.val_interval=100'])
+    log = resumed.stdout + resumed.stderr
+    assert 'resumed' in log.lower() and 'Iter(train) [17/18]' in log
+    assert 'Iter(train) [ 1/18]' not in log and (work_dir / 'iter_18.pth').is_file()
+
+
+@pytest.mark.slow
+def test_two_process_cpu_training(seg):
+    tmp, config = seg
+    work_dir = tmp / 'dist_train'
+    proc = run(['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir', str(work_dir),
+                '--cfg-options', 'train_cfg.max_iters=2', 'train_cfg.val_interval=100',
+                'default_hooks.checkpoint.interval=2'], PORT=free_port())
+    out = proc.stdout + proc.stderr
+    assert 'rank 0 of 2' in out and 'rank 1 of 2' in out
+    assert (work_dir / 'iter_2.pth').is_file()
+
+
+@pytest.mark.slow
+def test_wrapper_checkpoint_loads_into_the_plain_student_and_predicts_identically(seg, seg_run):
+    from mmengine.runner import load_checkpoint
+    from mmseg.structures import SegDataSample
+    import mmdvit.engine.checkpoint_loader  # noqa: F401
+    tmp, config = seg
+    work_dir, _ = seg_run
+    plain = tmp / 'plain_student.py'  # how a user deploys the trained student
+    plain.write_text(f"_base_ = '{config}'\nmodel = dict(_base_.model.student, _delete_=True)\n")
+    cfg, plain_cfg = Config.fromfile(str(config)), Config.fromfile(str(plain))
+    assert plain_cfg.model.type == 'EncoderDecoder'
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        wrapper, student = MODELS.build(cfg.model), MODELS.build(plain_cfg.model)
+    for model in (wrapper, student):
+        load_checkpoint(model, str(work_dir / 'iter_16.pth'), strict=True)
+        model.eval()
+    gen = torch.Generator().manual_seed(0)
+    inputs = [torch.rand(3, 128, 160, generator=gen) * 255 for _ in range(2)]
+    samples = [SegDataSample(metainfo=dict(img_shape=(128, 160), ori_shape=(128, 160)))
+               for _ in range(2)]
+    with torch.no_grad():
+        preds = [m.test_step(dict(inputs=inputs, data_samples=samples))
+                 for m in (wrapper, student)]
+    for a, b in zip(*preds):
+        assert torch.equal(a.seg_logits.data, b.seg_logits.data)
+        assert torch.equal(a.pred_sem_seg.data, b.pred_sem_seg.data)
+
+
+@pytest.mark.slow
+def test_detection_trains_and_evaluates_bbox_and_segm(tmp_path):
+    make_coco_demo(str(tmp_path / 'coco'), num_train=6, num_val=3, seed=0)
+    config = write_config(DET_CONFIG, tmp_path / 'det.py', tmp_path / 'coco',
+                          tmp_path / 'teacher.pth')
+    save_teacher(config, tmp_path / 'teacher.pth')
+    run(['tools/train.py', str(config), '--work-dir', str(tmp_path / 'work')])
+    train = [r for r in scalars(tmp_path / 'work') if 'loss_keep_ratio' in r]
+    assert train and all({'loss_rpn_cls', 'loss_mask', 'loss_feat_distill', 'kept.2'} <= set(r)
+                         for r in train)
+    result = metrics(run(['tools/test.py', str(config), str(tmp_path / 'work' / 'epoch_1.pth'),
+                          '--work-dir', str(tmp_path / 'test'), '--out',
+                          str(tmp_path / 'results.pkl')]))
+    assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= set(result)
+    assert (tmp_path / 'results.pkl').is_file()
+
+
+def test_missing_data_root_fails_at_once_naming_path_and_fix(seg):
+    _, config = seg
+    proc = run(['tools/train.py', str(config), '--cfg-options',
+                'train_dataloader.dataset.data_root=/nonexistent/ade'], expect_ok=False)
+    assert proc.returncode != 0
+    assert "train_dataloader.dataset.data_root: '/nonexistent/ade' does not exist" in proc.stderr
+    assert 'ADEChallengeData2016' in proc.stderr
+    cfg = Config.fromfile(str(ROOT / 'configs/demo/maskrcnn_dvit_swin_demo.py'))
+    cfg.train_dataloader.dataset.data_root = 'data/demo/missing/'
+    with pytest.raises(PreflightError, match='make_demo_data.py'):
+        check_config(cfg, 'train')
+
+
+def test_missing_checkpoints_fail_naming_the_config_key(seg):
+    _, config = seg
+    cfg = Config.fromfile(str(config))
+    cfg.model.teacher.checkpoint = '/nonexistent/teacher.pth'
+    with pytest.raises(PreflightError, match=r"model\.teacher\.checkpoint: checkpoint "
+                       r"'/nonexistent/teacher\.pth' not found.*--cfg-options"):
+        check_config(cfg, 'train')
+    check_config(cfg, 'test')  # evaluation needs no teacher
+    cfg.model.student.backbone.init_cfg = dict(type='Pretrained', checkpoint='/nonexistent/b.pth')
+    with pytest.raises(PreflightError, match=r'model\.student\.backbone\.init_cfg\.checkpoint'):
+        check_config(cfg, 'train')
+    cfg.load_from = '/nonexistent/run.pth'
+    with pytest.raises(PreflightError, match=r"load_from: checkpoint '/nonexistent/run\.pth'"):
+        check_config(cfg, 'test')
+
+
+def test_wrong_num_classes_fails_naming_head_and_counts(seg):
+    _, config = seg
+    cfg = Config.fromfile(str(config))
+    cfg.model.student.decode_head.num_classes = 19
+    with pytest.raises(PreflightError, match=r'model\.student\.decode_head\.num_classes = 19, '
+                       r'but .* has 150 classes'):
+        check_config(cfg, 'train')
+    det = Config.fromfile(str(ROOT / 'configs/maskrcnn_dvit_swin.py'))
+    det.model.student.roi_head.bbox_head.num_classes = 81
+    det.model.student.backbone.init_cfg = det.model.teacher = None
+    det.train_dataloader.dataset.data_root = det.val_dataloader.dataset.data_root = ''
+    det.train_dataloader.dataset.ann_file = det.val_dataloader.dataset.ann_file = ''
+    det.train_dataloader.dataset.data_prefix = det.val_dataloader.dataset.data_prefix = {}
+    det.val_evaluator.ann_file = ''
+    with pytest.raises(PreflightError, match=r'bbox_head\.num_classes = 81.*80 classes'):
+        check_config(det, 'train')
