@@ -7,6 +7,7 @@ from ...registry import MODELS
 from ..checkpoint import convert_convnext_checkpoint
 from ..sparse import build_schedule
 from ..sparse.schedule import Locations
+from ..weight_init import trunc_normal_init
 from .base import DynamicBackbone
 from .convnext_layers import DynamicConvNeXtBlock, LayerNorm2d
 
@@ -137,14 +138,7 @@ class DynamicConvNeXt(DynamicBackbone):
     def reset_parameters(self) -> None:
         """Default initialisation (mmpretrain's ConvNeXt init_cfg): truncated normal (std 0.02)
         conv / linear weights, zero biases, unit LayerNorms; layer scales keep their value."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        trunc_normal_init(self, layers=(nn.Conv2d, nn.Linear))
 
     def convert_checkpoint(self, state):
         """Map an mmpretrain / official / timm / DynamicCNN-authors checkpoint to this layout."""

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from ...registry import MODELS
 from ..checkpoint.vit import convert_vit_checkpoint, resize_pos_embed
 from ..sparse import SparsityDecision, build_schedule
+from ..weight_init import trunc_normal_init
 from .base import DynamicBackbone
 from .vit_layers import PatchEmbed, ViTBlock
 
@@ -153,14 +154,7 @@ class DynamicViT(DynamicBackbone):
     def reset_parameters(self) -> None:
         """Default initialisation (as mmpretrain's ViT): truncated normal (std 0.02) linear
         weights, position embedding and class token, zero biases, unit LayerNorms."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        trunc_normal_init(self)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..sparse import SparsityDecision, route_tokens
+from ..weight_init import trunc_normal_init
 from .drop_path import DropPath
 
 HW = Tuple[int, int]
@@ -288,13 +289,7 @@ def init_swin_weights(module: nn.Module) -> None:
     """Default initialisation (as mmseg's Swin without a checkpoint): truncated normal
     (std 0.02) linear weights, zero biases, unit LayerNorms, truncated-normal position bias
     tables; patch-embedding convolutions keep PyTorch's default."""
+    trunc_normal_init(module)
     for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, WindowMSA):
+        if isinstance(m, WindowMSA):
             nn.init.trunc_normal_(m.relative_position_bias_table, std=0.02)

@@ -4,6 +4,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..weight_init import trunc_normal_init
+
 
 class ScorePredictor(nn.Module):
     """Scores each position of a feature map with log-probabilities of (keep, prune).
@@ -30,13 +32,7 @@ class ScorePredictor(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        trunc_normal_init(self)
 
     def forward(self, x: Tensor, policy: Optional[Tensor] = None) -> Tensor:
         """Score positions.
