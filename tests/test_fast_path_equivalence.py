@@ -106,3 +106,41 @@ def test_backbones_with_the_fast_path_equal_the_straightforward_path(monkeypatch
                for k, d in zip(num_keep, model.sparsity_decisions))
     for out, ref in zip(fast_outs, ref_outs):
         assert torch.equal(out, ref)
+
+
+def saved_bytes(fn):
+    """Bytes of the tensors autograd keeps for the backward pass of ``fn()``, and its output."""
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return sum(sizes), out
+
+
+def test_vit_masked_attention_checkpointing_is_exact_and_stores_less(monkeypatch):
+    from mmdvit.models.backbones.vit_layers import Attention
+    attn = Attention(32, 4, attn_drop_rate=0.2)
+    randomize(attn, seed=5)
+    attn.train()
+    x = torch.randn(2, 50, 32, requires_grad=True)
+    policy = (torch.rand(2, 50, 1) > 0.4).float()
+    policy[:, 0] = 1.0
+
+    def run():
+        torch.manual_seed(7)
+        stored, out = saved_bytes(lambda: attn(x, policy))
+        grads = torch.autograd.grad(out.square().sum(), [x, *attn.parameters()])
+        return stored, out, grads
+
+    stored, out, grads = run()
+    monkeypatch.setattr(torch.utils.checkpoint, 'checkpoint',
+                        lambda fn, *args, **kwargs: fn(*args))
+    plain_stored, plain_out, plain_grads = run()
+    assert torch.equal(out, plain_out)
+    assert all(torch.equal(g, p) for g, p in zip(grads, plain_grads))
+    # the plain path keeps several (B, heads, N, N) float32 maps (80 KB each here)
+    assert plain_stored - stored >= 4 * 2 * 4 * 50 * 50 * 4

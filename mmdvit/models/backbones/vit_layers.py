@@ -66,6 +66,13 @@ class PatchEmbed(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention; with a ``policy`` no token attends to a pruned one.
 
+    The masked attention of training (``policy`` given, gradients on) runs under activation
+    checkpointing: its (B, heads, N, N) float32 intermediates are recomputed in the backward
+    pass instead of stored, which keeps training memory near the dense model's (whose fused
+    ``scaled_dot_product_attention`` stores none). Values and gradients are bitwise those of
+    the plain computation (the recomputation repeats the same ops; dropout replays its RNG
+    state); the cost is one more attention forward per masked block in the backward pass.
+
     Args:
         embed_dims: C.
         num_heads: attention heads.
@@ -94,10 +101,17 @@ class Attention(nn.Module):
         if policy is None:
             drop = self.attn_drop.p if self.training else 0.0
             x = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+        elif torch.is_grad_enabled() and q.requires_grad:
+            x = torch.utils.checkpoint.checkpoint(self.masked_attention, q, k, v, policy,
+                                                  use_reentrant=False)
         else:
-            attn = policy_softmax((q * self.scale) @ k.transpose(-2, -1), policy)
-            x = self.attn_drop(attn) @ v
+            x = self.masked_attention(q, k, v, policy)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(batch, num, channels)))
+
+    def masked_attention(self, q: Tensor, k: Tensor, v: Tensor, policy: Tensor) -> Tensor:
+        """q, k, v: (B, heads, N, d); policy: (B, N, 1) -> (B, heads, N, d)."""
+        attn = policy_softmax((q * self.scale) @ k.transpose(-2, -1), policy)
+        return self.attn_drop(attn) @ v
 
 
 class Mlp(nn.Module):
