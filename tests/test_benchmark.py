@@ -116,3 +116,14 @@ def test_channels_last_runs_give_the_same_outputs():
     (inputs, ), _ = channels_last.inputs['dynamic'](2)
     assert inputs.is_contiguous(memory_format=torch.channels_last) and not inputs.is_contiguous()
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_upstream_swin_follows_the_config_family():
+    from mmdvit.analysis.models import upstream_backbone_config
+    cfg = load_config('swin-test').model
+    assert upstream_backbone_config(cfg).type == 'mmseg.SwinTransformer'
+    assert upstream_backbone_config(dict(cfg, convert_weights=True)).type == \
+        'mmdet.SwinTransformer'
+    assert 'pad_small_map' not in upstream_backbone_config(dict(cfg, pad_small_map=True))
+    with pytest.raises(ValueError, match='pad_small_map=False'):
+        upstream_backbone_config(dict(cfg, pad_small_map=False))

@@ -92,15 +92,29 @@ def dense_twin_config(model_cfg: ConfigDict) -> ConfigDict:
 
 
 def upstream_backbone_config(backbone_cfg: ConfigDict) -> ConfigDict:
-    """The upstream dense backbone config (mmseg ``SwinTransformer``, mmpretrain ``ConvNeXt``)
-    with the same arguments minus the sparsity ones; it loads the dynamic backbone's dense
-    weights. ViTs have no registry config upstream: see :func:`build_upstream_backbone`."""
+    """The upstream dense backbone config (mmseg ``SwinTransformer``, or mmdet's when the config
+    has mmdet's ``convert_weights``; mmpretrain ``ConvNeXt``) with the same arguments minus the
+    sparsity ones; it loads the dynamic backbone's dense weights. ViTs have no registry config
+    upstream: see :func:`build_upstream_backbone`.
+
+    Raises:
+        ValueError: for a backbone without upstream counterpart, or a Swin with
+            ``pad_small_map=False`` (official classification semantics, which mmseg's and
+            mmdet's Swin do not implement: compare with the dense twin instead).
+    """
     cls = _dynamic_backbone_class(backbone_cfg)
     if cls.__name__ not in UPSTREAM_BACKBONES:
         raise ValueError(f'no upstream dense counterpart is known for {cls.__name__}; known: '
                          f'{sorted(UPSTREAM_BACKBONES)}.')
     cfg = ConfigDict({k: v for k, v in backbone_cfg.items() if k not in SPARSITY_ARGS})
     cfg.type = UPSTREAM_BACKBONES[cls.__name__]
+    if cls.__name__ == 'DynamicSwinTransformer':
+        if not cfg.pop('pad_small_map', True):
+            raise ValueError('pad_small_map=False (official classification semantics) has no '
+                             'mmseg / mmdet counterpart; benchmark against the dense twin '
+                             '(twin_* fields) or use pad_small_map=True.')
+        if 'convert_weights' in cfg:
+            cfg.type = 'mmdet.SwinTransformer'
     cfg.init_cfg = None
     return cfg
 
