@@ -127,3 +127,23 @@ def test_upstream_swin_follows_the_config_family():
     assert 'pad_small_map' not in upstream_backbone_config(dict(cfg, pad_small_map=True))
     with pytest.raises(ValueError, match='pad_small_map=False'):
         upstream_backbone_config(dict(cfg, pad_small_map=False))
+
+
+def test_a_setting_the_models_cannot_run_gives_an_error_row():
+    from mmdvit.analysis.benchmark import benchmark_rows
+    subject = build_subject(load_config('swin-test'), 's', 'backbone', sample_photos(1)[0],
+                            (64, 64), twin=False)
+
+    real_call = subject.call
+
+    def call(which, batch):
+        def run():
+            if torch.is_autocast_enabled('cpu'):  # as mmcv's CPU NMS under bf16 autocast
+                raise RuntimeError('expected scalar type Float but found BFloat16')
+            return real_call(which, batch)()
+        return run
+
+    subject.call = call
+    rows = benchmark_rows(subject, (64, 64), [1], ['float32', 'amp'], 'cpu', 0, 3, 10)
+    assert 'error' not in rows[0] and rows[0]['speedup'] > 0
+    assert rows[1]['error'].endswith('found BFloat16') and rows[1]['speedup'] is None

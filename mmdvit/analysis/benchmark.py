@@ -218,6 +218,22 @@ def _ratios(prefix: str, ips: Dict[str, float], gflops: Dict[str, float]) -> dic
     return out
 
 
+def _figures(timings: Timings, batch: int, gflops: Dict[str, float]) -> dict:
+    """The measured fields of a row (see :func:`benchmark_rows`)."""
+    quiet = {w: quiet_calls(t) for w, t in timings.wall.items()}
+    ips = {w: batch / statistics.median(t) for w, t in quiet.items()}
+    threads = torch.get_num_threads()
+    out = dict(ideal_speedup=gflops['dense'] / gflops['dynamic'], dense_gflops=gflops['dense'],
+               dynamic_gflops=gflops['dynamic'], rounds=len(timings.wall['dynamic']),
+               quiet_calls=min(len(t) for t in quiet.values()), threads=threads,
+               **_ratios('', ips, gflops),
+               **{f'{w}_ips_best': batch / min(t) for w, t in timings.wall.items()})
+    if timings.cpu is not None:
+        cpu_ips = {w: batch * threads / statistics.median(t) for w, t in timings.cpu.items()}
+        out.update(_ratios('_cpu', cpu_ips, gflops))
+    return out
+
+
 def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int],
                    dtypes: Sequence[str], device: str, warmup: int, iters: int,
                    max_seconds: float,
@@ -231,29 +247,25 @@ def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int
     CPU only, the same with the suffix ``_cpu`` from the process CPU time per call:
     ``*_ips_cpu`` = batch * threads / median CPU seconds, the throughput the threads would give
     undisturbed; unlike wall time it hardly changes when other processes share the cores.
+    A setting the models cannot run (a ``RuntimeError``, e.g. an upstream op without a kernel
+    for the dtype) gives a row with ``error`` and ``None`` figures.
     """
     gflops = {which: flops_per_image(subject, which) for which in subject.models}
-    threads = torch.get_num_threads()
     rows = []
     for dtype in dtypes:
         for batch in batches:
             calls = {w: subject.call(w, batch) for w in subject.models}
-            with precision(device, dtype):
-                timings = time_interleaved(calls, device, warmup, iters, max_seconds)
-            quiet = {w: quiet_calls(t) for w, t in timings.wall.items()}
-            ips = {w: batch / statistics.median(t) for w, t in quiet.items()}
             row = dict(name=subject.name, device=device, dtype=amp_dtype_name(device, dtype),
-                       part=subject.part, batch=batch, shape=list(shape),
-                       ideal_speedup=gflops['dense'] / gflops['dynamic'],
-                       dense_gflops=gflops['dense'], dynamic_gflops=gflops['dynamic'],
-                       rounds=len(timings.wall['dynamic']),
-                       quiet_calls=min(len(t) for t in quiet.values()), threads=threads,
-                       **_ratios('', ips, gflops),
-                       **{f'{w}_ips_best': batch / min(t) for w, t in timings.wall.items()})
-            if timings.cpu is not None:
-                cpu_ips = {w: batch * threads / statistics.median(t)
-                           for w, t in timings.cpu.items()}
-                row.update(_ratios('_cpu', cpu_ips, gflops))
+                       part=subject.part, batch=batch, shape=list(shape))
+            try:
+                with precision(device, dtype):
+                    timings = time_interleaved(calls, device, warmup, iters, max_seconds)
+            except RuntimeError as err:  # e.g. an upstream op without a kernel for the dtype
+                row.update(error=f'{type(err).__name__}: {err}',
+                           **{k: None for k in ('dense_ips', 'dynamic_ips', 'speedup',
+                                                'ideal_speedup', 'realisation')})
+            else:
+                row.update(_figures(timings, batch, gflops))
             rows.append(row)
             if report is not None:
                 report(row)

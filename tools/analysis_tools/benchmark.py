@@ -112,6 +112,9 @@ HEADER = (f"{'name':<16}{'part':<9}{'dtype':<18}{'batch':>5}  {'shape':<9}{'dens
 
 
 def format_row(row: dict) -> str:
+    if row.get('error'):
+        return (f"{row['name'][:15]:<16}{row['part']:<9}{row['dtype']:<18}{row['batch']:>5}  "
+                f"failed: {row['error'][:120]}")
     twin = f"{row['twin_ips']:8.2f}" if 'twin_ips' in row else f"{'-':>8}"
     shape = 'x'.join(str(s) for s in row['shape'])
     cpu = (f"{row['speedup_cpu']:19.3f}{row['realisation_cpu']:8.3f}"
