@@ -247,6 +247,18 @@ def test_missing_data_root_fails_at_once_naming_path_and_fix(seg):
         check_config(cfg, 'train')
 
 
+def test_missing_imagenet_folder_fails_naming_the_string_data_prefix(tmp_path):
+    # mmpretrain datasets take data_prefix as a plain folder name, not a dict
+    (tmp_path / 'meta').mkdir()
+    (tmp_path / 'meta' / 'train.txt').write_text('')
+    cfg = Config.fromfile(str(ROOT / 'configs/imagenet_dvit_deit.py'))
+    cfg.train_dataloader.dataset.update(
+        data_root=str(tmp_path), ann_file='meta/train.txt', data_prefix='train')
+    with pytest.raises(PreflightError, match=r"train_dataloader\.dataset\.data_prefix: "
+                       r"'.*/train' does not exist.*ImageNet"):
+        check_config(cfg, 'train')
+
+
 def test_missing_checkpoints_fail_naming_the_config_key(seg):
     _, config = seg
     cfg = Config.fromfile(str(config))

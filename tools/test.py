@@ -53,8 +53,9 @@ def add_outputs(cfg: Config, args: argparse.Namespace) -> None:
         hook['draw'] = True
         if is_det:
             hook['test_out_dir'] = args.show_dir
-        else:
+        else:  # mmseg's hook draws every `interval`-th image: draw them all
             cfg.visualizer['save_dir'] = args.show_dir
+            hook['interval'] = 1
     if args.out is None:
         return
     if is_det:

@@ -87,11 +87,15 @@ def check_datasets(cfg: Config, mode: str) -> None:
             if ann_file and not osp.isfile(osp.join(root, ann_file)):
                 raise PreflightError(f'{where}.ann_file: {osp.join(root, ann_file)!r} does not '
                                      f'exist: {_dataset_hint(dataset, root)}.')
-            for key, prefix in (dataset.get('data_prefix') or {}).items():
+            prefixes = dataset.get('data_prefix') or {}
+            if isinstance(prefixes, str):  # mmpretrain also takes a plain folder name
+                prefixes = {'': prefixes}
+            for key, prefix in prefixes.items():
                 folder = osp.join(root, prefix)
+                name = f'{where}.data_prefix' + (f'.{key}' if key else '')
                 if prefix and not osp.isdir(folder):
-                    raise PreflightError(f'{where}.data_prefix.{key}: {folder!r} does not '
-                                         f'exist: {_dataset_hint(dataset, root)}.')
+                    raise PreflightError(f'{name}: {folder!r} does not exist: '
+                                         f'{_dataset_hint(dataset, root)}.')
 
 
 def check_evaluators(cfg: Config, mode: str) -> None:
