@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv/ in the repository root with the pinned mmdvit stack (see docs/install.md).
+# Create .venv/ in the repository root with the pinned mmdvit stack (see README.md, Quick start).
 # Idempotent: a second run with an up-to-date .venv only re-checks the stamp and returns.
 # mmcv 2.1.0 is compiled from its sdist with ops (patched for C++20) once per torch version and
 # cached under $MMDVIT_CACHE (default ~/.cache/mmdvit), so later setups reuse the wheel.
