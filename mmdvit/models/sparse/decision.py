@@ -24,6 +24,9 @@ class SparsityDecision:
             ``num_keep`` are kept. ``None`` in training, and at inference when every position is
             kept or every position is pruned (nothing to sort).
         num_keep: inference only, k = int(N * keep_ratio), the same for every image.
+        source: the module that decided: ``'backbone'``, or the attribute name of a head or
+            neck (``'decode_head'``, ``'neck'``, ``'rpn_head'``); for those, ``stage`` is the
+            pyramid level of the gated map (0 = finest) and ``index`` counts within the module.
     """
 
     stage: int
@@ -34,6 +37,7 @@ class SparsityDecision:
     keep_mask: Tensor
     order: Optional[Tensor] = None
     num_keep: Optional[int] = None
+    source: str = 'backbone'
     _rows: Optional[Tuple[Tensor, Tensor]] = field(default=None, init=False, repr=False,
                                                    compare=False)
 

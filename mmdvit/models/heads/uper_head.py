@@ -1,0 +1,87 @@
+"""DynamicUPerHead: mmseg's UPerHead with its high-resolution 3x3 convolutions run sparsely."""
+from typing import List, Sequence
+
+from mmseg.models.decode_heads import UPerHead
+from torch import Tensor
+
+from ...registry import MODELS
+from ..layers import SparseConvModule
+from ..sparse import SparsityDecision
+
+
+@MODELS.register_module()
+class DynamicUPerHead(UPerHead):
+    """UPerNet's decode head with spatially sparse ``fpn_convs`` / ``fpn_bottleneck``.
+
+    Most of a UPerNet's cost is this head's 3x3 convolutions at 1/4 scale: ``fpn_bottleneck``
+    (4 x channels -> channels) and ``fpn_convs.0``. Each convolution named in
+    ``sparse_convs`` becomes a :class:`~mmdvit.models.layers.SparseConvModule`: a predictor
+    scores the tiles of its input, the kept tiles take the full convolution, the pruned ones a
+    1x1 fast path, then norm and activation run on the whole map. Everything else is mmseg's
+    ``UPerHead``: same arguments, same parameter names (an mmseg UPerNet checkpoint loads, with
+    only the ``gate.*`` modules new), and at every keep ratio 1.0 the same output.
+
+    After each forward pass :attr:`sparsity_decisions` lists one
+    :class:`~mmdvit.models.sparse.SparsityDecision` per sparse convolution, in forward order
+    (``fpn_convs.<i>`` by level, then ``fpn_bottleneck``), with ``source='decode_head'`` and
+    ``stage`` = the pyramid level (0 = 1/4 scale).
+
+    Args:
+        keep_ratios: target fraction of kept tiles of each sparse convolution, in forward
+            order; each in (0, 1].
+        sparse_convs: which convolutions run sparsely: ``'fpn_convs.<i>'`` (i < number of
+            input levels - 1) and / or ``'fpn_bottleneck'``.
+        block_size: tile size at level 0 (1/4 scale); level i uses ``block_size / 2**i``, so
+            every tile covers the same image area.
+        score_dims: width of each score predictor.
+        **kwargs: ``UPerHead``'s arguments (``pool_scales``, ``in_channels``, ``channels``,
+            ``norm_cfg``, ...).
+    """
+
+    def __init__(self,
+                 keep_ratios: Sequence[float] = (0.5, 0.5),
+                 sparse_convs: Sequence[str] = ('fpn_convs.0', 'fpn_bottleneck'),
+                 block_size: int = 16,
+                 score_dims: int = 64,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        names = [f'fpn_convs.{i}' for i in range(len(self.fpn_convs))] + ['fpn_bottleneck']
+        unknown = [n for n in sparse_convs if n not in names]
+        if unknown or len(set(sparse_convs)) != len(sparse_convs):
+            raise ValueError(f'DynamicUPerHead: sparse_convs={tuple(sparse_convs)} must name '
+                             f'distinct convolutions among {names} (unknown: {unknown}).')
+        if len(keep_ratios) != len(sparse_convs):
+            raise ValueError(f'DynamicUPerHead: keep_ratios={tuple(keep_ratios)} has '
+                             f'{len(keep_ratios)} value(s) for {len(sparse_convs)} sparse '
+                             f'convolution(s) {tuple(sparse_convs)}: give one ratio per entry '
+                             'of sparse_convs.')
+        if block_size < 1:
+            raise ValueError(f'DynamicUPerHead: block_size={block_size} must be >= 1.')
+        ratio_of = dict(zip(sparse_convs, keep_ratios))
+        self.sparse_convs = tuple(n for n in names if n in ratio_of)  # forward order
+        for index, name in enumerate(self.sparse_convs):
+            level = int(name.split('.')[1]) if name.startswith('fpn_convs.') else 0
+            gate_cfg = dict(index=index, level=level, source='decode_head',
+                            block=max(1, block_size >> level), score_dims=score_dims)
+            dense = self.get_submodule(name)
+            sparse = SparseConvModule(
+                dense.conv.in_channels, dense.conv.out_channels, dense.conv.kernel_size,
+                padding=dense.conv.padding, conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg,
+                act_cfg=self.act_cfg, inplace=dense.inplace, keep_ratio=ratio_of[name],
+                gate_cfg=gate_cfg)
+            if name.startswith('fpn_convs.'):
+                self.fpn_convs[level] = sparse
+            else:
+                self.fpn_bottleneck = sparse
+        self.sparsity_decisions: List[SparsityDecision] = []
+
+    @property
+    def keep_ratios(self) -> List[float]:
+        """Target keep ratio of every sparse convolution, in forward order."""
+        return [self.get_submodule(n).gate.keep_ratio for n in self.sparse_convs]
+
+    def forward(self, inputs: List[Tensor]) -> Tensor:
+        """As ``UPerHead.forward``; records :attr:`sparsity_decisions`."""
+        output = super().forward(inputs)
+        self.sparsity_decisions = [self.get_submodule(n).decision for n in self.sparse_convs]
+        return output

@@ -1,0 +1,101 @@
+"""What turns a dense kxk convolution into a spatially sparse one: a score predictor that
+decides which tiles of the map are kept, and the 1x1 fast path that pruned tiles take."""
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .decision import SparsityDecision, decide, num_kept
+from .predictor import BlockScorePredictor
+from .sparse_conv import block_grid, sparse_conv2d
+
+
+class SparseConvGate(nn.Module):
+    """Decides the kept tiles of a map and runs a kxk convolution sparsely on it.
+
+    The convolution's own weights stay with their owner (an mmcv ``ConvModule``, an FPN level,
+    an RPN head), so upstream checkpoints load unchanged; the gate adds ``score_predictor``
+    (:class:`BlockScorePredictor`) and ``fast_path`` (a 1x1 convolution). Decisions are made per
+    ``block x block`` tile (see :mod:`.sparse_conv`) and in float32 whatever autocast does
+    around them, so mixed precision keeps the same tiles.
+
+    The fast path starts as the kxk kernel summed over its taps: on a locally constant input
+    the 1x1 convolution then gives exactly what the kxk one gives, so a pruned position of a
+    flat region starts close to its dense value.
+
+    Args:
+        in_channels, out_channels: of the convolution.
+        keep_ratio: target fraction of kept tiles, in (0, 1].
+        index: position of this gate among its owner's gates (recorded in decisions).
+        level: the pyramid level of the map it gates (0 = the finest); recorded as the
+            decision's ``stage``.
+        source: the owner's name, recorded in decisions (e.g. ``'decode_head'``).
+        block: tile size.
+        score_dims: width of the predictor (:class:`BlockScorePredictor`).
+        bias: whether the fast path has a bias.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, keep_ratio: float, index: int = 0,
+                 level: int = 0, source: str = '', block: int = 16,
+                 score_dims: int = 64, bias: bool = True) -> None:
+        super().__init__()
+        if not 0.0 < float(keep_ratio) <= 1.0:
+            raise ValueError(f'keep ratio {keep_ratio} of {source or "a sparse conv"} (gate '
+                             f'{index}) must satisfy 0 < ratio <= 1.')
+        self.keep_ratio = float(keep_ratio)
+        self.index, self.level, self.source, self.block = index, level, source, block
+        self.score_predictor = BlockScorePredictor(in_channels, score_dims, block)
+        self.fast_path = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
+        self.decision: Optional[SparsityDecision] = None
+
+    @torch.no_grad()
+    def init_fast_path(self, weight: Tensor, bias: Optional[Tensor]) -> None:
+        """Set the fast path to the kxk kernel ``weight`` (C_out, C_in, k, k) summed over its
+        taps, and its bias to ``bias``."""
+        self.fast_path.weight.copy_(weight.sum(dim=(2, 3), keepdim=True))
+        if self.fast_path.bias is not None:
+            if bias is None:
+                self.fast_path.bias.zero_()
+            else:
+                self.fast_path.bias.copy_(bias)
+
+    def decide(self, x: Tensor) -> SparsityDecision:
+        """Score the tiles of x (B, C, H, W) and decide; recorded as :attr:`decision`, whose
+        ``hw_shape`` is the tile grid.
+
+        At inference with a ratio that keeps every tile the predictor is skipped.
+        """
+        batch = x.shape[0]
+        grid = block_grid(*x.shape[-2:], self.block)
+        num = grid[0] * grid[1]
+        if not self.training and num_kept(num, self.keep_ratio) == num:
+            mask = x.new_ones(batch, num, dtype=torch.float32)
+            decision = SparsityDecision(self.level, self.index, self.keep_ratio,
+                                        grid, None, mask, None, num)
+        else:
+            with torch.autocast(x.device.type, enabled=False):
+                log_probs = self.score_predictor(x.float())
+            decision = decide(log_probs, self.keep_ratio, self.training, self.level,
+                              self.index, grid)
+        decision.source = self.source
+        self.decision = decision
+        return decision
+
+    def forward(self, x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                dilation: int = 1) -> Tensor:
+        """Decide on x (B, C_in, H, W), then run the kxk convolution (``weight``, ``bias``)
+        sparsely: (B, C_out, H, W)."""
+        decision = self.decide(x)
+        return sparse_conv2d(x, weight, bias, self.fast_path.weight, self.fast_path.bias,
+                             decision, self.block, dilation)
+
+
+def init_fast_path_on_load(gate: SparseConvGate, state_dict: dict, gate_prefix: str,
+                           conv_prefix: str) -> None:
+    """Called while ``state_dict`` is being loaded: when it holds the convolution
+    (``<conv_prefix>weight`` / ``bias``) but not the gate's fast path (a dense upstream
+    checkpoint), start the fast path from the checkpoint's kernel
+    (:meth:`SparseConvGate.init_fast_path`). The fast path's keys still count as missing."""
+    weight = state_dict.get(conv_prefix + 'weight')
+    if weight is not None and gate_prefix + 'fast_path.weight' not in state_dict:
+        gate.init_fast_path(weight, state_dict.get(conv_prefix + 'bias'))
