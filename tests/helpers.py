@@ -54,3 +54,16 @@ def randomize(module: nn.Module, std: float = 0.05, seed: int = 0) -> Dict[str, 
             is_norm_weight = name.endswith('weight') and param.ndim == 1
             param.copy_(noise + 1.0 if is_norm_weight else noise)
     return module.state_dict()
+
+
+class FixedTileScores(nn.Module):
+    """Stands in for a BlockScorePredictor: scores the tiles of any (B, C, H, W) input so that
+    exactly ``keep`` (B, num_tiles) is kept (the margin beats any Gumbel noise)."""
+
+    def __init__(self, keep: Tensor) -> None:
+        super().__init__()
+        self.register_buffer('keep', keep.bool())
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = torch.where(self.keep, 50.0, -50.0).to(x.device)
+        return torch.stack([logits, -logits], dim=-1).log_softmax(-1)

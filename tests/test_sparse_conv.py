@@ -1,0 +1,177 @@
+"""The block-sparse convolution of the core and DynamicUPerHead: kept tiles equal the dense
+convolution, pruned tiles the 1x1 fast path, training equals inference for the same kept tiles,
+and at keep ratio 1.0 the head is mmseg's UPerHead."""
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import FixedTileScores, random_keep_sets, randomize
+from mmengine.registry import MODELS, DefaultScope
+
+from mmdvit.models.sparse import SparseConvGate, SparsityDecision, decide, sparse_conv2d
+from mmdvit.models.sparse.predictor import BlockScorePredictor
+from mmdvit.models.sparse.sparse_conv import block_grid, expand_block_mask
+
+
+def tile_decision(keep: torch.Tensor, grid, training: bool) -> SparsityDecision:
+    """A decision keeping exactly ``keep`` (B, tiles) through the real decide()."""
+    logits = torch.where(keep, 50.0, -50.0)
+    log_probs = torch.stack([logits, -logits], -1).log_softmax(-1)
+    return decide(log_probs, keep[0].float().mean().item(), training, 0, 0, grid)
+
+
+@pytest.mark.parametrize('batch, size, k, dilation, block', [
+    (1, (13, 17), 3, 1, 4), (2, (16, 16), 3, 1, 8), (3, (9, 22), 1, 1, 4),
+    (2, (15, 11), 3, 2, 5), (2, (10, 12), 5, 1, 3)])
+def test_sparse_conv_equals_dense_conv_on_kept_tiles_and_fast_path_elsewhere(
+        batch, size, k, dilation, block):
+    torch.manual_seed(0)
+    x = torch.randn(batch, 6, *size)
+    weight, bias = torch.randn(5, 6, k, k), torch.randn(5)
+    fast_w, fast_b = torch.randn(5, 6, 1, 1), torch.randn(5)
+    grid = block_grid(*size, block)
+    keep = random_keep_sets(batch, grid[0] * grid[1], [0.5], seed=1)[0]
+    decision = tile_decision(keep, grid, training=False)
+    assert decision.num_keep == int(grid[0] * grid[1] * 0.5)
+    out = sparse_conv2d(x, weight, bias, fast_w, fast_b, decision, block, dilation)
+    dense = F.conv2d(x, weight, bias, padding=dilation * (k - 1) // 2, dilation=dilation)
+    fast = F.conv2d(x, fast_w, fast_b)
+    mask = expand_block_mask(decision.keep_mask, grid, block, *size).bool().expand_as(dense)
+    assert out.shape == dense.shape
+    torch.testing.assert_close(out[mask], dense[mask], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[~mask], fast[~mask], rtol=1e-5, atol=1e-5)
+    # training: the merged stream gives the same map for the same kept tiles
+    merged = sparse_conv2d(x, weight, bias, fast_w, fast_b, tile_decision(keep, grid, True),
+                           block, dilation)
+    torch.testing.assert_close(merged, out, rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_conv_under_bf16_autocast_stays_close_to_float32():
+    torch.manual_seed(0)
+    x, weight = torch.randn(2, 16, 20, 20), torch.randn(8, 16, 3, 3) * 0.1
+    fast_w = weight.sum((2, 3), keepdim=True)
+    keep = random_keep_sets(2, 25, [0.4])[0]
+    ref = sparse_conv2d(x, weight, None, fast_w, None, tile_decision(keep, (5, 5), False), 4)
+    with torch.autocast('cpu', torch.bfloat16):
+        out = sparse_conv2d(x, weight, None, fast_w, None, tile_decision(keep, (5, 5), False),
+                            4)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
+
+
+def test_fast_path_starts_as_the_summed_kernel_and_matches_it_on_flat_input():
+    torch.manual_seed(0)
+    gate = SparseConvGate(4, 3, 0.5, block=4)
+    weight, bias = torch.randn(3, 4, 3, 3), torch.randn(3)
+    gate.init_fast_path(weight, bias)
+    flat = torch.ones(1, 4, 12, 12) * torch.randn(1, 4, 1, 1)
+    dense = F.conv2d(flat, weight, bias, padding=1)
+    torch.testing.assert_close(gate.fast_path(flat)[..., 1:-1, 1:-1], dense[..., 1:-1, 1:-1])
+
+
+@pytest.mark.parametrize('batch', [1, 2, 3])
+def test_gate_keeps_int_tiles_times_ratio_per_image_and_decides_in_float32(batch):
+    torch.manual_seed(0)
+    gate = SparseConvGate(8, 8, 0.3, block=4, source='decode_head', index=1, level=2).eval()
+    x = torch.randn(batch, 8, 18, 23)  # 5 x 6 tiles
+    decision = gate.decide(x)
+    assert decision.hw_shape == (5, 6) and decision.num_keep == int(30 * 0.3)
+    assert decision.keep_mask.sum(1).tolist() == [int(30 * 0.3)] * batch
+    assert (decision.source, decision.stage, decision.index) == ('decode_head', 2, 1)
+    scores = gate.score_predictor(x)[..., 0]
+    expected = scores.topk(decision.num_keep, dim=1).indices.sort(1).values
+    assert torch.equal(decision.keep_indices.sort(1).values, expected)
+    with torch.autocast('cpu', torch.bfloat16):
+        amp = gate.decide(x.bfloat16())
+    assert amp.log_probs.dtype == torch.float32
+    # bf16 input rounds the scored map, so compare with float32 decisions on the same values
+    assert torch.equal(amp.keep_mask, gate.decide(x.bfloat16().float()).keep_mask)
+
+
+def test_block_predictor_scores_every_tile_including_partial_ones():
+    predictor = BlockScorePredictor(6, embed_dims=8, block=4)
+    out = predictor(torch.randn(2, 6, 9, 13))
+    assert out.shape == (2, 3 * 4, 2)
+    torch.testing.assert_close(out.exp().sum(-1), torch.ones(2, 12))
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(keep_ratios=(0.5, )), 'one ratio per entry'),
+    (dict(keep_ratios=(0.5, 0.5, 0.0)), '0 < ratio <= 1'),
+    (dict(sparse_convs=('fpn_convs.3', 'fpn_bottleneck')), 'must name distinct'),
+    (dict(block_size=0), 'block_size'),
+])
+def test_dynamic_uper_head_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_head(**kwargs)
+
+
+HEAD = dict(in_channels=[8, 16, 32, 64], in_index=[0, 1, 2, 3], channels=16,
+            pool_scales=(1, 2, 3, 6), dropout_ratio=0.0, num_classes=5, align_corners=False,
+            norm_cfg=dict(type='BN', requires_grad=True),
+            loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0))
+SPARSE = ('fpn_convs.0', 'fpn_convs.1', 'fpn_bottleneck')
+
+
+def build_head(type_='mmdvit.DynamicUPerHead', **kwargs):
+    import mmseg.models  # noqa: F401  (registers UPerHead)
+    args = dict(HEAD, type=type_)
+    if type_ != 'UPerHead':
+        args.update(keep_ratios=(1.0, 1.0, 1.0), sparse_convs=SPARSE, block_size=4)
+    args.update(kwargs)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        return MODELS.build(args)
+
+
+def head_inputs(batch: int = 2):
+    torch.manual_seed(1)
+    sizes = [(29, 34), (15, 17), (8, 9), (4, 5)]
+    return [torch.randn(batch, c, *s) for c, s in zip(HEAD['in_channels'], sizes)]
+
+
+def test_dynamic_uper_head_at_ratio_one_is_mmseg_uper_head():
+    dense = build_head('UPerHead')
+    state = randomize(dense)
+    dynamic = build_head()
+    result = dynamic.load_state_dict(state, strict=False)
+    assert not result.unexpected_keys
+    assert result.missing_keys and all('.gate.' in k for k in result.missing_keys)
+    assert set(dynamic.state_dict()) - set(result.missing_keys) == set(state)
+    dense.eval(), dynamic.eval()
+    with torch.no_grad():
+        assert torch.equal(dynamic(head_inputs()), dense(head_inputs()))
+    # the fast paths were started from the loaded kernels
+    torch.testing.assert_close(dynamic.fpn_bottleneck.gate.fast_path.weight,
+                               state['fpn_bottleneck.conv.weight'].sum((2, 3), keepdim=True))
+    assert [d.num_keep == d.hw_shape[0] * d.hw_shape[1]
+            for d in dynamic.sparsity_decisions] == [True] * 3
+
+
+def test_dynamic_uper_head_training_stream_equals_inference_for_the_same_tiles():
+    head = build_head(keep_ratios=(0.5, 0.4, 0.3))
+    randomize(head)
+    inputs = head_inputs()
+    grids = [(8, 9)] * 3  # 29x34 in 4x4 tiles; the 15x17 1/8 map in 2x2 tiles
+    for i, (name, grid, ratio) in enumerate(zip(SPARSE, grids, (0.5, 0.4, 0.3))):
+        keep = random_keep_sets(2, grid[0] * grid[1], [ratio], seed=i)[0]
+        head.get_submodule(name).gate.score_predictor = FixedTileScores(keep)
+    head.train()
+    for m in head.modules():  # batch statistics would differ between modes
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    train_out = head(inputs)
+    train_masks = [d.keep_mask for d in head.sparsity_decisions]
+    head.eval()
+    with torch.no_grad():
+        eval_out = head(inputs)
+    assert [torch.equal(a, d.keep_mask) for a, d in zip(train_masks, head.sparsity_decisions)
+            ] == [True] * 3
+    assert [d.num_keep for d in head.sparsity_decisions] == [36, 28, 21]
+    torch.testing.assert_close(train_out, eval_out, rtol=1e-4, atol=1e-5)
+
+
+def test_dynamic_uper_head_gradients_reach_every_predictor():
+    head = build_head(keep_ratios=(0.5, 0.5, 0.5)).train()
+    head(head_inputs()).sum().backward()
+    for name in SPARSE:
+        grad = head.get_submodule(name).gate.score_predictor.proj.weight.grad
+        assert grad is not None and grad.abs().sum() > 0, name
