@@ -8,7 +8,6 @@ sparsification disabled, which separates the sparse path's gain from implementat
 differences with upstream).
 """
 import contextlib
-import copy
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,8 @@ from torch import nn
 from .flops import count_macs
 from .inputs import model_inputs
 from .models import (backbone_config, build_model, build_upstream_backbone, copy_shared_weights,
-                     default_scope, dense_twin_config, model_config, upstream_backbone_config)
+                     default_scope, dense_twin_config, model_config, upstream_backbone_config,
+                     upstream_heads_config)
 
 PARTS = ('backbone', 'model')
 # A call slower than this multiple of the model's fastest one counts as disturbed by foreign
@@ -88,7 +88,7 @@ def build_subject(cfg: Config, name: str, part: str, image: np.ndarray,
         twin_cfg = dense_twin_config(dynamic_cfg) if twin else None
     else:
         dynamic = build_model(model_cfg, scope)
-        dense_cfg = copy.deepcopy(model_cfg)
+        dense_cfg = upstream_heads_config(model_cfg)
         dense_cfg.backbone = upstream_backbone_config(model_cfg.backbone)
         if dense_cfg.backbone.type.startswith('timm.'):
             raise ValueError(f'{name}: whole-model benchmarks support Swin and ConvNeXt '

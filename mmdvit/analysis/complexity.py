@@ -6,6 +6,7 @@ import numpy as np
 from mmengine.config import Config
 from torch import nn
 
+from ..models.sparse import decision_label, model_decisions, sparse_children
 from .flops import count_macs
 from .inputs import model_inputs
 from .models import (build_model, copy_shared_weights, default_scope, dense_twin_config,
@@ -50,10 +51,13 @@ def num_params(module: nn.Module) -> float:
 
 
 def kept_positions(model: nn.Module) -> List[Dict[str, Any]]:
-    """What each predictor kept in the last forward pass (image 0)."""
-    decisions = getattr(backbone_of(model), 'sparsity_decisions', [])
+    """What each predictor (backbone, neck, heads) kept in the last forward pass (image 0).
+    For necks and heads, positions are tiles and ``stage`` is the pyramid level."""
+    decisions = (model_decisions(model) if sparse_children(model) else
+                 getattr(model, 'sparsity_decisions', []))
     return [
-        dict(stage=d.stage, index=d.index, keep_ratio=d.keep_ratio, hw_shape=list(d.hw_shape),
+        dict(name=decision_label(d), source=d.source, stage=d.stage, index=d.index,
+             keep_ratio=round(d.keep_ratio, 4), hw_shape=list(d.hw_shape),
              kept=int(d.keep_mask[0].sum()), positions=int(d.keep_mask.shape[1]))
         for d in decisions
     ]
@@ -70,9 +74,10 @@ def complexity(cfg: Config, shape: Optional[Sequence[int]], images: Sequence[np.
         checkpoint: optional checkpoint of the model; the dense twin shares its weights.
 
     Returns:
-        ``{"shape", "input_shape", "num_images", "backbone": {"dense", "dynamic"}, "model":
-        {"dense", "dynamic"}, "params": {...}, "kept": [...], "convention", "note"}`` with
-        FLOPs in G (1e9 MACs) per image and parameters in M.
+        ``{"shape", "input_shape", "num_images", "backbone": {"dense", "dynamic"},
+        "neck_and_heads": {...}, "model": {"dense", "dynamic"}, "params": {...}, "kept": [...],
+        "convention", "note"}`` with FLOPs in G (1e9 MACs) per image and parameters in M;
+        ``neck_and_heads`` is the whole model minus the backbone.
     """
     if not images:
         raise ValueError('give at least one image')
@@ -95,6 +100,8 @@ def complexity(cfg: Config, shape: Optional[Sequence[int]], images: Sequence[np.
         'input_shape': first['input_shape'],
         'num_images': len(images),
         'backbone': {name: giga(name, 'backbone') for name in ('dense', 'dynamic')},
+        'neck_and_heads': {name: round(giga(name, 'model') - giga(name, 'backbone'), 4)
+                           for name in ('dense', 'dynamic')},
         'model': {name: giga(name, 'model') for name in ('dense', 'dynamic')},
         'params': {
             'unit': 'M',

@@ -22,6 +22,15 @@ UPSTREAM_BACKBONES = {
     'DynamicConvNeXt': 'mmpretrain.ConvNeXt',
     'DynamicViT': 'timm.VisionTransformer',
 }
+# mmdvit neck / head -> the upstream module with the same arguments and parameter names.
+UPSTREAM_MODULES = {
+    'mmdvit.DynamicUPerHead': 'mmseg.UPerHead',
+    'mmdvit.DynamicFPN': 'mmdet.FPN',
+    'mmdvit.DynamicRPNHead': 'mmdet.RPNHead',
+}
+# Keyword arguments of mmdvit's necks and heads that their upstream counterparts do not take.
+SPARSE_MODULE_ARGS = ('keep_ratios', 'sparse_convs', 'sparse_levels', 'block_size',
+                      'score_dims')
 
 
 def load_config(config: Union[str, Config], cfg_options: Optional[dict] = None) -> Config:
@@ -77,11 +86,26 @@ def _dynamic_backbone_class(backbone_cfg: ConfigDict) -> type:
     return cls
 
 
+def upstream_heads_config(model_cfg: ConfigDict) -> ConfigDict:
+    """A copy of ``model_cfg`` whose mmdvit necks and heads (``mmdvit.DynamicUPerHead``,
+    ``mmdvit.DynamicFPN``, ``mmdvit.DynamicRPNHead``) are the upstream modules they extend, with
+    the same arguments minus the sparsity ones: the dense counterparts, which load the same
+    weights (every parameter but the gates')."""
+    model_cfg = copy.deepcopy(model_cfg)
+    for key in list(model_cfg):
+        node = model_cfg[key]
+        if isinstance(node, dict) and node.get('type') in UPSTREAM_MODULES:
+            dense = {k: v for k, v in node.items() if k not in SPARSE_MODULE_ARGS}
+            model_cfg[key] = ConfigDict(dense, type=UPSTREAM_MODULES[node['type']])
+    return model_cfg
+
+
 def dense_twin_config(model_cfg: ConfigDict) -> ConfigDict:
     """The same model with sparsification disabled: ``sparse_stages=()`` (Swin, ConvNeXt) or
-    ``pruning_locs=()`` with ``keep_ratios=()`` (ViT). No predictors, no fast paths; it computes
-    exactly the upstream dense model (tested in the backbone suites)."""
-    twin = copy.deepcopy(model_cfg)
+    ``pruning_locs=()`` with ``keep_ratios=()`` (ViT), and upstream necks / heads in place of
+    mmdvit's (:func:`upstream_heads_config`). No predictors, no fast paths; it computes exactly
+    the upstream dense model (tested in the backbone and head suites)."""
+    twin = upstream_heads_config(model_cfg)
     backbone = backbone_config(twin)
     params = inspect.signature(_dynamic_backbone_class(backbone)).parameters
     if 'sparse_stages' in params:

@@ -106,20 +106,20 @@ def machine() -> dict:
                 gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 
 
-HEADER = (f"{'name':<16}{'part':<9}{'dtype':<18}{'batch':>5}  {'shape':<9}{'dense':>8}"
+HEADER = (f"{'name':<32}{'part':<9}{'dtype':<18}{'batch':>5}  {'shape':<9}{'dense':>8}"
           f"{'twin':>8}{'dynamic':>9}{'speedup':>9}{'ideal':>7}{'realis.':>8}"
           f"{'cpu-time: speedup':>19}{'realis.':>8}")
 
 
 def format_row(row: dict) -> str:
     if row.get('error'):
-        return (f"{row['name'][:15]:<16}{row['part']:<9}{row['dtype']:<18}{row['batch']:>5}  "
+        return (f"{row['name']:<32}{row['part']:<9}{row['dtype']:<18}{row['batch']:>5}  "
                 f"failed: {row['error'][:120]}")
     twin = f"{row['twin_ips']:8.2f}" if 'twin_ips' in row else f"{'-':>8}"
     shape = 'x'.join(str(s) for s in row['shape'])
     cpu = (f"{row['speedup_cpu']:19.3f}{row['realisation_cpu']:8.3f}"
            if 'speedup_cpu' in row else '')
-    return (f"{row['name'][:15]:<16}{row['part']:<9}{row['dtype']:<18}{row['batch']:>5}  "
+    return (f"{row['name']:<32}{row['part']:<9}{row['dtype']:<18}{row['batch']:>5}  "
             f"{shape:<9}{row['dense_ips']:8.2f}{twin}{row['dynamic_ips']:9.2f}"
             f"{row['speedup']:9.3f}{row['ideal_speedup']:7.3f}{row['realisation']:8.3f}{cpu}")
 
@@ -142,11 +142,12 @@ def main(argv=None) -> dict:
             rows = benchmark_rows(subject, args.shape, args.batches, args.dtypes, args.device,
                                   args.warmup, args.iters, args.max_seconds,
                                   report=lambda r: print(format_row(r), flush=True))
+            dynamic = subject.models['dynamic']
+            ratios = ({'backbone': list(dynamic.keep_ratios)} if part == 'backbone' else
+                      {name: list(child.keep_ratios) for name, child in sparse_children(dynamic)})
             for row in rows:
-                row.update(channels_last=args.channels_last,
-                           keep_ratios=list(subject.models['dynamic'].keep_ratios
-                                            if part == 'backbone' else
-                                            subject.models['dynamic'].backbone.keep_ratios))
+                row.update(channels_last=args.channels_last, keep_ratios=ratios['backbone'],
+                           sparse_keep_ratios=ratios)
             result['rows'] += rows
             del subject
         if args.memory:

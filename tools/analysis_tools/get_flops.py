@@ -47,18 +47,22 @@ def format_report(result: dict) -> str:
     lines = [f"input {height}x{width} (after the data preprocessor: "
              f"{result['input_shape'][0]}x{result['input_shape'][1]}), "
              f"averaged over {result['num_images']} image(s)",
-             f"{'':10s}{'dense':>12s}{'dynamic':>12s}{'ratio':>8s}"]
-    for part in ('backbone', 'model'):
+             f"{'':16s}{'dense':>12s}{'dynamic':>12s}{'ratio':>8s}"]
+    for part in ('backbone', 'neck_and_heads', 'model'):
         dense, dyn = result[part]['dense'], result[part]['dynamic']
-        lines.append(f'{part:10s}{dense:12.3f}{dyn:12.3f}{dyn / dense:8.3f}  GFLOPs')
+        ratio = f'{dyn / dense:8.3f}' if dense else f"{'-':>8s}"
+        lines.append(f'{part:16s}{dense:12.3f}{dyn:12.3f}{ratio}  GFLOPs')
     for part in ('backbone', 'model'):
         params = result['params'][part]
-        lines.append(f"{part:10s}{params['dense']:12.3f}{params['dynamic']:12.3f}"
+        lines.append(f"{part:16s}{params['dense']:12.3f}{params['dynamic']:12.3f}"
                      f"{params['dynamic'] / params['dense']:8.3f}  M params")
     for d in result['kept']:
-        lines.append(f"predictor {d['index']} (stage {d['stage']}, {d['hw_shape'][0]}x"
-                     f"{d['hw_shape'][1]}): keeps {d['kept']} of {d['positions']} positions "
-                     f"(ratio {d['keep_ratio']})")
+        where = (f"stage {d['stage']}" if d['source'] == 'backbone' else
+                 f"{d['source']}, level {d['stage']}")
+        unit = 'positions' if d['source'] == 'backbone' else 'tiles'
+        lines.append(f"predictor {d['name']} ({where}, {d['hw_shape'][0]}x"
+                     f"{d['hw_shape'][1]}): keeps {d['kept']} of {d['positions']} {unit} "
+                     f"(ratio {d['keep_ratio']:g})")
     lines.append('Convention: ' + result['convention'])
     if result['note']:
         lines.append('Note: ' + result['note'])

@@ -40,7 +40,7 @@ class LoadReport:
 
 def load_pretrained(model: nn.Module, checkpoint: str, convert: Converter,
                     prefix: Optional[str] = None,
-                    new_module_markers: Sequence[str] = ('score_predictors.', 'fast_path'),
+                    new_module_markers: Sequence[str] = ('score_predictor', 'fast_path'),
                     logger: Optional[MMLogger] = None) -> LoadReport:
     """Load ``checkpoint`` (any layout ``convert`` understands) into ``model``.
 

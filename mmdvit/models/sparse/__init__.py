@@ -1,5 +1,6 @@
 """The sparsification machinery shared by every dynamic backbone (pure PyTorch)."""
-from .decision import SparsityDecision, decide
+from .decision import (SparsityDecision, decide, decision_label, model_decisions,
+                       sparse_children)
 from .gate import SparseConvGate
 from .losses import keep_ratio_loss
 from .predictor import BlockScorePredictor, ScorePredictor
@@ -9,6 +10,6 @@ from .sparse_conv import sparse_conv2d
 
 __all__ = [
     'BlockScorePredictor', 'ScorePredictor', 'SparseConvGate', 'SparsityDecision', 'StageSchedule',
-    'build_schedule', 'decide', 'keep_ratio_loss', 'route_tokens',
-    'sparse_conv2d'
+    'build_schedule', 'decide', 'decision_label', 'keep_ratio_loss', 'model_decisions',
+    'route_tokens', 'sparse_children', 'sparse_conv2d'
 ]

@@ -1,10 +1,10 @@
 """What a predictor decided: hard masks in training, a fixed top-k per image at inference."""
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @dataclass
@@ -101,3 +101,24 @@ def decide(log_probs: Tensor, keep_ratio: float, training: bool, stage: int, ind
     order = torch.topk(log_probs[..., 0].float(), num, dim=1, sorted=True).indices
     mask = torch.zeros(batch, num, device=log_probs.device).scatter_(1, order[:, :k], 1.0)
     return SparsityDecision(stage, index, keep_ratio, hw_shape, log_probs, mask, order, k)
+
+
+def sparse_children(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """The children of a model that decide (``backbone``, ``neck``, ``decode_head``,
+    ``rpn_head`` ...: those with a ``sparsity_decisions`` list), in the model's order."""
+    return [(name, child) for name, child in model.named_children()
+            if isinstance(getattr(child, 'sparsity_decisions', None), list)]
+
+
+def model_decisions(model: nn.Module) -> List[SparsityDecision]:
+    """Every decision of the model's last forward pass: the backbone's, then the necks' and
+    heads' (see :func:`sparse_children`)."""
+    return [d for _, child in sparse_children(model) for d in child.sparsity_decisions]
+
+
+def decision_label(decision: SparsityDecision) -> str:
+    """A short unique name: ``'<index>'`` for backbone predictors (forward order), else
+    ``'<source>.<index>'`` (e.g. ``'decode_head.1'``)."""
+    if decision.source == 'backbone':
+        return str(decision.index)
+    return f'{decision.source}.{decision.index}'

@@ -1,8 +1,8 @@
 """One model wrapper that adds sparsity training to any OpenMMLab segmentor, detector or
 classifier: the keep-ratio loss and distillation from a frozen dense teacher."""
 import copy
-from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from contextlib import ExitStack, contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.config import ConfigDict
@@ -12,11 +12,13 @@ from torch import Tensor, nn
 
 from ...registry import MODELS
 from ..checkpoint import load_pretrained
-from ..sparse import keep_ratio_loss
+from ..sparse import decision_label, keep_ratio_loss, model_decisions, sparse_children
 from .distill import feature_mse, logit_kl
 
 # Where each framework keeps the module whose output is the per-class logits.
 LOGIT_MODULES = ('decode_head', 'head')
+# Key substrings of the modules a dynamic model adds to its dense counterpart.
+NEW_MODULE_MARKERS = ('score_predictor', 'fast_path')
 
 
 def build_in_current_scope(cfg: dict) -> nn.Module:
@@ -30,11 +32,13 @@ def build_in_current_scope(cfg: dict) -> nn.Module:
                        "'mmseg.EncoderDecoder'.") from None
 
 
-def dense_twin(cfg: dict, num_predictors: int) -> dict:
-    """The student's config with every keep ratio set to 1.0: at inference (the teacher is
-    always in eval mode) a dynamic backbone then computes exactly its dense counterpart."""
+def dense_twin(cfg: dict, student: nn.Module) -> dict:
+    """The student's config with every keep ratio (backbone, neck, heads) set to 1.0: at
+    inference (the teacher is always in eval mode) each dynamic module then computes exactly
+    its dense counterpart."""
     cfg = copy.deepcopy(cfg)
-    cfg['backbone']['keep_ratios'] = (1.0, ) * num_predictors
+    for name, child in sparse_children(student):
+        cfg[name]['keep_ratios'] = (1.0, ) * len(child.keep_ratios)
     return cfg
 
 
@@ -49,9 +53,12 @@ class SparsityTrainer(BaseModel):
     tree: frozen, always in eval mode, never saved, never in the optimizer; it is built (and
     its checkpoint read) when training starts, so evaluation needs no teacher.
 
-    ``mode='loss'`` returns the student's losses plus ``loss_keep_ratio`` (and
-    ``loss_feat_distill`` / ``loss_logit_distill`` when enabled) and the logged, unsummed
-    ``kept.<i>`` (kept fraction of predictor i); ``predict`` / ``tensor`` delegate to the
+    Every module of the student that decides counts: the backbone's predictors and those of a
+    dynamic neck or head (``mmdvit.DynamicFPN``, ``mmdvit.DynamicUPerHead``, ...).
+    ``mode='loss'`` returns the student's losses plus ``loss_keep_ratio`` over all their
+    decisions (and ``loss_feat_distill`` / ``loss_logit_distill`` when enabled) and the logged,
+    unsummed kept fractions: ``kept.<i>`` for backbone predictor i, ``kept.<module>.<i>`` for
+    the others (e.g. ``kept.decode_head.0``); ``predict`` / ``tensor`` delegate to the
     student.
 
     Args:
@@ -67,8 +74,16 @@ class SparsityTrainer(BaseModel):
         feature_distill_weight: weight of the MSE between student and teacher backbone outputs
             (all ``out_indices``). A backbone may define
             ``feature_distill_loss(student_outs, teacher_outs)`` to replace the plain MSE.
+        feature_distill_from: the modules whose outputs feature distillation compares:
+            ``('backbone',)``, or ``('backbone', 'neck')`` for a detector with a sparse neck
+            (the mean of the two terms).
         logit_distill_weight: weight of KL(teacher || student) on the class logits of
             ``decode_head`` (segmentation) or ``head`` (classification). Detectors: keep 0.
+        student_checkpoint: optional full-model checkpoint (e.g. the upstream dense
+            segmentor / detector) loaded into the student when training starts, after its own
+            initialisation: the dense model is the starting point, and the log names the new
+            sparsity modules that keep their initialisation. A checkpoint that leaves other
+            student parameters missing raises.
         data_preprocessor: used by the student when its own config has none (mmengine's
             Runner passes a config's top-level ``data_preprocessor`` here).
     """
@@ -79,6 +94,8 @@ class SparsityTrainer(BaseModel):
                  ratio_loss_weight: float = 10.0,
                  feature_distill_weight: float = 0.5,
                  logit_distill_weight: float = 0.0,
+                 feature_distill_from: Sequence[str] = ('backbone', ),
+                 student_checkpoint: Optional[str] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -110,10 +127,15 @@ class SparsityTrainer(BaseModel):
             if unknown:
                 raise ValueError(f'teacher has unknown keys {sorted(unknown)}; use model and '
                                  'checkpoint')
-            model_cfg = teacher.get('model') or dense_twin(
-                student, len(student_model.backbone.keep_ratios))
+            model_cfg = teacher.get('model') or dense_twin(student, student_model)
             self.teacher_cfg = dict(model=ConfigDict(model_cfg),
                                     checkpoint=teacher.get('checkpoint'))
+        unknown = [n for n in feature_distill_from if not hasattr(student_model, n)]
+        if unknown or not feature_distill_from:
+            raise ValueError(f'feature_distill_from={tuple(feature_distill_from)}: the student '
+                             f'has no {unknown or "module"}; use backbone and / or neck.')
+        self.feature_distill_from = tuple(feature_distill_from)
+        self.student_checkpoint = student_checkpoint
         self.ratio_loss_weight = ratio_loss_weight
         self.feature_distill_weight = feature_distill_weight
         self.logit_distill_weight = logit_distill_weight
@@ -139,9 +161,19 @@ class SparsityTrainer(BaseModel):
             return getattr(student, name)
 
     def init_weights(self) -> None:
-        """Initialise the student (its backbone loads its pretrained weights) and build the
-        teacher."""
+        """Initialise the student (its backbone loads its pretrained weights), load
+        ``student_checkpoint`` if given, and build the teacher."""
         super().init_weights()
+        if self.student_checkpoint is not None:
+            report = load_pretrained(self.student, self.student_checkpoint,
+                                     lambda s: (s, 'full model', []), prefix=None,
+                                     new_module_markers=NEW_MODULE_MARKERS)
+            if report.missing:
+                raise ValueError(
+                    f'student_checkpoint {self.student_checkpoint!r} lacks '
+                    f'{len(report.missing)} parameters of the student besides the new sparsity '
+                    f'modules, e.g. {report.missing[:5]}: give a checkpoint of the dense '
+                    'counterpart of the student config.')
         self.build_teacher()
 
     def build_teacher(self) -> Optional[nn.Module]:
@@ -157,8 +189,7 @@ class SparsityTrainer(BaseModel):
                       logger='current', level=30)
         else:
             report = load_pretrained(teacher, checkpoint, lambda s: (s, 'full model', []),
-                                     prefix=None, new_module_markers=('score_predictors.',
-                                                                      'fast_path'))
+                                     prefix=None, new_module_markers=NEW_MODULE_MARKERS)
             if report.missing:
                 raise ValueError(f'teacher checkpoint {checkpoint!r} lacks {len(report.missing)} '
                                  f'keys of the teacher model, e.g. {report.missing[:5]}: it is '
@@ -193,29 +224,44 @@ class SparsityTrainer(BaseModel):
         if mode != 'loss':
             return self.student(inputs, data_samples, mode=mode)
         logit_module = getattr(self, self.logit_module) if self.logit_module else None
-        with capture_output(self.backbone) as feats, capture_output(logit_module) as logits:
+        feature_modules = [getattr(self, n) for n in self.feature_distill_from]
+        with capture_outputs(feature_modules) as feats, capture_output(logit_module) as logits:
             losses = self.student.loss(inputs, data_samples)
-        decisions = self.backbone.sparsity_decisions
+        decisions = model_decisions(self.student)
         losses['loss_keep_ratio'] = self.ratio_loss_weight * keep_ratio_loss(decisions)
         for d in decisions:
-            losses[f'kept.{d.index}'] = d.kept_fraction.mean()
+            losses[f'kept.{decision_label(d)}'] = d.kept_fraction.mean()
         if self.teacher_cfg is None:
             return losses
         teacher = self.build_teacher()
-        with torch.no_grad(), capture_output(teacher.backbone) as teacher_feats:
+        teacher_modules = [getattr(teacher, n) for n in self.feature_distill_from]
+        with torch.no_grad(), capture_outputs(teacher_modules) as teacher_feats:
             if logit_module is not None:
                 teacher_logits = teacher(inputs, mode='tensor')
             else:
-                teacher.backbone(inputs)
+                out = teacher.backbone(inputs)
+                if 'neck' in self.feature_distill_from:
+                    teacher.neck(out)
         if self.feature_distill_weight > 0:
             custom = getattr(self.backbone, 'feature_distill_loss', None)
-            loss_fn = custom if callable(custom) else feature_mse
-            losses['loss_feat_distill'] = self.feature_distill_weight * loss_fn(
-                feats[0], teacher_feats[0])
+            terms = []
+            for name, student_out, teacher_out in zip(self.feature_distill_from, feats,
+                                                      teacher_feats):
+                loss_fn = custom if name == 'backbone' and callable(custom) else feature_mse
+                terms.append(loss_fn(student_out[0], teacher_out[0]))
+            losses['loss_feat_distill'] = self.feature_distill_weight * torch.stack(
+                terms).mean()
         if logit_module is not None:
             losses['loss_logit_distill'] = self.logit_distill_weight * logit_kl(
                 _first(logits[0]), _first(teacher_logits))
         return losses
+
+
+@contextmanager
+def capture_outputs(modules: Sequence[nn.Module]) -> Iterator[List[List[Any]]]:
+    """:func:`capture_output` for several modules: one list of outputs per module."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(capture_output(m)) for m in modules]
 
 
 @contextmanager

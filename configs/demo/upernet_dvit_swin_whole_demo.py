@@ -1,0 +1,17 @@
+# configs/upernet_dvit_swin_whole.py on the demo data: the main demo job's model
+# (configs/demo/upernet_dvit_swin_demo.py) with the same whole-model changes: a spatially sparse
+# decode head (mmdvit.DynamicUPerHead; 4x4 tiles of the 32x32 1/4-scale map of a 128x128 crop),
+# the student started from the dense demo teacher, and logit distillation. Train the teacher
+# first (configs/demo/upernet_swin_dense_demo.py, or tools/run_demo.sh), then:
+#   python tools/train.py configs/demo/upernet_dvit_swin_whole_demo.py
+_base_ = './upernet_dvit_swin_demo.py'
+
+model = dict(
+    student=dict(
+        decode_head=dict(
+            type='mmdvit.DynamicUPerHead',
+            sparse_convs=('fpn_convs.0', 'fpn_convs.1', 'fpn_bottleneck'),
+            keep_ratios=(0.4, 0.4, 0.35),
+            block_size=4)),
+    student_checkpoint=_base_.model.teacher.checkpoint,
+    logit_distill_weight=0.5)

@@ -1,0 +1,22 @@
+# Whole-model sparsity: UPerNet + DynamicSwin-T (rho 0.7) with a spatially sparse decode head
+# (mmdvit.DynamicUPerHead) on ADE20K 512x512. Inherits configs/upernet_dvit_swin.py and changes
+# only what makes the whole model sparse:
+# - the head's 3x3 convolutions at 1/4 and 1/8 scale (fpn_convs.0, fpn_convs.1, fpn_bottleneck:
+#   about 200 of the model's 237 GFLOPs at 512x512) run on the kept 64x64-pixel tiles of the
+#   image (16x16 tiles at 1/4 scale), with a 1x1 fast path elsewhere;
+# - the student starts from the dense UPerNet Swin-T (the teacher's checkpoint): the new
+#   predictors and fast paths are the only new parameters (fast paths start from the kernels);
+# - distillation adds the teacher's logits (KL, weight 0.5) to the backbone features, since the
+#   head now changes too.
+_base_ = './upernet_dvit_swin.py'
+
+model = dict(
+    student=dict(
+        backbone=dict(init_cfg=None),  # overwritten by student_checkpoint
+        decode_head=dict(
+            type='mmdvit.DynamicUPerHead',
+            sparse_convs=('fpn_convs.0', 'fpn_convs.1', 'fpn_bottleneck'),
+            keep_ratios=(0.4, 0.4, 0.35),
+            block_size=16)),
+    student_checkpoint=_base_.teacher_checkpoint,
+    logit_distill_weight=0.5)

@@ -1,0 +1,91 @@
+"""Whole-model sparsity through the tools: a UPerNet whose decode head is sparse
+(mmdvit.DynamicUPerHead) starts from a dense checkpoint written by the upstream mmseg model,
+trains with the keep-ratio loss over backbone and head decisions and logit distillation, and
+evaluates; get_flops counts the head's savings."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from test_dense_e2e import ROOT, metrics, run, scalars
+
+from mmdvit.analysis.models import (build_model, dense_twin_config, model_config,
+                                    upstream_backbone_config)
+from mmdvit.datasets import make_ade20k_demo
+
+CONFIG = """
+_base_ = '{root}/configs/demo/upernet_dvit_swin_whole_demo.py'
+data_root = '{data}'
+widths = [16, 32, 64, 128]
+model = dict(
+    student=dict(
+        backbone=dict(embed_dims=widths[0]),
+        decode_head=dict(in_channels=widths, channels=16),
+        auxiliary_head=dict(in_channels=widths[2], channels=8)),
+    teacher=dict(checkpoint='{dense}'),
+    student_checkpoint='{dense}')
+loader = dict(num_workers=0, persistent_workers=False)
+train_dataloader = dict(loader, batch_size=2, dataset=dict(data_root=data_root))
+val_dataloader = dict(loader, dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+param_scheduler = []
+train_cfg = dict(max_iters=4, val_interval=4)
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=4))
+randomness = dict(seed=0)
+"""
+
+
+def save_upstream_dense(config: Path, out: Path) -> None:
+    """A checkpoint of the upstream dense segmentor (mmseg SwinTransformer + UPerHead, random
+    weights), as the mmseg model zoo would give it."""
+    cfg = Config.fromfile(str(config))
+    dense_cfg = dense_twin_config(model_config(cfg))
+    dense_cfg.backbone = upstream_backbone_config(dense_cfg.backbone)
+    model = build_model(dense_cfg, cfg.default_scope)
+    assert type(model.decode_head).__name__ == 'UPerHead'
+    torch.save({'state_dict': model.state_dict()}, out)
+
+
+@pytest.fixture(scope='module')
+def whole(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('whole')
+    make_ade20k_demo(str(tmp / 'ade20k'), num_train=4, num_val=3, seed=0, size_range=(128, 160))
+    config = tmp / 'whole.py'
+    config.write_text(CONFIG.format(root=ROOT, data=tmp / 'ade20k', dense=tmp / 'dense.pth'))
+    save_upstream_dense(config, tmp / 'dense.pth')
+    return tmp, config
+
+
+@pytest.mark.slow
+def test_whole_model_trains_from_the_dense_checkpoint_and_evaluates(whole):
+    tmp, config = whole
+    work_dir = tmp / 'work'
+    proc = run(['tools/train.py', str(config), '--work-dir', str(work_dir)])
+    log = proc.stdout + proc.stderr
+    # the student loaded every dense tensor; only the sparsity modules are new
+    assert 'tensors of new sparsity modules keep their initialisation' in log
+    assert 'missing keys' not in log
+    train = [r for r in scalars(work_dir) if 'loss_keep_ratio' in r]
+    assert len(train) == 4
+    head_keys = {f'kept.decode_head.{i}' for i in range(3)}
+    assert head_keys | {'kept.0', 'kept.1', 'kept.2', 'loss_logit_distill'} <= set(train[0])
+    result = metrics(run(['tools/test.py', str(config), str(work_dir / 'iter_4.pth'),
+                          '--work-dir', str(tmp / 'test')]))
+    assert 0 <= result['mIoU'] <= 100
+
+
+@pytest.mark.slow
+def test_get_flops_counts_the_sparse_head(whole):
+    tmp, config = whole
+    out = tmp / 'flops.json'
+    run(['tools/analysis_tools/get_flops.py', str(config), '--shape', '128', '128', '--out',
+         str(out)])
+    result = json.loads(out.read_text())
+    heads = result['neck_and_heads']
+    assert heads['dynamic'] < 0.75 * heads['dense']
+    assert result['model']['dynamic'] == pytest.approx(
+        result['backbone']['dynamic'] + heads['dynamic'], abs=1e-3)
+    names = [k['name'] for k in result['kept']]
+    assert names == ['0', '1', '2', 'decode_head.0', 'decode_head.1', 'decode_head.2']
+    assert [k['kept'] for k in result['kept'][3:]] == [int(64 * r) for r in (0.4, 0.4, 0.35)]
