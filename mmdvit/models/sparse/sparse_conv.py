@@ -48,7 +48,9 @@ def _tile_view(x: Tensor, block: int, halo: int) -> Tensor:
     of the zero-padded map (no copy): tile (r, c) with its halo."""
     height, width = x.shape[-2:]
     rows, cols = block_grid(height, width, block)
-    x = F.pad(x, (halo, halo + cols * block - width, halo, halo + rows * block - height))
+    pads = (halo, halo + cols * block - width, halo, halo + rows * block - height)
+    if any(pads):  # padding copies the whole map: skip it when nothing is added
+        x = F.pad(x, pads)
     size = block + 2 * halo
     return x.unfold(2, size, block).unfold(3, size, block).permute(0, 2, 3, 1, 4, 5)
 
