@@ -8,8 +8,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
+from ..models.sparse import decision_label, model_decisions, sparse_children
 from .complexity import backbone_of
-from .inputs import preprocess
+from .inputs import model_inputs, preprocess
 
 CAPTION_HEIGHT = 20
 # Pruned locations keep this share of their colour and fade to white (as in the papers).
@@ -24,33 +25,50 @@ def cell_stride(input_hw: Sequence[int], grid_hw: Sequence[int]) -> int:
 
 
 def kept_maps(model: nn.Module, image: np.ndarray) -> List[Tuple[dict, np.ndarray]]:
-    """Run the backbone on one image and return, per predictor, its description and the
-    (H, W) bool map of kept pixels (True = the pixel's location was kept).
+    """Run the model on one image and return, per predictor, its description and the (H, W)
+    bool map of kept pixels (True = the pixel's location was kept). A model whose neck or
+    heads are sparse too (``mmdvit.DynamicUPerHead``, ...) runs whole (``tensor`` mode) and
+    their kept tiles follow the backbone's predictors; otherwise only the backbone runs.
 
     Args:
         model: a model with a dynamic backbone (or the backbone), in eval mode.
         image: (H, W, 3) uint8 RGB, any size.
     """
-    inputs = preprocess(model, [image])['inputs']
     backbone = backbone_of(model)
     if not hasattr(backbone, 'sparsity_decisions'):
         raise TypeError(f'{type(backbone).__name__} is not an mmdvit dynamic backbone: there '
                         'are no kept locations to show.')
+    whole = any(name != 'backbone' for name, _ in sparse_children(model))
     with torch.no_grad():
-        backbone(inputs)
+        if whole:
+            data = model_inputs(model, [image], None)
+            inputs = data['inputs']
+            model(inputs, data['data_samples'], mode='tensor')
+        else:
+            inputs = preprocess(model, [image])['inputs']
+            backbone(inputs)
+    decisions = model_decisions(model) if whole else backbone.sparsity_decisions
     height, width = image.shape[:2]
     maps = []
-    for d in backbone.sparsity_decisions:
+    for d in decisions:
         grid = d.keep_mask[0].view(*d.hw_shape).cpu().numpy() > 0.5
         stride = cell_stride(inputs.shape[-2:], d.hw_shape)
         full = np.zeros((max(height, grid.shape[0] * stride),
                          max(width, grid.shape[1] * stride)), dtype=bool)
         up = grid.repeat(stride, axis=0).repeat(stride, axis=1)
         full[:up.shape[0], :up.shape[1]] = up
-        info = dict(stage=d.stage, index=d.index, keep_ratio=d.keep_ratio,
-                    kept=int(grid.sum()), positions=int(grid.size))
+        info = dict(name=decision_label(d), source=d.source, stage=d.stage, index=d.index,
+                    keep_ratio=d.keep_ratio, kept=int(grid.sum()), positions=int(grid.size))
         maps.append((info, full[:height, :width]))
     return maps
+
+
+def caption(info: dict) -> str:
+    """``stage 2 #0: 716/1024`` for backbone predictors (0-based stages, as the arguments),
+    ``decode_head #1 (level 0): 25/64`` for necks and heads."""
+    where = (f"stage {info['stage']} #{info['index']}" if info['source'] == 'backbone' else
+             f"{info['source']} #{info['index']} (level {info['stage']})")
+    return f"{where}: {info['kept']}/{info['positions']}"
 
 
 def fade_pruned(image: np.ndarray, kept: np.ndarray) -> np.ndarray:
@@ -69,11 +87,9 @@ def render(image: np.ndarray, maps: Sequence[Tuple[dict, np.ndarray]]) -> Image.
     canvas = Image.new('RGB', ((1 + len(maps)) * width, height + CAPTION_HEIGHT), 'white')
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
-    panels = [('input', image)] + [
-        (f"stage {info['stage'] + 1} #{info['index']}: {info['kept']}/{info['positions']}",
-         fade_pruned(image, kept)) for info, kept in maps
-    ]
-    for i, (caption, panel) in enumerate(panels):
+    panels = [('input', image)] + [(caption(info), fade_pruned(image, kept))
+                                   for info, kept in maps]
+    for i, (text, panel) in enumerate(panels):
         canvas.paste(Image.fromarray(panel), (i * width, CAPTION_HEIGHT))
-        draw.text((i * width + 3, 3), caption, fill='black', font=font)
+        draw.text((i * width + 3, 3), text, fill='black', font=font)
     return canvas
