@@ -25,7 +25,9 @@ CANONICAL = {
     'maskrcnn_dvit_convnext.py':
     'mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py',
 }
-NEW_MODULES = ('score_predictors.', 'fast_path')
+# The whole-model configs change the same upstream models (sparse heads and necks too).
+WHOLE = {name.replace('.py', '_whole.py'): base for name, base in CANONICAL.items()}
+NEW_MODULES = ('score_predictor', 'fast_path')
 TINY = [16, 32, 64, 128]
 # Full-size architectures: (first width, depths) per size name.
 SWIN_SIZES = {'tiny': (96, (2, 2, 6, 2)), 'small': (96, (2, 2, 18, 2)),
@@ -113,7 +115,9 @@ def test_the_zoo_is_complete_and_shallow():
         assert any(re.search(pattern, n) for n in names), pattern
     assert {p.name for p in DENSE if p.parent.name == 'demo'} == {
         'upernet_dvit_swin_demo.py', 'upernet_swin_dense_demo.py', 'upernet_dvit_convnext_demo.py',
-        'maskrcnn_dvit_swin_demo.py', 'maskrcnn_dvit_convnext_demo.py'}
+        'maskrcnn_dvit_swin_demo.py', 'maskrcnn_dvit_convnext_demo.py',
+        'upernet_dvit_swin_whole_demo.py', 'upernet_dvit_convnext_whole_demo.py',
+        'maskrcnn_dvit_swin_whole_demo.py', 'maskrcnn_dvit_convnext_whole_demo.py'}
     for path in CONFIGS:
         assert inheritance_depth(path) <= 3, rel(path)
 
@@ -200,8 +204,13 @@ def test_full_size_architecture_matches_the_file_name(path):
         assert list(student.neck.in_channels) == channels
     pretrained = cfg.model.student.backbone.init_cfg
     assert pretrained is None  # cleared above; the file name is checked on the parsed config
-    weights = Config.fromfile(str(path)).model.student.backbone.init_cfg.checkpoint
     teacher = cfg.model.teacher.checkpoint
+    if name in WHOLE:  # the whole model starts from the dense teacher's checkpoint
+        assert cfg.model.student_checkpoint == teacher
+        weights = Config.fromfile(str(path.parent / name.replace('_whole', ''))
+                                  ).model.student.backbone.init_cfg.checkpoint
+    else:
+        weights = Config.fromfile(str(path)).model.student.backbone.init_cfg.checkpoint
     assert weights.startswith('checkpoints/') and size in weights
     assert teacher.startswith('checkpoints/') and f'-{size[0]}_' in teacher
     schedule = re.search(r'(\dx)_coco', name)
@@ -210,7 +219,7 @@ def test_full_size_architecture_matches_the_file_name(path):
         assert ('cascade' in name) == ('cascade' in teacher)
 
 
-@pytest.mark.parametrize('name', sorted(CANONICAL))
+@pytest.mark.parametrize('name', sorted(CANONICAL) + sorted(WHOLE))
 def test_canonical_config_builds_at_full_size_and_fits_upstream_checkpoints(tmp_path, name):
     """The student and the dense teacher have the upstream dense model's state dict plus the
     sparsity modules only; an upstream dense checkpoint loaded into the teacher reproduces the
@@ -218,7 +227,8 @@ def test_canonical_config_builds_at_full_size_and_fits_upstream_checkpoints(tmp_
     cfg = Config.fromfile(str(ROOT / 'configs' / name))
     cfg.model.student.backbone.init_cfg = None
     cfg.model.teacher.checkpoint = None
-    upstream = upstream_config(tmp_path, CANONICAL[name])
+    cfg.model.student_checkpoint = None
+    upstream = upstream_config(tmp_path, {**CANONICAL, **WHOLE}[name])
     upstream.model.backbone.init_cfg = None
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         model = MODELS.build(cfg.model)
@@ -235,3 +245,16 @@ def test_canonical_config_builds_at_full_size_and_fits_upstream_checkpoints(tmp_
     with torch.no_grad():
         for ours, ref in zip(teacher.backbone(x), dense.backbone(x)):
             torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    if name not in WHOLE:
+        return
+    # Whole models: at keep ratio 1.0 (the teacher) the sparse head / neck computes upstream's.
+    with torch.no_grad():
+        if 'decode_head' in cfg.model.student:
+            torch.testing.assert_close(teacher(x, mode='tensor'), dense(x, mode='tensor'),
+                                       rtol=1e-4, atol=1e-4)
+        else:
+            feats, ref_feats = teacher.extract_feat(x), dense.extract_feat(x)
+            for ours, ref in zip(feats, ref_feats):
+                torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+            for ours, ref in zip(teacher.rpn_head(feats), dense.rpn_head(ref_feats)):
+                torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,21 @@
+# Whole-model sparsity: Mask R-CNN + DynamicSwin-T (rho 0.7) with a spatially sparse FPN
+# (mmdvit.DynamicFPN) and RPN head (mmdvit.DynamicRPNHead) on COCO. Inherits
+# configs/maskrcnn_dvit_swin.py and changes only what makes the whole model sparse:
+# - the 3x3 convolutions at P2 (1/4 scale) and P3 (1/8) of the FPN outputs and of the RPN head
+#   (about 100 of the model's ~275 GFLOPs at 800x1333) run on the kept 64x64-pixel tiles of the
+#   image (16x16 tiles at P2, 8x8 at P3), with a 1x1 fast path elsewhere; padded positions of a
+#   batch compete for the kept tiles like any other;
+# - the student starts from the dense Mask R-CNN (the teacher's checkpoint): predictors and
+#   fast paths are the only new parameters (fast paths start from the kernels);
+# - feature distillation covers the FPN outputs as well as the backbone's.
+_base_ = './maskrcnn_dvit_swin.py'
+
+model = dict(
+    student=dict(
+        backbone=dict(init_cfg=None),  # overwritten by student_checkpoint
+        neck=dict(type='mmdvit.DynamicFPN', sparse_levels=(0, 1), keep_ratios=(0.3, 0.4),
+                  block_size=16),
+        rpn_head=dict(type='mmdvit.DynamicRPNHead', sparse_levels=(0, 1), keep_ratios=(0.3, 0.4),
+                      block_size=16)),
+    student_checkpoint=_base_.teacher_checkpoint,
+    feature_distill_from=('backbone', 'neck'))
