@@ -175,3 +175,21 @@ def test_dynamic_uper_head_gradients_reach_every_predictor():
     for name in SPARSE:
         grad = head.get_submodule(name).gate.score_predictor.proj.weight.grad
         assert grad is not None and grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize('size, block', [((13, 17), 4), ((16, 16), 8), ((9, 22), 5)])
+def test_traceable_gather_and_paste_equal_the_eager_ones(monkeypatch, size, block):
+    """Under tracing / torch.compile / export the tiles move through indexing ops instead of a
+    Python loop over tile indices: the same result."""
+    from mmdvit.models.sparse import sparse_conv as module
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, *size)
+    weight, fast_w = torch.randn(5, 6, 3, 3), torch.randn(5, 6, 1, 1)
+    grid = block_grid(*size, block)
+    keep = random_keep_sets(2, grid[0] * grid[1], [0.4], seed=3)[0]
+    eager = sparse_conv2d(x, weight, None, fast_w, None, tile_decision(keep, grid, False),
+                          block)
+    monkeypatch.setattr(module, '_tracing', lambda: True)
+    traced = sparse_conv2d(x, weight, None, fast_w, None, tile_decision(keep, grid, False),
+                           block)
+    torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-5)

@@ -18,6 +18,7 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
+from ..models.sparse import SparseConvGate
 from .flops import count_macs
 from .inputs import model_inputs
 from .models import (backbone_config, build_model, build_upstream_backbone, copy_shared_weights,
@@ -129,6 +130,52 @@ def _input_factory(model: nn.Module, part: str, image: np.ndarray, shape: Sequen
         return cache[batch]
 
     return make
+
+
+# The 3x3 convolutions that dominate dense-prediction heads, at their real sizes: mmdvit's
+# whole-model configs run them sparsely (``benchmark.py --convs``).
+CONV_PRESETS: Dict[str, dict] = {
+    # UPerNet at 512x512: fpn_bottleneck (4 x 512 -> 512 channels) and fpn_convs.0 at 1/4 scale.
+    'upernet-fpn-bottleneck': dict(in_channels=2048, out_channels=512, size=(128, 128)),
+    'upernet-fpn-conv': dict(in_channels=512, out_channels=512, size=(128, 128)),
+    # Mask R-CNN at 800x1344: an FPN output conv / the RPN conv at P2 (1/4 scale).
+    'fpn-p2': dict(in_channels=256, out_channels=256, size=(200, 336)),
+}
+
+
+class GatedConv(nn.Module):
+    """A 3x3 convolution run through a :class:`~mmdvit.models.sparse.SparseConvGate` (the
+    dynamic side of a convolution benchmark)."""
+
+    def __init__(self, conv: nn.Conv2d, gate: SparseConvGate) -> None:
+        super().__init__()
+        self.conv, self.gate = conv, gate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gate(x, self.conv.weight, self.conv.bias)
+
+
+def build_conv_subject(preset: str, keep_ratio: float, block: int,
+                       device: str = 'cpu') -> Subject:
+    """A dense 3x3 convolution (``F.conv2d``, as upstream heads run it) and the same
+    convolution run sparsely (its gate's predictor, kept tiles with halo, 1x1 fast path) at a
+    size of :data:`CONV_PRESETS`, on the same random input."""
+    if preset not in CONV_PRESETS:
+        raise ValueError(f'--convs {preset!r}: use one of {sorted(CONV_PRESETS)}')
+    spec = CONV_PRESETS[preset]
+    torch.manual_seed(0)
+    conv = nn.Conv2d(spec['in_channels'], spec['out_channels'], 3, padding=1)
+    gate = SparseConvGate(spec['in_channels'], spec['out_channels'], keep_ratio, block=block)
+    gate.init_fast_path(conv.weight, conv.bias)
+    models = dict(dense=conv, dynamic=GatedConv(conv, gate))
+    for model in models.values():
+        model.to(device).eval()
+    subject = Subject(f'{preset}-keep{keep_ratio:g}-block{block}', 'conv', models)
+    image = torch.randn(1, spec['in_channels'], *spec['size'], device=device)
+    for which in models:
+        subject.inputs[which] = lambda batch: ((image.expand(batch, -1, -1, -1).contiguous(), ),
+                                               {})
+    return subject
 
 
 def flops_per_image(subject: Subject, which: str) -> float:

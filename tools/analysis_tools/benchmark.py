@@ -10,6 +10,9 @@ Examples::
         --parts backbone model --batches 1 2 --memory
     # keep ratio 1.0: the overhead of the dynamic machinery against upstream
     python tools/analysis_tools/benchmark.py swin-t --keep-ratios 1 1 1 --batches 8
+    # one sparse 3x3 head convolution at its real size against F.conv2d
+    python tools/analysis_tools/benchmark.py --convs upernet-fpn-bottleneck fpn-p2 \
+        --conv-keep-ratio 0.35 --conv-block 16 --batches 1
 
 Each row prints images/s of the upstream dense model and of the dynamic one, the measured
 speed-up, the FLOPs-implied ideal speed-up and their quotient (realisation); with the twin
@@ -24,7 +27,8 @@ import sys
 import torch
 from mmengine.config import DictAction
 
-from mmdvit.analysis.benchmark import build_subject, benchmark_rows
+from mmdvit.analysis.benchmark import (CONV_PRESETS, benchmark_rows, build_conv_subject,
+                                       build_subject)
 from mmdvit.analysis.inputs import sample_photos
 from mmdvit.analysis.memory import training_step_memory
 from mmdvit.analysis.models import (backbone_config, load_config, model_config,
@@ -51,6 +55,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('configs', nargs='*', help='model configs or preset names '
                         '(swin-t, convnext-t, deit-s, swin-test, convnext-test, deit-test)')
+    parser.add_argument('--convs', nargs='+', default=[], choices=sorted(CONV_PRESETS),
+                        help='also time single 3x3 head convolutions at their real sizes, '
+                        'dense vs sparse')
+    parser.add_argument('--conv-keep-ratio', type=float, default=0.35,
+                        help='kept fraction of tiles for --convs')
+    parser.add_argument('--conv-block', type=int, default=16, help='tile size for --convs')
     parser.add_argument('--parts', nargs='+', default=['backbone'],
                         choices=['backbone', 'model'])
     parser.add_argument('--shape', type=int, nargs='+', default=[224, 224], help='H [W]')
@@ -83,8 +93,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.configs = args.configs or QUICK['configs']
         for key in ('shape', 'batches', 'warmup', 'iters', 'max_seconds'):
             setattr(args, key, QUICK[key])
-    if not args.configs:
-        parser.error('give at least one config or preset name (or --quick)')
+    if not args.configs and not args.convs:
+        parser.error('give at least one config or preset name, --convs, or --quick')
     if len(args.shape) == 1:
         args.shape = args.shape * 2
     if args.device == 'cuda' and not torch.cuda.is_available():
@@ -107,20 +117,20 @@ def machine() -> dict:
                 gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 
 
-HEADER = (f"{'name':<32}{'part':<9}{'dtype':<18}{'batch':>5}  {'shape':<9}{'dense':>8}"
+HEADER = (f"{'name':<44}{'part':<9}{'dtype':<18}{'batch':>5}  {'shape':<9}{'dense':>8}"
           f"{'twin':>8}{'dynamic':>9}{'speedup':>9}{'ideal':>7}{'realis.':>8}"
           f"{'cpu-time: speedup':>19}{'realis.':>8}")
 
 
 def format_row(row: dict) -> str:
     if row.get('error'):
-        return (f"{row['name']:<32}{row['part']:<9}{row['dtype']:<18}{row['batch']:>5}  "
+        return (f"{row['name']:<44}{row['part']:<9}{row['dtype']:<18}{row['batch']:>5}  "
                 f"failed: {row['error'][:120]}")
     twin = f"{row['twin_ips']:8.2f}" if 'twin_ips' in row else f"{'-':>8}"
     shape = 'x'.join(str(s) for s in row['shape'])
     cpu = (f"{row['speedup_cpu']:19.3f}{row['realisation_cpu']:8.3f}"
            if 'speedup_cpu' in row else '')
-    return (f"{row['name']:<32}{row['part']:<9}{row['dtype']:<18}{row['batch']:>5}  "
+    return (f"{row['name']:<44}{row['part']:<9}{row['dtype']:<18}{row['batch']:>5}  "
             f"{shape:<9}{row['dense_ips']:8.2f}{twin}{row['dynamic_ips']:9.2f}"
             f"{row['speedup']:9.3f}{row['ideal_speedup']:7.3f}{row['realisation']:8.3f}{cpu}")
 
@@ -132,6 +142,17 @@ def main(argv=None) -> dict:
     image = sample_photos(1)[0]
     result = dict(machine=machine(), method=METHOD, rows=[], memory=[])
     print(f"machine: {result['machine']}\nimages/s (higher is better)\n{HEADER}")
+    for preset in args.convs:
+        subject = build_conv_subject(preset, args.conv_keep_ratio, args.conv_block, args.device)
+        shape = list(CONV_PRESETS[preset]['size'])
+        rows = benchmark_rows(subject, shape, args.batches, args.dtypes, args.device,
+                              args.warmup, args.iters, args.max_seconds,
+                              report=lambda r: print(format_row(r), flush=True))
+        for row in rows:
+            row.update(keep_ratio=args.conv_keep_ratio, block=args.conv_block,
+                       channels=[CONV_PRESETS[preset]['in_channels'],
+                                 CONV_PRESETS[preset]['out_channels']])
+        result['rows'] += rows
     for name in args.configs:
         cfg = load_config(name, args.cfg_options)
         if args.keep_ratios:

@@ -1,24 +1,30 @@
-"""Spatially sparse convolution over blocks: the full kxk convolution on kept blocks of a map,
-a 1x1 fast path on pruned ones, and the full (B, C_out, H, W) map out.
+"""Spatially sparse convolution over tiles: the full kxk convolution on kept tiles of a map, a
+1x1 fast path elsewhere, and the full (B, C_out, H, W) map out.
 
 The map is cut into ``block x block`` tiles (the last row / column of tiles may reach past the
-map; those positions are zeros and their outputs are dropped). A decision keeps or prunes
-whole tiles. Both modes live in :func:`sparse_conv2d`, as :func:`~.routing.route_tokens` does
-for tokens:
+map). A decision keeps or prunes whole tiles. Both modes live in :func:`sparse_conv2d`, as
+:func:`~.routing.route_tokens` does for tokens:
 
 - Training: one merged stream ``m * conv_kxk(x) + (1 - m) * conv_1x1(x)`` over the whole map,
   with the straight-through hard tile mask ``m`` spread over each tile's positions.
 - Inference: the kept tiles are gathered *with a halo* of ``dilation * (k - 1) / 2`` positions
-  (their neighbours, or the zero padding at the map border) into one batch and run through the
-  dense convolution without padding; the pruned tiles are gathered without halo and run
-  through the 1x1 fast path; both are scattered into one buffer. For the same kept tiles the
-  two modes give the same map (a kept position reads the same neighbours either way).
+  (their neighbours, or zeros at the map border) into one batch and run through the dense
+  convolution without padding; the pruned tiles are gathered without halo and run through the
+  1x1 fast path; both are pasted into one output map. For the same kept tiles the two modes
+  give the same map (a kept position reads the same neighbours either way).
 
 Why tiles: the batch of tiles goes through the same optimised convolution kernel as the dense
 model, and the only extra work is the halo, ``((T + 2h) / T)^2`` for tile size T (1.27x for
 16x16 tiles of a 3x3 convolution). A per-position gather of neighbours (im2col of the kept
-positions) moves k*k times the input and runs a plain GEMM, which realised far less of the
-FLOPs-implied speed-up in our measurements (docs/efficiency.md).
+positions) moves k*k times the input and runs a plain matrix product, which realised far less
+of the FLOPs-implied speed-up in our measurements (docs/whole_model.md). Batches of tiles also
+run faster per FLOP than the whole map through oneDNN on the project CPU, for the 1x1 fast path
+as much as for the kxk convolution.
+
+Eager inference gathers and pastes tiles with one slice copy per kept tile (the fastest way
+measured, by far, on CPU); under tracing, ``torch.compile`` or ONNX export, where Python loops
+over data-dependent indices cannot be recorded, the same gather and paste run as indexing ops
+(:func:`gather_tiles_indexed`, :func:`paste_tiles_indexed`; equal results, tested).
 """
 from typing import Optional, Tuple
 
@@ -43,35 +49,82 @@ def expand_block_mask(mask: Tensor, grid: Tuple[int, int], block: int, height: i
     return mask[..., :height, :width]
 
 
-def _tile_view(x: Tensor, block: int, halo: int) -> Tensor:
-    """(B, C, H, W) -> (B, rows, cols, C, block + 2 * halo, block + 2 * halo), a strided view
-    of the zero-padded map (no copy): tile (r, c) with its halo."""
+def _tracing() -> bool:
+    """Whether the ops are being recorded (TorchScript / FX tracing, torch.compile, export)."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export())
+
+
+def _padded(x: Tensor, block: int, halo: int) -> Tensor:
+    """x zero-padded by ``halo`` around and up to whole tiles at the bottom / right."""
     height, width = x.shape[-2:]
     rows, cols = block_grid(height, width, block)
     pads = (halo, halo + cols * block - width, halo, halo + rows * block - height)
-    if any(pads):  # padding copies the whole map: skip it when nothing is added
-        x = F.pad(x, pads)
+    return F.pad(x, pads) if any(pads) else x
+
+
+def gather_tiles_indexed(x: Tensor, tiles: Tensor, block: int, halo: int) -> Tensor:
+    """:func:`gather_tiles` as indexing ops on a strided view of the padded map (traceable)."""
+    rows, cols = block_grid(*x.shape[-2:], block)
     size = block + 2 * halo
-    return x.unfold(2, size, block).unfold(3, size, block).permute(0, 2, 3, 1, 4, 5)
-
-
-def gather_tiles(x: Tensor, tiles: Tensor, block: int, halo: int) -> Tensor:
-    """The tiles ``tiles`` (flat indices ``b * rows * cols + r * cols + c``) of x (B, C, H, W),
-    each with a halo of ``halo`` positions: (n, C, block + 2 * halo, block + 2 * halo)."""
-    view = _tile_view(x, block, halo)
-    rows, cols = view.shape[1:3]
+    view = _padded(x, block, halo).unfold(2, size, block).unfold(3, size, block)
+    view = view.permute(0, 2, 3, 1, 4, 5)  # (B, rows, cols, C, size, size)
     b, rest = tiles.div(rows * cols, rounding_mode='floor'), tiles % (rows * cols)
     return view[b, rest.div(cols, rounding_mode='floor'), rest % cols]
 
 
-def scatter_tiles(tiles_out: Tensor, batch: int, grid: Tuple[int, int], height: int,
-                  width: int) -> Tensor:
-    """(B * rows * cols, C, T, T) tiles in row-major order -> the (B, C, H, W) map."""
-    rows, cols = grid
-    channels, block = tiles_out.shape[1], tiles_out.shape[-1]
-    out = tiles_out.view(batch, rows, cols, channels, block, block).permute(0, 3, 1, 4, 2, 5)
-    out = out.reshape(batch, channels, rows * block, cols * block)
-    return out[..., :height, :width]
+def gather_tiles(x: Tensor, tiles: Tensor, block: int, halo: int) -> Tensor:
+    """The tiles ``tiles`` of x (B, C, H, W) with a halo of ``halo`` positions (zeros outside
+    the map): (n, C, block + 2 * halo, block + 2 * halo).
+
+    Args:
+        tiles: (n,) long, flat tile indices ``b * rows * cols + r * cols + c``.
+    """
+    if _tracing():
+        return gather_tiles_indexed(x, tiles, block, halo)
+    batch, channels, height, width = x.shape
+    rows, cols = block_grid(height, width, block)
+    size = block + 2 * halo
+    out = x.new_empty((tiles.numel(), channels, size, size))
+    for i, tile in enumerate(tiles.tolist()):
+        b, rest = divmod(tile, rows * cols)
+        top, left = (rest // cols) * block - halo, (rest % cols) * block - halo
+        y0, x0 = max(top, 0), max(left, 0)
+        y1, x1 = min(top + size, height), min(left + size, width)
+        if (y0, x0, y1, x1) != (top, left, top + size, left + size):
+            out[i].zero_()  # a border tile: the part outside the map is padding
+        out[i, :, y0 - top:y1 - top, x0 - left:x1 - left] = x[b, :, y0:y1, x0:x1]
+    return out
+
+
+def paste_tiles_indexed(out: Tensor, tiles_out: Tensor, tiles: Tensor) -> Tensor:
+    """:func:`paste_tiles` as an indexing op on a strided view (traceable)."""
+    batch, channels, height, width = out.shape
+    block = tiles_out.shape[-1]
+    rows, cols = block_grid(height, width, block)
+    full = _padded(out, block, 0)
+    view = full.unfold(2, block, block).unfold(3, block, block).permute(0, 2, 3, 1, 4, 5)
+    b, rest = tiles.div(rows * cols, rounding_mode='floor'), tiles % (rows * cols)
+    view = view.index_put((b, rest.div(cols, rounding_mode='floor'), rest % cols), tiles_out)
+    full = view.permute(0, 3, 1, 4, 2, 5).reshape(full.shape)
+    return full[..., :height, :width]
+
+
+def paste_tiles(out: Tensor, tiles_out: Tensor, tiles: Tensor) -> Tensor:
+    """Write ``tiles_out`` (n, C, T, T) over the tiles ``tiles`` (flat indices, as in
+    :func:`gather_tiles`) of out (B, C, H, W) (in place in eager mode); parts of a tile past
+    the map are dropped. Returns the map."""
+    if _tracing():
+        return paste_tiles_indexed(out, tiles_out, tiles)
+    height, width = out.shape[-2:]
+    block = tiles_out.shape[-1]
+    rows, cols = block_grid(height, width, block)
+    for i, tile in enumerate(tiles.tolist()):
+        b, rest = divmod(tile, rows * cols)
+        top, left = (rest // cols) * block, (rest % cols) * block
+        y1, x1 = min(top + block, height), min(left + block, width)
+        out[b, :, top:y1, left:x1] = tiles_out[i, :, :y1 - top, :x1 - left]
+    return out
 
 
 def sparse_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], fast_weight: Tensor,
@@ -98,15 +151,13 @@ def sparse_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], fast_weight
         raise ValueError(f'decision over a {tuple(decision.hw_shape)} grid does not fit the '
                          f'{grid} grid of {block}x{block} tiles of a {height}x{width} map')
     halo = dilation * (weight.shape[-1] - 1) // 2
-    if k is None or k == num:
-        slow = F.conv2d(x, weight, bias, padding=halo, dilation=dilation)
-        if k == num:
-            return slow
-    if k is None or k == 0:
-        fast = F.conv2d(x, fast_weight, fast_bias)
-        if k == 0:
-            return fast
+    if k == num:
+        return F.conv2d(x, weight, bias, padding=halo, dilation=dilation)
+    if k == 0:
+        return F.conv2d(x, fast_weight, fast_bias)
     if k is None:
+        slow = F.conv2d(x, weight, bias, padding=halo, dilation=dilation)
+        fast = F.conv2d(x, fast_weight, fast_bias)
         mask = expand_block_mask(decision.keep_mask, grid, block, height, width)
         dtype = torch.promote_types(slow.dtype, fast.dtype)
         return (mask * slow + (1 - mask) * fast).to(dtype)
@@ -114,7 +165,6 @@ def sparse_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], fast_weight
     slow = F.conv2d(gather_tiles(x, kept, block, halo), weight, bias, dilation=dilation)
     fast = F.conv2d(gather_tiles(x, pruned, block, 0), fast_weight, fast_bias)
     dtype = torch.promote_types(slow.dtype, fast.dtype)
-    out = slow.new_empty((batch * num, *slow.shape[1:]), dtype=dtype)
-    out.index_copy_(0, kept, slow.to(dtype))
-    out.index_copy_(0, pruned, fast.to(dtype))
-    return scatter_tiles(out, batch, grid, height, width)
+    out = slow.new_empty((batch, slow.shape[1], height, width), dtype=dtype)
+    out = paste_tiles(out, slow.to(dtype), kept)
+    return paste_tiles(out, fast.to(dtype), pruned)
