@@ -157,8 +157,7 @@ class SparsityTrainer(BaseModel):
                       logger='current', level=30)
         else:
             report = load_pretrained(teacher, checkpoint, lambda s: (s, 'full model', []),
-                                     prefix=None, new_module_markers=('score_predictors.',
-                                                                      'fast_path'))
+                                     prefix=None, role='teacher checkpoint')
             if report.missing:
                 raise ValueError(f'teacher checkpoint {checkpoint!r} lacks {len(report.missing)} '
                                  f'keys of the teacher model, e.g. {report.missing[:5]}: it is '
