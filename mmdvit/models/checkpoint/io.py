@@ -120,18 +120,24 @@ def load_checkpoint_file(path: str, role: str = 'checkpoint', map_location: Any 
         raise _read_error(role, path, err) from err
 
 
+def _reason(err: BaseException) -> str:
+    """The informative line of an error (torch wraps weights-only failures in boilerplate)."""
+    boilerplate = ('Weights only load failed', 'Please file an issue', 'Check the documentation')
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(boilerplate)]
+    return (useful or lines or [type(err).__name__])[0].split('. ')[0]
+
+
 def _refusal(err: pickle.UnpicklingError) -> Optional[str]:
-    """The line of torch's weights-only message that names what it refused, if any."""
-    for line in str(err).splitlines():
-        if any(word in line for word in ('GLOBAL', 'Can only build', 'is not allowed')):
-            return line.strip()
-    return None
+    """What torch's weights-only unpickler refused (a global, a type to build), if anything."""
+    reason = _reason(err)
+    words = ('GLOBAL', 'Can only build', 'is not allowed')
+    return reason if any(word in reason for word in words) else None
 
 
 def _read_error(role: str, path: str, err: BaseException) -> CheckpointError:
-    reason = str(err).split('\n')[0] or type(err).__name__
     return CheckpointError(
-        f'cannot read the {role} {path!r} ({type(err).__name__}: {reason}). The file is '
+        f'cannot read the {role} {path!r} ({type(err).__name__}: {_reason(err)}). The file is '
         'truncated or corrupt (a copy or a run that was killed while writing it?) or not a '
         'PyTorch checkpoint: replace it with a complete copy.')
 
