@@ -2,6 +2,7 @@
 errors name the file and its role, the opt-in loads trusted files, strict loading refuses
 checkpoints that do not fit, and every write is atomic (converter, training checkpoints)."""
 import errno
+import logging
 import os
 import pathlib
 import subprocess
@@ -13,10 +14,14 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config, ConfigDict
-from mmengine.logging import MessageHub
+from mmengine.logging import MessageHub, MMLogger
 from mmengine.model import BaseModel
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
+from test_converters import converter_tool
+from test_flops import GET_FLOPS, run_tool
+from test_sparsity_trainer import build_trainer, seg_student
+from test_visualize import VISUALIZE, write_image
 from torch import nn
 
 from mmdvit.engine.atomic_checkpoint import BACKEND_NAME, use_atomic_checkpoints
@@ -27,9 +32,6 @@ from mmdvit.models.checkpoint import (TRUST_ENV, CheckpointError, UnsafeCheckpoi
                                       load_checkpoint_file, load_pretrained,
                                       save_checkpoint_file, write_atomic)
 from mmdvit.models.checkpoint.swin import convert_swin_checkpoint
-from test_converters import converter_tool
-from test_flops import GET_FLOPS, run_tool
-from test_visualize import VISUALIZE, write_image
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY_SWIN = dict(embed_dims=32, depths=(1, 1, 4, 1), num_heads=(1, 2, 4, 8),
@@ -182,7 +184,6 @@ def test_backbone_init_cfg_refuses_the_payload(evil):
 
 
 def test_teacher_checkpoint_refuses_the_payload(evil):
-    from test_sparsity_trainer import seg_student
     path, _ = evil
     init_default_scope('mmseg')
     from mmseg.registry import MODELS
@@ -190,6 +191,22 @@ def test_teacher_checkpoint_refuses_the_payload(evil):
                                 teacher=dict(checkpoint=str(path))))
     with pytest.raises(UnsafeCheckpointError, match='refusing to load the teacher checkpoint'):
         trainer.build_teacher()
+
+
+def test_teacher_load_is_logged_as_the_teacher(tmp_path):
+    init_default_scope('mmseg')
+    from mmseg.registry import MODELS
+    trainer, _ = build_trainer(MODELS, tmp_path)
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        trainer.build_teacher()
+    finally:
+        logger.removeHandler(handler)
+    assert any(line.startswith('teacher checkpoint: EncoderDecoder loaded') for line in records)
 
 
 def test_converter_refuses_the_payload(evil, tmp_path):
@@ -286,8 +303,6 @@ def test_strict_hook_refuses_missing_and_misshaped_tensors_and_loads_what_it_che
 def test_strict_hook_names_the_backbone_family_of_a_wrong_checkpoint():
     init_default_scope('mmseg')
     from mmseg.registry import MODELS
-
-    from test_sparsity_trainer import seg_student
     model = MODELS.build(seg_student())
     convnext = DynamicConvNeXt(arch=dict(depths=[1, 1, 4, 1], channels=[16, 32, 64, 128]),
                                pruning_locs=(0, 1, 2))

@@ -42,11 +42,15 @@ class StrictLoadHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        state = extract_state_dict(checkpoint)
-        checkpoint['state_dict'] = state
+        where = self.role + (f' {self.checkpoint!r}' if self.checkpoint else '')
+        try:
+            state = extract_state_dict(checkpoint)
+        except ValueError as err:
+            raise CheckpointMismatchError(f'{where}: {err}') from None
+        if 'state_dict' not in checkpoint:  # e.g. {'model': ...}: load what was checked
+            checkpoint['state_dict'] = state
         own = model.state_dict()
         diff = diff_state_dicts(own, state)
-        where = self.role + (f' {self.checkpoint!r}' if self.checkpoint else '')
         if diff.missing or diff.misshaped:
             raise CheckpointMismatchError(
                 f'{where} does not fit {type(model).__name__}: '
