@@ -25,7 +25,7 @@ from test_visualize import VISUALIZE, write_image
 from torch import nn
 
 from mmdvit.engine.atomic_checkpoint import BACKEND_NAME, use_atomic_checkpoints
-from mmdvit.engine.checkpoint_loader import use_safe_loader
+from mmdvit.engine.checkpoint_loader import configure_checkpoints, use_safe_loader
 from mmdvit.engine.hooks import CheckpointMismatchError, StrictLoadHook
 from mmdvit.models import DynamicConvNeXt, DynamicSwinTransformer
 from mmdvit.models.checkpoint import (TRUST_ENV, CheckpointError, UnsafeCheckpointError,
@@ -237,6 +237,30 @@ def test_mmengine_loads_through_the_safe_reader_with_roles(evil):
         other = craft(path.parent / 'other.pth', path.parent / 'MARKER')
         with pytest.raises(UnsafeCheckpointError, match="the resume checkpoint '"):
             load_checkpoint(nn.Linear(2, 2), str(other))
+    finally:
+        CheckpointLoader._schemes[''] = previous
+
+
+def test_configure_checkpoints_sets_roles_strictness_and_atomic_writes(tmp_path):
+    from mmengine.runner import CheckpointLoader
+    previous = CheckpointLoader._schemes['']
+    cfg = Config(dict(load_from=str(tmp_path / 'run.pth'), resume=True, model=dict(),
+                      default_hooks=dict(checkpoint=dict(type='CheckpointHook')),
+                      custom_hooks=[dict(type='mmdvit.StrictLoadHook', role='stale'),
+                                    dict(type='mmdvit.FreezePretrainedHook', iters=1)]))
+    try:
+        configure_checkpoints(cfg, 'train')
+        assert cfg.custom_hooks == [
+            dict(type='mmdvit.FreezePretrainedHook', iters=1),
+            dict(type='mmdvit.StrictLoadHook', role='resume checkpoint',
+                 checkpoint=str(tmp_path / 'run.pth'))]
+        assert cfg.default_hooks.checkpoint.backend_args == dict(backend=BACKEND_NAME)
+        with pytest.raises(FileNotFoundError, match=r"^resume checkpoint '.*run\.pth' not found"):
+            CheckpointLoader.load_checkpoint(str(tmp_path / 'run.pth'))
+        configure_checkpoints(cfg, 'test', allow_missing_keys=True)
+        assert cfg.custom_hooks == [dict(type='mmdvit.FreezePretrainedHook', iters=1)]
+        with pytest.raises(FileNotFoundError, match=r'^checkpoint to evaluate'):
+            CheckpointLoader.load_checkpoint(str(tmp_path / 'run.pth'))
     finally:
         CheckpointLoader._schemes[''] = previous
 

@@ -19,6 +19,8 @@ from ..models.checkpoint import load_checkpoint_file
 from .atomic_checkpoint import use_atomic_checkpoints
 from .preflight import checkpoint_roles, load_from_role
 
+STRICT_HOOK = 'mmdvit.StrictLoadHook'
+
 
 def _key(path: str) -> str:
     return osp.abspath(osp.expanduser(path))
@@ -56,8 +58,10 @@ def configure_checkpoints(cfg: Config, mode: str, allow_missing_keys: bool = Fal
     """
     role = load_from_role(cfg, mode)
     use_safe_loader(checkpoint_roles(cfg, mode), default_role=role)
+    # A config dumped by an earlier run already names the hook, with that run's role.
+    hooks = [h for h in cfg.get('custom_hooks') or [] if h.get('type') != STRICT_HOOK]
     if not allow_missing_keys:
-        hook = dict(type='mmdvit.StrictLoadHook', role=role, checkpoint=cfg.get('load_from'))
-        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [hook]
+        hooks.append(dict(type=STRICT_HOOK, role=role, checkpoint=cfg.get('load_from')))
+    cfg.custom_hooks = hooks
     if mode == 'train':
         use_atomic_checkpoints(cfg)
