@@ -116,7 +116,8 @@ def load_checkpoint_file(path: str, role: str = 'checkpoint', map_location: Any 
             f'unpickling it could run code from the file. If you trust this file, set '
             f'{TRUST_ENV}=1 (or pass --trust-checkpoint to the tools) to load it with full '
             f'unpickling. (torch: {refusal or "weights-only load failed"})') from None
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as err:
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError, AttributeError,
+            ImportError) as err:
         raise _read_error(role, path, err) from err
 
 
