@@ -87,11 +87,11 @@ def test_the_payload_runs_when_trusted(tmp_path):
 
 def test_opt_in_loads_a_trusted_file(tmp_path, monkeypatch):
     path = tmp_path / 'trusted.pth'
-    torch.save({'state_dict': {'w': torch.ones(2)}, 'meta': {'root': pathlib.PurePosixPath('/a')}},
-               path)
+    root = pathlib.PurePosixPath('/a')  # harmless, but not in the allowlist
+    torch.save({'state_dict': {'w': torch.ones(2)}, 'meta': {'root': root}}, path)
     with pytest.raises(UnsafeCheckpointError, match='pathlib.PurePosixPath'):
         load_checkpoint_file(str(path))
-    assert load_checkpoint_file(str(path), trust=True)['meta']['root'] == pathlib.PurePosixPath('/a')
+    assert load_checkpoint_file(str(path), trust=True)['meta']['root'] == root
     monkeypatch.setenv(TRUST_ENV, '1')
     assert torch.equal(load_checkpoint_file(str(path))['state_dict']['w'], torch.ones(2))
 
