@@ -4,6 +4,7 @@ saved checkpoints, resuming, 2-process CPU runs (gloo), wrapper checkpoints in t
 student, and the pre-flight errors."""
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -191,9 +192,9 @@ def test_two_process_cpu_training(seg):
 
 @pytest.mark.slow
 def test_wrapper_checkpoint_loads_into_the_plain_student_and_predicts_identically(seg, seg_run):
-    from mmengine.runner import load_checkpoint
     from mmseg.structures import SegDataSample
-    import mmdvit.engine.checkpoint_loader  # noqa: F401
+
+    from mmdvit.models.checkpoint import extract_state_dict, load_checkpoint_file
     tmp, config = seg
     work_dir, _ = seg_run
     plain = tmp / 'plain_student.py'  # how a user deploys the trained student
@@ -202,8 +203,9 @@ def test_wrapper_checkpoint_loads_into_the_plain_student_and_predicts_identicall
     assert plain_cfg.model.type == 'EncoderDecoder'
     with DefaultScope.overwrite_default_scope('mmseg'):
         wrapper, student = MODELS.build(cfg.model), MODELS.build(plain_cfg.model)
+    state = extract_state_dict(load_checkpoint_file(str(work_dir / 'iter_16.pth')))
     for model in (wrapper, student):
-        load_checkpoint(model, str(work_dir / 'iter_16.pth'), strict=True)
+        model.load_state_dict(state, strict=True)
         model.eval()
     gen = torch.Generator().manual_seed(0)
     inputs = [torch.rand(3, 128, 160, generator=gen) * 255 for _ in range(2)]
@@ -270,9 +272,18 @@ def test_missing_checkpoints_fail_naming_the_config_key(seg):
     cfg.model.student.backbone.init_cfg = dict(type='Pretrained', checkpoint='/nonexistent/b.pth')
     with pytest.raises(PreflightError, match=r'model\.student\.backbone\.init_cfg\.checkpoint'):
         check_config(cfg, 'train')
+    cfg.model.student.backbone.init_cfg = cfg.model.teacher = None
     cfg.load_from = '/nonexistent/run.pth'
-    with pytest.raises(PreflightError, match=r"load_from: checkpoint '/nonexistent/run\.pth'"):
+    with pytest.raises(PreflightError, match=r"checkpoint to evaluate '/nonexistent/run\.pth' "
+                       'not found.*as CHECKPOINT'):
         check_config(cfg, 'test')
+    with pytest.raises(PreflightError, match=r"load_from checkpoint '/nonexistent/run\.pth'.*"
+                       r'--cfg-options load_from=PATH'):
+        check_config(cfg, 'train')
+    cfg.resume = True
+    with pytest.raises(PreflightError, match=r"resume checkpoint '/nonexistent/run\.pth' not "
+                       'found.*--resume'):
+        check_config(cfg, 'train')
 
 
 def test_wrong_num_classes_fails_naming_head_and_counts(seg):
@@ -291,3 +302,95 @@ def test_wrong_num_classes_fails_naming_head_and_counts(seg):
     det.val_evaluator.ann_file = ''
     with pytest.raises(PreflightError, match=r'bbox_head\.num_classes = 81.*80 classes'):
         check_config(det, 'train')
+
+
+# --------------------------------------------------------------------------- checkpoint safety
+class Payload:
+    """Unpickling this runs ``touch <marker>``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}', )
+
+
+@pytest.mark.slow
+def test_training_checkpoints_load_safely_and_were_written_atomically(seg_run):
+    from mmdvit.models.checkpoint import load_checkpoint_file
+    from mmdvit.models.checkpoint.io import RUNNER_CHECKPOINT_GLOBALS
+    work_dir, _ = seg_run
+    path = str(work_dir / 'iter_16.pth')
+    needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    assert {'mmengine.logging.history_buffer.HistoryBuffer', 'builtins.getattr'} <= set(needed)
+    with torch.serialization.safe_globals(RUNNER_CHECKPOINT_GLOBALS):
+        assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
+    checkpoint = load_checkpoint_file(path)
+    assert checkpoint['meta']['iter'] == 16 and 'optimizer' in checkpoint
+    assert 'mmdvit_atomic_local' in (work_dir / 'seg.py').read_text()  # the dumped config
+    assert not [p for p in work_dir.iterdir() if p.name.startswith('.')]
+
+
+def checkpoint_variants(seg, seg_run) -> Dict[str, Path]:
+    """Checkpoints tools/test.py must refuse: a crafted pickle, an empty state dict, another
+    backbone (ConvNeXt weights in the Swin config), a head of another shape."""
+    from mmdvit.models import DynamicConvNeXt
+    from mmdvit.models.checkpoint import load_checkpoint_file
+    tmp, _ = seg
+    state = load_checkpoint_file(str(seg_run[0] / 'iter_16.pth'))['state_dict']
+    convnext = DynamicConvNeXt(arch=dict(depths=[1, 1, 3, 1], channels=[16, 32, 64, 128]),
+                               pruning_locs=(0, 1, 2))
+    other = {k: v for k, v in state.items() if not k.startswith('backbone.')}
+    other.update({f'backbone.{k}': v for k, v in convnext.state_dict().items()})
+    shaped = dict(state, **{'decode_head.conv_seg.weight': torch.zeros(19, 16, 1, 1)})
+    variants = dict(payload={'state_dict': state, 'meta': {'x': Payload(tmp / 'MARKER')}},
+                    empty={'state_dict': {}}, convnext={'state_dict': other},
+                    shape={'state_dict': shaped})
+    for name, checkpoint in variants.items():
+        torch.save(checkpoint, tmp / f'{name}.pth')
+    return {name: tmp / f'{name}.pth' for name in variants}
+
+
+@pytest.mark.slow
+def test_test_tool_refuses_unsafe_and_mismatched_checkpoints(seg, seg_run):
+    tmp, config = seg
+    expected = {
+        'payload': r"refusing to load the checkpoint to evaluate '.*payload\.pth': it needs "
+                   r'posix\.system.*MMDVIT_TRUST_CHECKPOINTS=1',
+        'empty': r"checkpoint to evaluate '.*empty\.pth' does not fit SparsityTrainer: the "
+                 r'checkpoint holds no tensors; \d+ of the 229 model tensors are missing',
+        'convnext': r'does not fit SparsityTrainer: its backbone looks like convnext; \d+ of '
+                    r'the 229 model tensors are missing from it: backbone\.patch_embed',
+        'shape': r'1 model tensors have another shape in it: decode_head\.conv_seg\.weight: '
+                 r'checkpoint \(19, 16, 1, 1\) vs model \(150, 16, 1, 1\)',
+    }
+    for name, path in checkpoint_variants(seg, seg_run).items():
+        proc = run(['tools/test.py', str(config), str(path), '--work-dir', str(tmp / 'refused')],
+                   expect_ok=False)
+        assert proc.returncode != 0 and 'metrics:' not in proc.stdout, name
+        assert re.search(expected[name], proc.stderr), (name, proc.stderr[-2000:])
+    assert not (tmp / 'MARKER').exists()
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_crafted_checkpoint_and_trusted_files_evaluate(seg, seg_run):
+    tmp, config = seg
+    work_dir, _ = seg_run
+    payload = tmp / 'resume_payload.pth'
+    torch.save({'meta': {'x': Payload(tmp / 'MARKER_RESUME')}}, payload)
+    proc = run(['tools/train.py', str(config), '--work-dir', str(tmp / 'resume_refused'),
+                '--resume', str(payload)], expect_ok=False)
+    assert proc.returncode != 0
+    assert re.search(r"refusing to load the resume checkpoint '.*resume_payload\.pth': it needs "
+                     r'posix\.system', proc.stderr), proc.stderr[-2000:]
+    assert not (tmp / 'MARKER_RESUME').exists()
+    # A file that needs a (harmless) global outside the allowlist loads with the opt-in.
+    from mmdvit.models.checkpoint import load_checkpoint_file
+    checkpoint = load_checkpoint_file(str(work_dir / 'iter_16.pth'))
+    checkpoint['meta']['where'] = Path('/somewhere')
+    trusted = tmp / 'trusted.pth'
+    torch.save(checkpoint, trusted)
+    proc = run(['tools/test.py', str(config), str(trusted), '--work-dir', str(tmp / 'trusted'),
+                '--trust-checkpoint'])
+    assert 'with full unpickling' in proc.stdout + proc.stderr
+    assert 0 <= metrics(proc)['mIoU'] <= 100

@@ -2,12 +2,19 @@
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out OUT] [--show-dir DIR]
                          [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+                         [--allow-missing-keys] [--trust-checkpoint]
 
 The arguments are those of mmseg's and mmdet's ``tools/test.py``: for a segmentation config
 ``--out`` is a folder for the predicted label maps, for a detection config a ``.pkl`` file of
 the results; ``--show-dir`` saves drawn predictions. A checkpoint trained with
 ``mmdvit.SparsityTrainer`` evaluates with the same config (its teacher is not needed). The
 metrics are printed at the end as one ``metrics: {...}`` JSON line.
+
+CHECKPOINT is read with ``weights_only=True`` and an allowlist of the types Runner checkpoints
+hold (``--trust-checkpoint`` or ``MMDVIT_TRUST_CHECKPOINTS=1`` for a trusted file that needs
+more), and it must fit the model: a checkpoint that leaves model tensors missing or with
+another shape (empty, another backbone, backbone only) stops with an error listing them, unless
+``--allow-missing-keys`` is given.
 """
 import argparse
 import json
@@ -18,7 +25,8 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-import mmdvit.engine.checkpoint_loader  # noqa: F401  (Runner checkpoints under torch >= 2.6)
+from mmdvit.engine.checkpoint_loader import configure_checkpoints
+from mmdvit.engine.cli import add_trust_argument, apply_trust
 from mmdvit.engine.cpu_runtime import prepare_cpu_run
 from mmdvit.engine.preflight import check_config
 
@@ -37,8 +45,14 @@ def parse_args() -> argparse.Namespace:
                         '"(0.9,0.7,0.5)"')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
+    parser.add_argument('--allow-missing-keys', action='store_true',
+                        help='evaluate even if the checkpoint leaves model tensors missing or '
+                        'with another shape (they keep their initialisation); by default such '
+                        'a checkpoint is refused with the list of them')
+    add_trust_argument(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
+    apply_trust(args)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
@@ -84,6 +98,7 @@ def main() -> None:
     add_outputs(cfg, args)
     check_config(cfg, 'test')
     prepare_cpu_run(cfg, args.launcher)
+    configure_checkpoints(cfg, 'test', allow_missing_keys=args.allow_missing_keys)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     metrics = runner.test()
     if runner.rank == 0:

@@ -2,12 +2,15 @@
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--amp]
                           [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+                          [--allow-missing-keys] [--trust-checkpoint]
 
 The arguments are those of mmseg's and mmdet's ``tools/train.py``; the config's
 ``default_scope`` decides which library runs. Before the Runner is built, the config is checked:
-missing data, missing checkpoints and a ``num_classes`` that does not fit the dataset fail at
-once. Runs without CUDA (single process or torchrun with gloo) work; see
-``mmdvit/engine/cpu_runtime.py``.
+missing data or checkpoints, malformed annotations and a ``num_classes`` that does not fit the
+dataset fail at once. Checkpoints are read with ``weights_only=True`` (``--trust-checkpoint``
+for files that need more), a ``load_from`` / ``--resume`` checkpoint must fit the model
+(``--allow-missing-keys`` to relax), and checkpoints are written atomically. Runs without CUDA
+(single process or torchrun with gloo) work; see ``mmdvit/engine/cpu_runtime.py``.
 """
 import argparse
 import os
@@ -17,7 +20,8 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-import mmdvit.engine.checkpoint_loader  # noqa: F401  (Runner checkpoints under torch >= 2.6)
+from mmdvit.engine.checkpoint_loader import configure_checkpoints
+from mmdvit.engine.cli import add_trust_argument, apply_trust
 from mmdvit.engine.cpu_runtime import prepare_cpu_run
 from mmdvit.engine.preflight import check_config
 
@@ -36,8 +40,14 @@ def parse_args() -> argparse.Namespace:
                         'model.student.backbone.keep_ratios="(0.9,0.7,0.5)"')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
+    parser.add_argument('--allow-missing-keys', action='store_true',
+                        help='start from a load_from / --resume checkpoint even if it leaves '
+                        'model tensors missing or with another shape (they keep their '
+                        'initialisation); by default such a checkpoint stops the run')
+    add_trust_argument(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
+    apply_trust(args)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
@@ -67,6 +77,7 @@ def main() -> None:
     cfg = build_cfg(args)
     check_config(cfg, 'train')
     prepare_cpu_run(cfg, args.launcher)
+    configure_checkpoints(cfg, 'train', allow_missing_keys=args.allow_missing_keys)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
     if runner.rank == 0:

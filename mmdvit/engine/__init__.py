@@ -1,3 +1,5 @@
-"""Runtime support for training and evaluation: hooks, trusted loading of Runner checkpoints
-(``checkpoint_loader``), pre-flight checks of configs (``preflight``) and runs on machines
-without CUDA (``cpu_runtime``). The tools import what they need; nothing is imported here."""
+"""Runtime support for training and evaluation: hooks, safe / strict / atomic checkpoint
+handling of the Runner (``checkpoint_loader``, ``atomic_checkpoint``), pre-flight checks of
+configs and data (``preflight``, ``data_checks``), command-line options the tools share
+(``cli``) and runs on machines without CUDA (``cpu_runtime``). The tools import what they need;
+nothing is imported here, and importing changes nothing in mmengine."""

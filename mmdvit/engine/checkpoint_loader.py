@@ -1,40 +1,67 @@
-"""Let mmengine read its own Runner checkpoints under torch >= 2.6.
+"""How the tools' Runner reads and writes checkpoints: safely, strictly and atomically.
 
-torch 2.6 made ``torch.load(..., weights_only=True)`` the default, and mmengine 0.10.7's local
-loader calls ``torch.load`` without the argument. Runner checkpoints hold more than tensors
-(message-hub history, numpy values, the config), so ``tools/test.py``, ``load_from`` and
-``--resume`` would fail with ``UnpicklingError: Weights only load failed``.
-
-Importing this module replaces mmengine's loader for local paths (the ``''`` scheme) with one
-that tries ``weights_only=True`` first and falls back to ``weights_only=False``: full
-unpickling, for checkpoint files you trust (your own training runs, release files you chose to
-place under ``checkpoints/``). Remote schemes are untouched. ``tools/train.py`` and
-``tools/test.py`` import it.
+mmengine 0.10.7 reads local checkpoints (``load_from``, ``--resume``, ``init_cfg`` of upstream
+modules) with ``torch.load``'s default, which since torch 2.6 refuses Runner checkpoints (numpy
+values, message-hub history). :func:`use_safe_loader` registers mmdvit's reader
+(:func:`~mmdvit.models.checkpoint.load_checkpoint_file`: ``weights_only=True`` with an
+allowlist) for local paths, and tells it what each path is for, so that errors name the file and
+its role. :func:`configure_checkpoints` does that, adds :class:`~mmdvit.engine.hooks.StrictLoadHook`
+and switches the checkpoint hook to atomic writes. The tools call it in ``main()``; importing this
+module changes nothing in mmengine.
 """
-import os
-import pickle
-from typing import Any, Optional
+import os.path as osp
+from typing import Any, Dict, Optional
 
-import torch
-from mmengine.logging import print_log
+from mmengine.config import Config
 from mmengine.runner import CheckpointLoader
 
+from ..models.checkpoint import load_checkpoint_file
+from .atomic_checkpoint import use_atomic_checkpoints
+from .preflight import checkpoint_roles, load_from_role
 
-def load_trusted_local(filename: str, map_location: Optional[Any] = None) -> Any:
-    """Load a local checkpoint: tensors-only first, then full unpickling for trusted files.
+STRICT_HOOK = 'mmdvit.StrictLoadHook'
 
-    Raises:
-        FileNotFoundError: naming the path, when the file does not exist.
+
+def _key(path: str) -> str:
+    return osp.abspath(osp.expanduser(path))
+
+
+def use_safe_loader(roles: Dict[str, str], default_role: str = 'checkpoint') -> None:
+    """Read every local checkpoint mmengine loads with mmdvit's safe reader.
+
+    Args:
+        roles: local path -> what it is for (``'load_from checkpoint'``, ``'resume
+            checkpoint'``, ``'model.student.head.init_cfg.checkpoint'``...).
+        default_role: the role of paths not in ``roles`` (e.g. the latest checkpoint an
+            automatic resume picks).
     """
-    filename = os.path.expanduser(filename)
-    if not os.path.isfile(filename):
-        raise FileNotFoundError(f'checkpoint file not found: {filename!r}')
-    try:
-        return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        print_log(f'{filename} holds more than tensors (a Runner checkpoint); loading it with '
-                  'weights_only=False as a trusted local file', logger='current')
-        return torch.load(filename, map_location=map_location, weights_only=False)
+    known = {_key(path): role for path, role in roles.items()}
+
+    def load(filename: str, map_location: Optional[Any] = None) -> Any:
+        return load_checkpoint_file(filename, known.get(_key(filename), default_role),
+                                    map_location=map_location)
+
+    CheckpointLoader.register_scheme(prefixes='', loader=load, force=True)
 
 
-CheckpointLoader.register_scheme(prefixes='', loader=load_trusted_local, force=True)
+def configure_checkpoints(cfg: Config, mode: str, allow_missing_keys: bool = False) -> None:
+    """Set up a Runner config (in place) for safe, strict and atomic checkpoint handling.
+
+    - local checkpoints are read by :func:`use_safe_loader`, with the role of every path the
+      config names;
+    - unless ``allow_missing_keys``, a ``load_from`` / resume checkpoint that leaves model
+      tensors missing or misshaped stops the run (:class:`~mmdvit.engine.hooks.StrictLoadHook`);
+    - training checkpoints are written atomically (:func:`use_atomic_checkpoints`).
+
+    Args:
+        mode: ``'train'`` or ``'test'``.
+    """
+    role = load_from_role(cfg, mode)
+    use_safe_loader(checkpoint_roles(cfg, mode), default_role=role)
+    # A config dumped by an earlier run already names the hook, with that run's role.
+    hooks = [h for h in cfg.get('custom_hooks') or [] if h.get('type') != STRICT_HOOK]
+    if not allow_missing_keys:
+        hooks.append(dict(type=STRICT_HOOK, role=role, checkpoint=cfg.get('load_from')))
+    cfg.custom_hooks = hooks
+    if mode == 'train':
+        use_atomic_checkpoints(cfg)

@@ -1,12 +1,18 @@
 """Pre-flight checks of a config before a Runner is built: missing datasets, missing checkpoint
-files and a class count that does not fit the dataset fail at once, with the config key, the
-path and the fix in the message (instead of minutes later inside a dataloader worker, or never,
-as a silently wrong ``num_classes``)."""
+files, a class count that does not fit the dataset, and dataset contents that cannot give a
+correct run (label values outside the classes, empty or malformed COCO json, empty image
+folders) fail at once, with the config key, the path and the fix in the message (instead of
+minutes later inside a dataloader worker, or never, as a silently wrong ``num_classes`` or
+mIoU)."""
+import inspect
 import os.path as osp
-from typing import Any, Iterator, List, Optional, Tuple
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from mmengine.config import Config
 from mmengine.registry import DATASETS
+
+from .data_checks import DataError, check_coco_json, check_label_maps, check_not_empty
 
 DEMO_HINTS = {
     'imagenet': 'generate the demo data with '
@@ -98,16 +104,19 @@ def check_datasets(cfg: Config, mode: str) -> None:
                                          f'{_dataset_hint(dataset, root)}.')
 
 
+def _evaluators(cfg: Config, mode: str) -> List[str]:
+    if mode == 'test':
+        return ['test_evaluator']
+    return ['val_evaluator'] if 'val_dataloader' in _dataloaders(cfg, mode) else []
+
+
 def check_evaluators(cfg: Config, mode: str) -> None:
     """Annotation files that evaluators read (e.g. ``CocoMetric.ann_file``) must exist.
 
     Raises:
         PreflightError: naming the config key and the path.
     """
-    names = ['val_evaluator'] if mode == 'train' and 'val_dataloader' in _dataloaders(
-        cfg, mode) else []
-    names += ['test_evaluator'] if mode == 'test' else []
-    for name in names:
+    for name in _evaluators(cfg, mode):
         for where, node in _walk(cfg.get(name), name):
             ann_file = node.get('ann_file')
             if isinstance(ann_file, str) and ann_file and not osp.isfile(ann_file):
@@ -118,7 +127,7 @@ def check_evaluators(cfg: Config, mode: str) -> None:
 def _checkpoints(cfg: Config) -> Iterator[Tuple[str, str]]:
     """(config key, local path) of every checkpoint the model and ``load_from`` name."""
     for path, node in _walk(cfg.get('model'), 'model'):
-        for key in ('checkpoint', 'pretrained'):
+        for key in ('checkpoint', 'pretrained', 'student_checkpoint'):
             value = node.get(key)
             if isinstance(value, str) and value:
                 yield f'{path}.{key}', value
@@ -126,23 +135,50 @@ def _checkpoints(cfg: Config) -> Iterator[Tuple[str, str]]:
         yield 'load_from', cfg.load_from
 
 
-def check_checkpoints(cfg: Config, skip: Tuple[str, ...] = ()) -> None:
+def load_from_role(cfg: Config, mode: str) -> str:
+    """What ``cfg.load_from`` is for: the checkpoint ``tools/test.py`` evaluates, the one
+    ``--resume`` continues from, or the weights training starts from."""
+    if mode == 'test':
+        return 'checkpoint to evaluate'
+    return 'resume checkpoint' if cfg.get('resume') else 'load_from checkpoint'
+
+
+LOAD_FROM_FIXES = {
+    'checkpoint to evaluate': 'pass the path of an existing checkpoint as CHECKPOINT',
+    'resume checkpoint': 'pass an existing checkpoint to --resume, or --resume without a value '
+                         'to continue from the latest checkpoint in the work dir',
+}
+
+
+def checkpoint_roles(cfg: Config, mode: str) -> Dict[str, str]:
+    """Local path -> what it is for (the config key, or :func:`load_from_role`), for messages
+    that name a file."""
+    return {path: (load_from_role(cfg, mode) if key == 'load_from' else key)
+            for key, path in _checkpoints(cfg)}
+
+
+def check_checkpoints(cfg: Config, mode: str, skip: Tuple[str, ...] = ()) -> None:
     """Every local checkpoint the config names must exist (URLs are left to mmengine).
 
     Args:
+        mode: ``'train'`` or ``'test'`` (says what ``load_from`` is for).
         skip: config keys not to check (e.g. pretrained backbone weights at test time, when a
             full checkpoint replaces them).
 
     Raises:
-        PreflightError: naming the config key, the path and how to fix it.
+        PreflightError: naming what the file is for, the path and how to fix it.
     """
     for key, path in _checkpoints(cfg):
         if '://' in path or key in skip or osp.isfile(osp.expanduser(path)):
             continue
-        raise PreflightError(
-            f'{key}: checkpoint {path!r} not found. Nothing is downloaded at run time: place '
-            f'the file there (docs/dense_tasks.md lists every file and where it comes from), '
-            f'or point the config elsewhere with --cfg-options {key}=PATH.')
+        what = f'{key}: checkpoint'
+        fix = ('place the file there (docs/dense_tasks.md lists every file and where it comes '
+               f'from), or point the config elsewhere with --cfg-options {key}=PATH')
+        if key == 'load_from':
+            what = load_from_role(cfg, mode)
+            fix = LOAD_FROM_FIXES.get(what, fix)
+        raise PreflightError(f'{what} {path!r} not found. Nothing is downloaded at run time: '
+                             f'{fix}.')
 
 
 def init_checkpoint_keys(cfg: Config) -> Tuple[str, ...]:
@@ -151,13 +187,16 @@ def init_checkpoint_keys(cfg: Config) -> Tuple[str, ...]:
     return tuple(key for key, _ in _checkpoints(cfg) if key != 'load_from')
 
 
+def _dataset_class(dataset: dict, scope: Optional[str]) -> Optional[type]:
+    with DATASETS.switch_scope_and_registry(scope) as registry:
+        return registry.get(dataset.get('type', ''))
+
+
 def _dataset_classes(dataset: dict, scope: Optional[str]) -> Optional[Tuple[str, ...]]:
     metainfo = dataset.get('metainfo') or {}
     if metainfo.get('classes'):
         return tuple(metainfo['classes'])
-    with DATASETS.switch_scope_and_registry(scope) as registry:
-        dataset_cls = registry.get(dataset.get('type', ''))
-    classes = getattr(dataset_cls, 'METAINFO', {}).get('classes')
+    classes = getattr(_dataset_class(dataset, scope), 'METAINFO', {}).get('classes')
     return tuple(classes) if classes else None
 
 
@@ -186,9 +225,82 @@ def check_num_classes(cfg: Config, mode: str) -> None:
                         f'with {num} names.')
 
 
+def _setting(dataset: dict, dataset_cls: Optional[type], name: str, default: Any) -> Any:
+    """A dataset argument: from the config, else the class's default, else ``default``."""
+    if name in dataset:
+        return dataset[name]
+    param = inspect.signature(dataset_cls).parameters.get(name) if dataset_cls else None
+    return default if param is None or param.default is param.empty else param.default
+
+
+def _is_coco(dataset_cls: Optional[type]) -> bool:
+    return any(c.__name__ == 'CocoDataset' for c in getattr(dataset_cls, '__mro__', ()))
+
+
+@contextmanager
+def _config_key(key: str) -> Iterator[None]:
+    """Re-raise a :class:`DataError` as a :class:`PreflightError` that names ``key``."""
+    try:
+        yield
+    except DataError as err:
+        raise PreflightError(f'{key}: {err}') from None
+
+
+def _check_dataset_contents(dataset: dict, dataset_cls: Optional[type], where: str,
+                            need_annotations: bool) -> None:
+    root = dataset.get('data_root') or ''
+    ann_file = dataset.get('ann_file') or ''
+    if ann_file:
+        path = osp.join(root, ann_file)
+        with _config_key(f'{where}.ann_file'):
+            if osp.getsize(path) == 0:
+                raise DataError(f'{path!r} is empty: regenerate or re-download it.')
+            if _is_coco(dataset_cls):
+                check_coco_json(path, need_annotations)
+    prefixes = dataset.get('data_prefix') or {}
+    for key, prefix in ({'': prefixes} if isinstance(prefixes, str) else prefixes).items():
+        if not prefix:
+            continue
+        folder = osp.join(root, prefix)
+        with _config_key(f'{where}.data_prefix' + (f'.{key}' if key else '')):
+            if key != 'seg_map_path':
+                check_not_empty(folder)
+                continue
+            classes = (getattr(dataset_cls, 'METAINFO', {}).get('classes')
+                       or (dataset.get('metainfo') or {}).get('classes'))
+            if classes:  # raw label ids follow the class's full list, before any label_map
+                check_label_maps(
+                    folder, _setting(dataset, dataset_cls, 'seg_map_suffix', '.png'),
+                    len(classes), _setting(dataset, dataset_cls, 'reduce_zero_label', False),
+                    _setting(dataset, dataset_cls, 'ignore_index', 255))
+
+
+def check_data_contents(cfg: Config, mode: str) -> None:
+    """What the datasets hold: a sample of segmentation annotation maps must have label values
+    in ``[0, num_classes)`` or the ignore index (after ``reduce_zero_label``); COCO json files
+    (datasets and ``CocoMetric``) must parse and hold images, categories and (for training
+    data and evaluation) annotations; image folders must hold images; annotation files must not
+    be empty. Run after :func:`check_datasets` (the paths exist).
+
+    Raises:
+        PreflightError: naming the config key, the file and the fix.
+    """
+    for loader in _dataloaders(cfg, mode):
+        for where, dataset in _leaf_datasets(cfg[loader]['dataset'], f'{loader}.dataset'):
+            _check_dataset_contents(dataset, _dataset_class(dataset, cfg.get('default_scope')),
+                                    where, need_annotations=loader == 'train_dataloader')
+    for name in _evaluators(cfg, mode):
+        for where, node in _walk(cfg.get(name), name):
+            ann_file = node.get('ann_file')
+            if 'CocoMetric' in str(node.get('type', '')) and isinstance(ann_file, str) and ann_file:
+                with _config_key(f'{where}.ann_file'):
+                    check_coco_json(ann_file, need_annotations=not node.get('format_only'))
+
+
 def check_config(cfg: Config, mode: str) -> None:
     """Run every pre-flight check for ``mode`` ('train' or 'test')."""
     check_datasets(cfg, mode)
     check_evaluators(cfg, mode)
-    check_checkpoints(cfg, skip=init_checkpoint_keys(cfg) if mode == 'test' else ())
+    check_checkpoints(cfg, mode, skip=init_checkpoint_keys(cfg) if mode == 'test' else ())
     check_num_classes(cfg, mode)
+    check_data_contents(cfg, mode)

@@ -28,7 +28,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--num-images', type=int, default=1,
                         help="average over this many of scikit-image's photographs")
     parser.add_argument('--images', nargs='+', help='average over these image files instead')
-    parser.add_argument('--checkpoint', help='model checkpoint (default: random weights)')
+    parser.add_argument('--checkpoint', help='model checkpoint (default: random weights), read '
+                        'with weights_only=True; MMDVIT_TRUST_CHECKPOINTS=1 loads a trusted file '
+                        'that needs full unpickling')
     parser.add_argument('--out', help='write the figures to this JSON file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. '

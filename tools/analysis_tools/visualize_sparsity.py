@@ -25,7 +25,9 @@ from mmdvit.analysis.visualize import kept_maps, render
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Draw the locations each predictor keeps.')
     parser.add_argument('config', help='model config (or preset name, e.g. swin-t)')
-    parser.add_argument('checkpoint', help="model checkpoint, or 'none' for random weights")
+    parser.add_argument('checkpoint', help="model checkpoint, or 'none' for random weights; read "
+                        'with weights_only=True (MMDVIT_TRUST_CHECKPOINTS=1 loads a trusted file '
+                        'that needs full unpickling)')
     parser.add_argument('images', nargs='+', help='image files (any size)')
     parser.add_argument('--out-dir', required=True, help='where the PNGs go')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),

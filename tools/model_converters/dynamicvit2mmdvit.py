@@ -1,7 +1,8 @@
 """Convert a classifier checkpoint of any supported layout into an mmdvit classifier checkpoint.
 
     python tools/model_converters/dynamicvit2mmdvit.py SRC DST [--family {swin,convnext,vit}]
-                                                       [--config CONFIG]
+                                                       [--config CONFIG] [--force]
+                                                       [--trust-checkpoint]
 
 SRC: the DynamicViT authors' releases (DynamicSwin-T/S/B, DynamicCNN-T/S/B, DynamicViT-DeiT-S/B:
 ``{'model': state_dict}``), official Swin (Microsoft) / ConvNeXt (Meta) / DeiT ImageNet files,
@@ -15,14 +16,20 @@ initialises the dense-task configs with
 The script prints the detected family and layout, and every source key it could not place.
 With ``--config`` it also builds that config's model and lists the model keys the converted
 checkpoint lacks and the converted keys the model does not have.
+
+SRC is read with ``weights_only=True`` (``--trust-checkpoint`` for a trusted file that needs
+full unpickling). DST must differ from SRC and must not exist (``--force`` replaces it); it is
+written to a temporary file in DST's folder and renamed into place, so a failed write leaves
+an existing DST as it was.
 """
 import argparse
+import os
 import sys
 from typing import List, Optional
 
-import torch
-
-from mmdvit.models.checkpoint import extract_state_dict, load_checkpoint_file
+from mmdvit.engine.cli import add_trust_argument
+from mmdvit.models.checkpoint import (diff_state_dicts, extract_state_dict, load_checkpoint_file,
+                                      save_checkpoint_file)
 from mmdvit.models.checkpoint.classifier import (CONVERTERS, ClassifierConversion,
                                                  convert_classifier_checkpoint)
 
@@ -34,7 +41,21 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument('--family', choices=sorted(CONVERTERS),
                         help='model family (default: detected from the keys)')
     parser.add_argument('--config', help='also check the result against this config\'s model')
-    return parser.parse_args(argv)
+    parser.add_argument('--force', action='store_true', help='replace DST if it exists')
+    add_trust_argument(parser)
+    args = parser.parse_args(argv)
+    if _same_file(args.src, args.dst):
+        parser.error(f'DST {args.dst!r} is SRC: converting in place would replace the source '
+                     'checkpoint. Give another DST.')
+    if os.path.exists(args.dst) and not args.force:
+        parser.error(f'DST {args.dst!r} exists: pass --force to replace it, or give another DST.')
+    return args
+
+
+def _same_file(src: str, dst: str) -> bool:
+    if os.path.exists(src) and os.path.exists(dst):
+        return os.path.samefile(src, dst)
+    return os.path.realpath(src) == os.path.realpath(dst)
 
 
 def check_against_config(state: dict, config: str) -> List[str]:
@@ -45,22 +66,19 @@ def check_against_config(state: dict, config: str) -> List[str]:
 
     cfg = Config.fromfile(config)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    own = MODELS.build(cfg.model).state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f'{k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}' for k in state
-              if k in own and state[k].shape != own[k].shape]
-    return [f'model keys missing from the checkpoint ({len(missing)}): {missing}',
-            f'checkpoint keys the model lacks ({len(unexpected)}): {unexpected}',
-            f'shape mismatches ({len(shapes)}): {shapes}']
+    diff = diff_state_dicts(MODELS.build(cfg.model).state_dict(), state)
+    return [f'model keys missing from the checkpoint ({len(diff.missing)}): {diff.missing}',
+            f'checkpoint keys the model lacks ({len(diff.unexpected)}): {diff.unexpected}',
+            f'shape mismatches ({len(diff.misshaped)}): {diff.misshaped}']
 
 
 def main(argv: Optional[List[str]] = None) -> ClassifierConversion:
     args = parse_args(argv)
-    state = extract_state_dict(load_checkpoint_file(args.src))
+    state = extract_state_dict(load_checkpoint_file(args.src, 'converter source',
+                                                    trust=args.trust_checkpoint or None))
     result = convert_classifier_checkpoint(state, args.family)
     meta = dict(source=args.src, family=result.family, layout=result.layout)
-    torch.save({'state_dict': result.state, 'meta': meta}, args.dst)
+    save_checkpoint_file({'state_dict': result.state, 'meta': meta}, args.dst)
     heads = [k for k in result.state if k.startswith('head.')]
     print(f'{args.src}: {result.family} ({result.layout} layout) -> {args.dst}: '
           f'{len(result.state)} tensors, classifier head: {heads or "none"}')

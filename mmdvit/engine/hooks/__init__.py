@@ -1,4 +1,5 @@
 """Training hooks (registered in :data:`mmdvit.registry.HOOKS`)."""
 from .freeze_pretrained import FreezePretrainedHook
+from .strict_load import CheckpointMismatchError, StrictLoadHook
 
-__all__ = ['FreezePretrainedHook']
+__all__ = ['CheckpointMismatchError', 'FreezePretrainedHook', 'StrictLoadHook']

@@ -13,14 +13,15 @@ StateDict = Dict[str, Tensor]
 
 def detect_swin_layout(state: StateDict) -> str:
     """Return ``'mmseg'``, ``'official'`` or ``'timm'``."""
-    if any(k.startswith('stages.') for k in state):
+    if any(k.startswith('stages.') and '.blocks.' in k for k in state):
         return 'mmseg'
     if any(k.startswith('layers.0.downsample.') for k in state):
         return 'official'
     if any(k.startswith('layers.') for k in state):
         return 'timm'
-    raise ValueError('unrecognised Swin checkpoint: expected keys under stages.* (mmseg / mmdet) '
-                     'or layers.* (official / timm); got e.g. ' + ', '.join(list(state)[:5]))
+    raise ValueError('unrecognised Swin checkpoint: expected keys under stages.i.blocks.* '
+                     '(mmseg / mmdet) or layers.* (official / timm); got e.g. '
+                     + ', '.join(list(state)[:5]))
 
 
 def unfold_order(tensor: Tensor) -> Tensor:

@@ -167,7 +167,8 @@ class SparsityTrainer(BaseModel):
         if self.student_checkpoint is not None:
             report = load_pretrained(self.student, self.student_checkpoint,
                                      lambda s: (s, 'full model', []), prefix=None,
-                                     new_module_markers=NEW_MODULE_MARKERS)
+                                     new_module_markers=NEW_MODULE_MARKERS,
+                                     role='student_checkpoint')
             if report.missing:
                 raise ValueError(
                     f'student_checkpoint {self.student_checkpoint!r} lacks '
@@ -189,7 +190,8 @@ class SparsityTrainer(BaseModel):
                       logger='current', level=30)
         else:
             report = load_pretrained(teacher, checkpoint, lambda s: (s, 'full model', []),
-                                     prefix=None, new_module_markers=NEW_MODULE_MARKERS)
+                                     prefix=None, new_module_markers=NEW_MODULE_MARKERS,
+                                     role='teacher checkpoint')
             if report.missing:
                 raise ValueError(f'teacher checkpoint {checkpoint!r} lacks {len(report.missing)} '
                                  f'keys of the teacher model, e.g. {report.missing[:5]}: it is '
