@@ -10,7 +10,7 @@ import torch
 from mmdvit.analysis.benchmark import build_subject, quiet_calls, time_interleaved
 from mmdvit.analysis.inputs import sample_photos
 from mmdvit.analysis.models import load_config
-from test_flops import TINY_SEG, run_tool
+from test_flops import TINY_SEG, load_tool, run_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARK = os.path.join(ROOT, 'tools', 'analysis_tools', 'benchmark.py')
@@ -129,8 +129,9 @@ def test_upstream_swin_follows_the_config_family():
         upstream_backbone_config(dict(cfg, pad_small_map=False))
 
 
-def test_a_setting_the_models_cannot_run_gives_an_error_row():
+def test_a_setting_an_upstream_op_cannot_run_is_skipped_with_its_reason():
     from mmdvit.analysis.benchmark import benchmark_rows
+    format_row = load_tool(BENCHMARK).format_row
     subject = build_subject(load_config('swin-test'), 's', 'backbone', sample_photos(1)[0],
                             (64, 64), twin=False)
 
@@ -145,5 +146,20 @@ def test_a_setting_the_models_cannot_run_gives_an_error_row():
 
     subject.call = call
     rows = benchmark_rows(subject, (64, 64), [1], ['float32', 'amp'], 'cpu', 0, 3, 10)
-    assert 'error' not in rows[0] and rows[0]['speedup'] > 0
-    assert rows[1]['error'].endswith('found BFloat16') and rows[1]['speedup'] is None
+    assert 'error' not in rows[0] and 'skipped' not in rows[0] and rows[0]['speedup'] > 0
+    assert rows[1]['skipped'].endswith('found BFloat16') and rows[1]['speedup'] is None
+    assert 'error' not in rows[1]
+    assert format_row(rows[1]) == ('skipped: s bfloat16-autocast batch 1: RuntimeError: '
+                                   'expected scalar type Float but found BFloat16')
+    # A failure in float32 is a failure of the models, not of a setting.
+
+    def fail_at_batch_2(which, batch):
+        def run():
+            if batch == 2:
+                raise RuntimeError('broken')
+            return real_call(which, batch)()
+        return run
+
+    subject.call = fail_at_batch_2
+    rows = benchmark_rows(subject, (64, 64), [2], ['float32'], 'cpu', 0, 3, 10)
+    assert rows[0]['error'] == 'RuntimeError: broken' and 'skipped' not in rows[0]

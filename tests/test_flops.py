@@ -23,12 +23,17 @@ def photo():
     return sample_photos(1)
 
 
-def run_tool(path, argv):
+def load_tool(path):
+    """A tool script imported as a module."""
     import importlib.util
     spec = importlib.util.spec_from_file_location('tool_under_test', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main(argv)
+    return module
+
+
+def run_tool(path, argv):
+    return load_tool(path).main(argv)
 
 
 # (preset, backbone overrides, published dynamic GFLOPs, published dense GFLOPs)

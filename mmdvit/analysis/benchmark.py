@@ -294,8 +294,9 @@ def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int
     CPU only, the same with the suffix ``_cpu`` from the process CPU time per call:
     ``*_ips_cpu`` = batch * threads / median CPU seconds, the throughput the threads would give
     undisturbed; unlike wall time it hardly changes when other processes share the cores.
-    A setting the models cannot run (a ``RuntimeError``, e.g. an upstream op without a kernel
-    for the dtype) gives a row with ``error`` and ``None`` figures.
+    A setting the models cannot run (a ``RuntimeError``) gives a row with ``None`` figures and
+    the reason: under autocast as ``skipped`` (an upstream op without a kernel for the reduced
+    precision, e.g. mmcv's CPU RoIAlign / NMS under bfloat16), in float32 as ``error``.
     """
     gflops = {which: flops_per_image(subject, which) for which in subject.models}
     rows = []
@@ -308,7 +309,8 @@ def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int
                 with precision(device, dtype):
                     timings = time_interleaved(calls, device, warmup, iters, max_seconds)
             except RuntimeError as err:  # e.g. an upstream op without a kernel for the dtype
-                row.update(error=f'{type(err).__name__}: {err}',
+                row.update({'error' if dtype == 'float32' else 'skipped':
+                            f'{type(err).__name__}: {err}'},
                            **{k: None for k in ('dense_ips', 'dynamic_ips', 'speedup',
                                                 'ideal_speedup', 'realisation')})
             else:

@@ -87,7 +87,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='tiny models, 64x64, batches 1 and 2, 2 rounds (for tests)')
     parser.add_argument('--out', help='write machine, method and rows to this JSON file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of every config')
+                        help='override settings of every config, e.g. '
+                        'model.student.backbone.drop_path_rate=0 for the shipped '
+                        '(mmdvit.SparsityTrainer) configs')
     args = parser.parse_args(argv)
     if args.quick:
         args.configs = args.configs or QUICK['configs']
@@ -123,6 +125,9 @@ HEADER = (f"{'name':<44}{'part':<9}{'dtype':<18}{'batch':>5}  {'shape':<9}{'dens
 
 
 def format_row(row: dict) -> str:
+    if row.get('skipped'):
+        reason = row['skipped'].splitlines()[0][:160]
+        return f"skipped: {row['name']} {row['dtype']} batch {row['batch']}: {reason}"
     if row.get('error'):
         return (f"{row['name']:<44}{row['part']:<9}{row['dtype']:<18}{row['batch']:>5}  "
                 f"failed: {row['error'][:120]}")
