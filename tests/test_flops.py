@@ -140,3 +140,15 @@ def test_get_flops_tool_writes_the_figures(tmp_path, body, shape, padded):
     assert [d['kept'] for d in result['kept']] == [
         int(d['positions'] * r) for d, r in zip(result['kept'], (0.7, 0.5, 0.3))]
     assert 'multiply-adds' in result['convention']
+
+
+def test_get_flops_applies_student_overrides_and_refuses_them_on_the_wrapper(tmp_path):
+    config = tmp_path / 'cfg.py'
+    config.write_text(TINY_SEG)
+    args = [str(config), '--shape', '64', '64', '--cfg-options']
+    result = run_tool(GET_FLOPS, args + ['model.student.backbone.keep_ratios=(0.9,0.7,0.5)'])
+    assert [d['keep_ratio'] for d in result['kept']] == [0.9, 0.7, 0.5]
+    # The upstream spelling would be silently ignored on a wrapper config: it is refused.
+    with pytest.raises(TypeError, match=r'model\.backbone\.keep_ratios -> '
+                       r'model\.student\.backbone\.keep_ratios'):
+        run_tool(GET_FLOPS, args + ['model.backbone.keep_ratios=(0.9,0.7,0.5)'])

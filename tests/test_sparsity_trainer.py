@@ -1,8 +1,14 @@
-"""mmdvit.SparsityTrainer: losses against independent computations, state-dict layout, teacher."""
+"""mmdvit.SparsityTrainer: losses against independent computations, state-dict layout, teacher;
+the warning of a dynamic backbone trained without it, and student fields set on the wrapper."""
+import logging
+from contextlib import contextmanager
+from typing import Iterator, List
+
 import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import ConfigDict
+from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 
 from helpers import force_decisions, random_keep_sets
@@ -149,6 +155,89 @@ def test_bad_configurations_raise(seg_scope):
     with pytest.raises(TypeError, match='mmdvit dynamic backbone'):
         seg_scope.build(dict(type='mmdvit.SparsityTrainer', student=dense, teacher=None,
                              feature_distill_weight=0.0))
+
+
+@contextmanager
+def captured_log() -> Iterator[List[logging.LogRecord]]:
+    """The records mmengine's current logger handles while the context is open."""
+    logger = MMLogger.get_current_instance()
+    records: List[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+UNTRAINED = 'is training outside mmdvit.SparsityTrainer'
+
+
+def test_backbone_trained_without_the_wrapper_warns_once_naming_the_fix(seg_scope):
+    plain = seg_scope.build(seg_student())
+    data = plain.data_preprocessor(seg_batch(), True)
+    with captured_log() as records:
+        plain.eval()
+        plain(data['inputs'], mode='tensor')
+        assert not records  # inference is what a swapped backbone is for
+        plain.train()
+        for _ in range(2):
+            plain(**data, mode='loss')
+    warnings = [r for r in records if UNTRAINED in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    message = warnings[0].getMessage()
+    assert message.startswith('DynamicSwinTransformer is training outside')
+    assert "model = dict(type='mmdvit.SparsityTrainer', student=<this model config>," in message
+    # A dense backbone has no predictors to train: no warning.
+    dense = seg_scope.build(seg_student(sparse_stages=(), pruning_locs=None))
+    dense.train()
+    with captured_log() as records:
+        dense(**dense.data_preprocessor(seg_batch(), True), mode='loss')
+    assert not [r for r in records if UNTRAINED in r.getMessage()]
+
+
+def test_the_wrappers_student_does_not_warn_and_loads_name_student_and_teacher(seg_scope,
+                                                                                tmp_path):
+    teacher_model = seg_scope.build(seg_student(keep_ratios=(1.0, 1.0, 1.0)))
+    backbone = tmp_path / 'backbone.pth'
+    torch.save({'state_dict': {f'backbone.{k}': v
+                               for k, v in teacher_model.backbone.state_dict().items()}},
+               backbone)
+    pretrained = dict(type='Pretrained', checkpoint=str(backbone))
+    trainer = seg_scope.build(dict(type='mmdvit.SparsityTrainer',
+                                   student=seg_student(init_cfg=pretrained),
+                                   teacher=dict(model=None, checkpoint=None)))
+    assert trainer.backbone.trainer_role == 'student'
+    with captured_log() as records:
+        trainer.init_weights()
+        trainer.train()
+        trainer(**trainer.data_preprocessor(seg_batch(), True), mode='loss')
+    messages = [r.getMessage() for r in records]
+    assert trainer.teacher.backbone.trainer_role == 'teacher'
+    assert not [m for m in messages if UNTRAINED in m]
+    assert any(m.startswith('student backbone init_cfg checkpoint: DynamicSwinTransformer '
+                            'loaded') for m in messages), messages
+    assert any(m.startswith('teacher backbone init_cfg checkpoint: DynamicSwinTransformer '
+                            'loaded') for m in messages), messages
+
+
+@pytest.mark.parametrize('field, value, key', [
+    ('backbone', dict(keep_ratios=(0.9, 0.7, 0.5)), 'backbone.keep_ratios'),
+    ('test_cfg', dict(mode='slide'), 'test_cfg.mode'),
+    ('decode_head', dict(num_classes=5, loss_decode=dict(loss_weight=2.0)),
+     'decode_head.num_classes'),
+])
+def test_student_fields_on_the_wrapper_fail_naming_the_key_that_works(seg_scope, field, value,
+                                                                      key):
+    cfg = dict(type='mmdvit.SparsityTrainer', student=seg_student(), teacher=None,
+               feature_distill_weight=0.0)
+    # What --cfg-options model.backbone.keep_ratios=... gives on a wrapper config.
+    with pytest.raises(TypeError, match=rf'model\.{key} -> model\.student\.{key}.*'
+                       rf'--cfg-options model\.student\.{key}=\.\.\.'):
+        seg_scope.build(dict(cfg, **{field: value}))
+    with pytest.raises(TypeError, match=r"unexpected arguments \['ratio_loss'\]"):
+        seg_scope.build(dict(cfg, ratio_loss=1.0))
 
 
 def test_classifier_student_gets_logit_distillation():

@@ -1,4 +1,6 @@
-"""Train an mmseg segmentor or an mmdet detector (with or without mmdvit's SparsityTrainer).
+"""Train an mmseg segmentor, an mmdet detector or an mmpretrain classifier (with or without
+mmdvit's SparsityTrainer, which alone trains the score predictors: a dynamic backbone trained
+without it warns at the first iteration).
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--amp]
                           [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
@@ -10,7 +12,9 @@ missing data or checkpoints, malformed annotations and a ``num_classes`` that do
 dataset fail at once. Checkpoints are read with ``weights_only=True`` (``--trust-checkpoint``
 for files that need more), a ``load_from`` / ``--resume`` checkpoint must fit the model
 (``--allow-missing-keys`` to relax), and checkpoints are written atomically. Runs without CUDA
-(single process or torchrun with gloo) work; see ``mmdvit/engine/cpu_runtime.py``.
+(single process or torchrun with gloo) work; see ``mmdvit/engine/cpu_runtime.py``. The
+optimizer constructors' per-parameter messages are logged at DEBUG (``log_level='DEBUG'`` shows
+them).
 """
 import argparse
 import os
@@ -23,11 +27,12 @@ from mmengine.runner import Runner
 from mmdvit.engine.checkpoint_loader import configure_checkpoints
 from mmdvit.engine.cli import add_trust_argument, apply_trust
 from mmdvit.engine.cpu_runtime import prepare_cpu_run
+from mmdvit.engine.log_filters import quiet_per_parameter_logs
 from mmdvit.engine.preflight import check_config
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Train a segmentor or a detector')
+    parser = argparse.ArgumentParser(description='Train a segmentor, detector or classifier')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='where to save logs and checkpoints '
                         '(default: work_dirs/<config name>)')
@@ -79,6 +84,7 @@ def main() -> None:
     prepare_cpu_run(cfg, args.launcher)
     configure_checkpoints(cfg, 'train', allow_missing_keys=args.allow_missing_keys)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    quiet_per_parameter_logs(runner.logger)
     runner.train()
     if runner.rank == 0:
         last = osp.join(cfg.work_dir, 'last_checkpoint')

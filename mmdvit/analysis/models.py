@@ -11,6 +11,7 @@ from mmengine.registry import MODELS, DefaultScope
 from torch import nn
 
 from ..models.checkpoint import extract_state_dict, load_checkpoint_file
+from ..models.wrappers.sparsity_trainer import check_wrapper_fields
 from .presets import preset_config
 
 WRAPPER_TYPE = 'mmdvit.SparsityTrainer'
@@ -59,12 +60,18 @@ def model_config(cfg: Config) -> ConfigDict:
     ``mmdvit.SparsityTrainer`` (the teacher is a training-time helper, not part of inference).
 
     A config whose ``model`` is a bare backbone (``type='mmdvit.Dynamic...'``) is accepted too.
+
+    Raises:
+        TypeError: a wrapper config with fields of the student at the wrapper's level (e.g.
+            ``--cfg-options model.backbone.keep_ratios=...``), which would be ignored: the error
+            names the ``model.student.`` key.
     """
     if 'model' not in cfg:
         raise ValueError('the config has no `model` field; pass a model config (mmseg / mmdet / '
                          'mmpretrain model, or an mmdvit backbone).')
     model = copy.deepcopy(cfg.model)
     if model.get('type') == WRAPPER_TYPE:
+        check_wrapper_fields(model)
         model = copy.deepcopy(model.student)
     return ConfigDict(model)
 

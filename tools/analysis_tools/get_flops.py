@@ -33,8 +33,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'that needs full unpickling')
     parser.add_argument('--out', help='write the figures to this JSON file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. '
-                        'model.backbone.keep_ratios="(0.9,0.7,0.5)"')
+                        help='override config settings, e.g. model.student.backbone.keep_ratios='
+                        '"(0.9,0.7,0.5)" for the shipped (mmdvit.SparsityTrainer) configs, '
+                        'model.backbone.keep_ratios=... for a plain model config, '
+                        'model.keep_ratios=... for a preset')
     args = parser.parse_args(argv)
     if len(args.shape) == 1:
         args.shape = args.shape * 2

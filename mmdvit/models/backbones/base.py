@@ -1,8 +1,11 @@
 """What every dynamic backbone shares: predictors per sparse stage, the decisions of the last
-forward pass, and pretrained loading that reports what it did."""
-from typing import Dict, List, Optional, Sequence
+forward pass, pretrained loading that reports what it did, and a warning when it trains without
+the wrapper that trains its predictors."""
+import logging
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
@@ -10,6 +13,25 @@ from ..checkpoint import load_pretrained
 from ..checkpoint.loading import LoadReport
 from ..sparse import ScorePredictor, SparsityDecision, StageSchedule, decide
 from ..sparse.decision import num_kept
+
+UNTRAINED_PREDICTORS_WARNING = (
+    '{name} is training outside mmdvit.SparsityTrainer: nothing trains its score predictors '
+    '(no keep-ratio loss), yet inference keeps int(N * keep_ratio) positions chosen by their '
+    'untrained scores. To train them, wrap the model in the config:\n'
+    "    model = dict(type='mmdvit.SparsityTrainer', student=<this model config>,\n"
+    '                 teacher=None, feature_distill_weight=0.0)\n'
+    "(README.md, 'Sparsity training'). For a dense backbone set sparse_stages=() "
+    '(ViT: pruning_locs=(), keep_ratios=()).')
+
+
+def warn_outside_trainer(backbone: 'DynamicBackbone', args: Tuple) -> None:
+    """Forward pre-hook: warn once, at the first training forward, when a backbone with
+    predictors trains without :class:`~mmdvit.SparsityTrainer` (which alone trains them)."""
+    if (backbone.training and backbone.keep_ratios and backbone.trainer_role != 'student'
+            and not backbone._warned_untrained):
+        backbone._warned_untrained = True
+        print_log(UNTRAINED_PREDICTORS_WARNING.format(name=type(backbone).__name__),
+                  logger='current', level=logging.WARNING)
 
 
 class DynamicBackbone(BaseModule):
@@ -21,6 +43,11 @@ class DynamicBackbone(BaseModule):
     consumes; inference: ``keep_indices`` are the kept positions. Loss wrappers read it right
     after calling the backbone (it is replaced on the next forward).
 
+    Only :class:`~mmdvit.SparsityTrainer` trains the predictors: a backbone with predictors
+    that trains without it warns once (:func:`warn_outside_trainer`). :attr:`trainer_role` is
+    what the wrapper made it: ``'student'`` (its predictors are trained), ``'teacher'`` or
+    ``None``; weight loads name it in the log.
+
     Subclasses set :attr:`schedule` and call :meth:`build_predictors`, and implement
     :meth:`convert_checkpoint` and :meth:`reset_parameters`.
     """
@@ -30,6 +57,9 @@ class DynamicBackbone(BaseModule):
     def __init__(self, init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.sparsity_decisions: List[SparsityDecision] = []
+        self.trainer_role: Optional[str] = None
+        self._warned_untrained = False
+        self.register_forward_pre_hook(warn_outside_trainer)
 
     def build_predictors(self, channels: Sequence[int], eps: float) -> None:
         """One :class:`ScorePredictor` per scheduled location, as
@@ -78,8 +108,9 @@ class DynamicBackbone(BaseModule):
         self.reset_parameters()
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            role = ' '.join(filter(None, (self.trainer_role, 'backbone init_cfg checkpoint')))
             report = load_pretrained(self, cfg['checkpoint'], self.convert_checkpoint,
-                                     prefix=cfg.get('prefix'))
+                                     prefix=cfg.get('prefix'), role=role)
             self._is_init = True
             return report
         if cfg is not None:

@@ -19,6 +19,34 @@ from .distill import feature_mse, logit_kl
 LOGIT_MODULES = ('decode_head', 'head')
 # Key substrings of the modules a dynamic model adds to its dense counterpart.
 NEW_MODULE_MARKERS = ('score_predictor', 'fast_path')
+# Fields of the wrapped model: set through ``model.student.<field>``, never on the wrapper.
+STUDENT_FIELDS = ('backbone', 'neck', 'decode_head', 'auxiliary_head', 'rpn_head', 'roi_head',
+                  'bbox_head', 'mask_head', 'head', 'train_cfg', 'test_cfg', 'pretrained')
+
+
+def _leaf_keys(node: Any, path: str) -> List[str]:
+    """Dotted keys of the leaves under ``node`` (``path`` itself for a leaf)."""
+    if isinstance(node, dict) and node:
+        return [k for key, value in node.items() for k in _leaf_keys(value, f'{path}.{key}')]
+    return [path]
+
+
+def check_wrapper_fields(wrapper_cfg: dict) -> None:
+    """Refuse fields of the student set on a ``mmdvit.SparsityTrainer`` config (e.g. by
+    ``--cfg-options model.backbone.keep_ratios=...``), with the key that works.
+
+    Raises:
+        TypeError: naming each misplaced key and its ``model.student.`` spelling.
+    """
+    misplaced = [key for field in STUDENT_FIELDS if field in wrapper_cfg
+                 for key in _leaf_keys(wrapper_cfg[field], field)]
+    if misplaced:
+        moves = ', '.join(f'model.{key} -> model.student.{key}' for key in misplaced)
+        raise TypeError(
+            f'mmdvit.SparsityTrainer got fields of the model it trains ({moves}): the wrapper '
+            'holds the upstream model under `student`, so use e.g. --cfg-options '
+            f'model.student.{misplaced[0]}=... (docs/dense_tasks.md, "Overriding fields from '
+            'the command line").')
 
 
 def build_in_current_scope(cfg: dict) -> nn.Module:
@@ -86,6 +114,11 @@ class SparsityTrainer(BaseModel):
             student parameters missing raises.
         data_preprocessor: used by the student when its own config has none (mmengine's
             Runner passes a config's top-level ``data_preprocessor`` here).
+        unknown: refused; fields of the student (``backbone``, ``decode_head``, ``test_cfg``...)
+            with the ``model.student.`` key that works (:func:`check_wrapper_fields`).
+
+    The student's backbone gets ``trainer_role='student'``: its predictors are trained here,
+    so it does not warn about training outside the wrapper.
     """
 
     def __init__(self,
@@ -97,7 +130,11 @@ class SparsityTrainer(BaseModel):
                  feature_distill_from: Sequence[str] = ('backbone', ),
                  student_checkpoint: Optional[str] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 **unknown: Any) -> None:
+        check_wrapper_fields(unknown)
+        if unknown:
+            raise TypeError(f'mmdvit.SparsityTrainer got unexpected arguments {sorted(unknown)}')
         super().__init__(init_cfg=init_cfg)
         if data_preprocessor is not None and 'data_preprocessor' not in student:
             student = dict(student, data_preprocessor=data_preprocessor)
@@ -109,6 +146,7 @@ class SparsityTrainer(BaseModel):
                                                                   'sparsity_decisions'):
             raise TypeError('the student of mmdvit.SparsityTrainer needs an mmdvit dynamic '
                             "backbone (type='mmdvit.DynamicSwinTransformer', ...)")
+        student_model.backbone.trainer_role = 'student'
         distill = feature_distill_weight > 0 or logit_distill_weight > 0
         if distill and teacher is None:
             raise ValueError('distillation weights are set but teacher=None: give '
@@ -182,6 +220,8 @@ class SparsityTrainer(BaseModel):
         if self.teacher is not None or self.teacher_cfg is None:
             return self.teacher
         teacher = build_in_current_scope(self.teacher_cfg['model'])
+        if hasattr(teacher.backbone, 'trainer_role'):
+            teacher.backbone.trainer_role = 'teacher'  # its weight loads say so in the log
         checkpoint = self.teacher_cfg['checkpoint']
         if checkpoint is None:
             teacher.init_weights()
