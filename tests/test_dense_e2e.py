@@ -2,6 +2,7 @@
 training of a segmentor and a detector with the wrapper and a dense teacher, evaluation of the
 saved checkpoints, resuming, 2-process CPU runs (gloo), wrapper checkpoints in the plain
 student, and the pre-flight errors."""
+import argparse
 import json
 import os
 import re
@@ -17,7 +18,8 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
 
 from mmdvit.datasets import make_ade20k_demo, make_coco_demo
-from mmdvit.engine.preflight import PreflightError, check_config
+from mmdvit.engine.preflight import PreflightError, check_checkpoints, check_config
+from test_flops import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 KEEP_RATIOS = (0.7, 0.5, 0.3)
@@ -72,9 +74,10 @@ randomness = dict(seed=0)
 
 
 def run(args: List[str], expect_ok: bool = True, **env: str) -> subprocess.CompletedProcess:
-    """Run a tool from the repository root with 2 threads; fail with its output if it fails."""
-    full_env = dict(os.environ, OMP_NUM_THREADS='2', PYTHONWARNINGS='ignore', PYTHON=sys.executable,
-                    **env)
+    """Run a tool from the repository root with 2 threads; fail with its output if it fails.
+    ``env`` overrides the environment (``PYTHON``: the dist scripts' interpreter)."""
+    full_env = dict(os.environ, OMP_NUM_THREADS='2', PYTHONWARNINGS='ignore', PYTHON=sys.executable)
+    full_env.update(env)
     cmd = args if args[0] == 'bash' else [sys.executable] + args
     proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True,
                           timeout=600)
@@ -190,6 +193,57 @@ def test_two_process_cpu_training(seg):
     assert (work_dir / 'iter_2.pth').is_file()
 
 
+def test_plain_model_with_a_dynamic_backbone_trains_but_warns_once(seg):
+    """The README's first example (an upstream segmentor with only the backbone type swapped,
+    no wrapper): nothing trains its predictors, and the log says so at the first iteration;
+    the optimizer's per-parameter options stay out of the log at the default level."""
+    tmp, config = seg
+    plain = tmp / 'swap_only.py'
+    plain.write_text(f"_base_ = '{config}'\nmodel = dict(_base_.model.student, _delete_=True)\n"
+                     'train_cfg = dict(max_iters=2, val_interval=100)\n')
+    proc = run(['tools/train.py', str(plain), '--work-dir', str(tmp / 'swap_only')])
+    log = proc.stdout + proc.stderr
+    assert log.count('DynamicSwinTransformer is training outside mmdvit.SparsityTrainer') == 1
+    assert "model = dict(type='mmdvit.SparsityTrainer', student=<this model config>," in log
+    assert 'Iter(train) [2/2]' in log and 'loss_keep_ratio' not in log
+    assert 'paramwise_options' not in log
+
+
+def test_upstream_override_keys_on_a_wrapper_config_fail_with_the_student_key(seg):
+    tmp, config = seg
+    proc = run(['tools/train.py', str(config), '--work-dir', str(tmp / 'override'),
+                '--cfg-options', 'model.backbone.keep_ratios=(0.9,0.7,0.5)'], expect_ok=False)
+    assert proc.returncode != 0
+    assert ('model.backbone.keep_ratios -> model.student.backbone.keep_ratios' in proc.stderr
+            and '--cfg-options model.student.backbone.keep_ratios=...' in proc.stderr), \
+        proc.stderr[-2000:]
+
+
+def test_two_process_evaluation_writes_predictions_to_a_new_folder(seg):
+    """dist_test.sh ... 2 --out NEWDIR: every rank finds the folder; without PYTHON the script
+    runs the project's .venv/."""
+    tmp, config = seg
+    cfg = Config.fromfile(str(config))
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        student = MODELS.build(cfg.model.student)
+    checkpoint = tmp / 'random_student.pth'
+    torch.save({'state_dict': student.state_dict()}, checkpoint)
+    out = tmp / 'new' / 'predictions'
+    env = dict(PORT=free_port())
+    if (ROOT / '.venv' / 'bin' / 'python').is_file():
+        env['PYTHON'] = ''
+    proc = run(['bash', 'tools/dist_test.sh', str(config), str(checkpoint), '2', '--work-dir',
+                str(tmp / 'dist_out'), '--out', str(out)], **env)
+    assert 0 <= metrics(proc)['mIoU'] <= 100
+    assert len(list(out.glob('*.png'))) == 5  # the 5 validation images, from both ranks
+    # Upstream creates the folder on rank 0 only, racing the other ranks' first writes; the
+    # tool creates it on every rank before the Runner exists.
+    fresh = tmp / 'fresh' / 'predictions'
+    add_outputs = load_tool(str(ROOT / 'tools' / 'test.py')).add_outputs
+    add_outputs(Config.fromfile(str(config)), argparse.Namespace(out=str(fresh), show_dir=None))
+    assert fresh.is_dir()
+
+
 @pytest.mark.slow
 def test_wrapper_checkpoint_loads_into_the_plain_student_and_predicts_identically(seg, seg_run):
     from mmseg.structures import SegDataSample
@@ -259,6 +313,44 @@ def test_missing_imagenet_folder_fails_naming_the_string_data_prefix(tmp_path):
     with pytest.raises(PreflightError, match=r"train_dataloader\.dataset\.data_prefix: "
                        r"'.*/train' does not exist.*ImageNet"):
         check_config(cfg, 'train')
+
+
+def test_missing_imagenet_root_asks_for_class_folders_and_points_to_the_classification_doc():
+    cfg = Config.fromfile(str(ROOT / 'configs/imagenet_dvit_deit.py'))
+    cfg.train_dataloader.dataset.data_root = '/nonexistent/imagenet'
+    with pytest.raises(PreflightError) as err:
+        check_config(cfg, 'train')
+    message = str(err.value)
+    assert ("train_dataloader.dataset.data_root: '/nonexistent/imagenet' does not exist" in
+            message)
+    assert ('train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (meta/train.txt and meta/val.txt are '
+            'optional)') in message
+    assert 'docs/classification.md' in message and 'dense_tasks' not in message
+
+
+def test_missing_demo_teacher_names_the_config_that_trains_it():
+    cfg = Config.fromfile(str(ROOT / 'configs/demo/upernet_dvit_swin_demo.py'))
+    cfg.model.teacher.checkpoint = 'work_dirs/upernet_swin_dense_demo/iter_999999.pth'
+    cfg.train_dataloader.dataset.data_root = cfg.val_dataloader.dataset.data_root = ''
+    cfg.train_dataloader.dataset.data_prefix = cfg.val_dataloader.dataset.data_prefix = {}
+    with pytest.raises(PreflightError, match=re.escape(
+            "model.teacher.checkpoint: checkpoint 'work_dirs/upernet_swin_dense_demo/"
+            "iter_999999.pth' not found. It is written by training "
+            'configs/demo/upernet_swin_dense_demo.py: run `python tools/train.py '
+            'configs/demo/upernet_swin_dense_demo.py` first')):
+        check_checkpoints(cfg, 'train')
+
+
+def test_missing_evaluated_and_resumed_checkpoints_are_named_by_role_through_the_tools(seg):
+    tmp, config = seg
+    proc = run(['tools/test.py', str(config), '/nonexistent/model.pth'], expect_ok=False)
+    assert ("PreflightError: checkpoint to evaluate '/nonexistent/model.pth' not found. Pass "
+            'the path of an existing checkpoint as CHECKPOINT.') in proc.stderr, proc.stderr
+    proc = run(['tools/train.py', str(config), '--work-dir', str(tmp / 'no_resume'), '--resume',
+                '/nonexistent/iter_8.pth'], expect_ok=False)
+    assert ("PreflightError: resume checkpoint '/nonexistent/iter_8.pth' not found. Pass an "
+            'existing checkpoint to --resume') in proc.stderr, proc.stderr
+    assert 'load_from' not in proc.stderr.split('PreflightError')[-1]
 
 
 def test_missing_checkpoints_fail_naming_the_config_key(seg):

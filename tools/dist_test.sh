@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Evaluate with one process per GPU (NCCL), or with GPUS processes on a CPU-only machine (gloo).
 #   bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [tools/test.py arguments ...]
-# Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT (defaults 1, 0, 127.0.0.1, 29500).
+# Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT (defaults 1, 0, 127.0.0.1, 29500);
+# PYTHON chooses the interpreter (default: .venv/bin/python if it exists, else python).
 set -euo pipefail
 CONFIG=$1
 CHECKPOINT=$2
@@ -11,6 +12,9 @@ NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [[ -z "${PYTHON:-}" && -x "$ROOT/.venv/bin/python" ]]; then
+    PYTHON="$ROOT/.venv/bin/python"
+fi
 PYTHON=${PYTHON:-python}
 
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \

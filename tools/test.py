@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint of an mmseg segmentor or an mmdet detector.
+"""Evaluate a checkpoint of an mmseg segmentor, an mmdet detector or an mmpretrain classifier.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out OUT] [--show-dir DIR]
                          [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
@@ -32,7 +32,7 @@ from mmdvit.engine.preflight import check_config
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Evaluate a segmentor or a detector')
+    parser = argparse.ArgumentParser(description='Evaluate a segmentor, detector or classifier')
     parser.add_argument('config', help='config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='where to save the evaluation logs '
@@ -58,18 +58,23 @@ def parse_args() -> argparse.Namespace:
 
 
 def add_outputs(cfg: Config, args: argparse.Namespace) -> None:
-    """``--out`` and ``--show-dir`` as mmseg's / mmdet's tools interpret them."""
+    """``--out`` and ``--show-dir`` as mmseg's / mmdet's tools interpret them.
+
+    The folders they write to are created here, by every process: upstream creates them on
+    rank 0 only, and other ranks of a multi-process run may write first.
+    """
     is_det = cfg.get('default_scope') == 'mmdet'
     if args.show_dir:
         hook = cfg.default_hooks.get('visualization')
         if hook is None:
             raise ValueError('--show-dir needs default_hooks.visualization in the config')
         hook['draw'] = True
-        if is_det:
+        if is_det:  # mmdet's convention: a folder inside <work dir>/<timestamp>/
             hook['test_out_dir'] = args.show_dir
         else:  # mmseg's hook draws every `interval`-th image: draw them all
             cfg.visualizer['save_dir'] = args.show_dir
             hook['interval'] = 1
+            os.makedirs(args.show_dir, exist_ok=True)
     if args.out is None:
         return
     if is_det:
@@ -78,9 +83,11 @@ def add_outputs(cfg: Config, args: argparse.Namespace) -> None:
         evaluators = cfg.test_evaluator
         evaluators = list(evaluators) if isinstance(evaluators, (list, tuple)) else [evaluators]
         cfg.test_evaluator = evaluators + [dict(type='DumpDetResults', out_file_path=args.out)]
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     else:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
+        os.makedirs(args.out, exist_ok=True)
 
 
 def main() -> None:

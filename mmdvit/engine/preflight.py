@@ -4,6 +4,7 @@ correct run (label values outside the classes, empty or malformed COCO json, emp
 folders) fail at once, with the config key, the path and the fix in the message (instead of
 minutes later inside a dataloader worker, or never, as a silently wrong ``num_classes`` or
 mIoU)."""
+import glob
 import inspect
 import os.path as osp
 from contextlib import contextmanager
@@ -26,10 +27,14 @@ DATASET_HINTS = {
                       '{root}/images/training and {root}/annotations/training exist'),
     'CocoDataset': ('place COCO 2017 (train2017/, val2017/ and annotations/ from '
                     'https://cocodataset.org) under {root}'),
-    'ImageNet': ('place ImageNet-1k (ILSVRC2012 from https://image-net.org) under {root} in '
-                 "mmpretrain's layout (train/, val/, meta/train.txt, meta/val.txt)"),
+    'ImageNet': ('place ImageNet-1k (ILSVRC2012 from https://image-net.org) under {root} as '
+                 'train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (meta/train.txt and meta/val.txt '
+                 'are optional)'),
 }
+# Where each dataset's layout and the configs that read it are documented (default: dense tasks).
+DATASET_DOCS = {'ImageNet': 'docs/classification.md'}
 HEAD_KEYS = ('decode_head', 'auxiliary_head', 'bbox_head', 'mask_head', 'head')
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 class PreflightError(RuntimeError):
@@ -64,8 +69,9 @@ def _dataset_hint(dataset: dict, root: str) -> str:
         return DEMO_HINTS.get(parts[2] if len(parts) > 2 else '', DEMO_HINTS[''])
     name = str(dataset.get('type', '')).split('.')[-1]
     where = DATASET_HINTS.get(name, 'place the dataset there')
+    docs = DATASET_DOCS.get(name, 'docs/dense_tasks.md')
     return (where.format(root=root) + ', or point the config at it with --cfg-options '
-            '<dataloader>.dataset.data_root=PATH (see docs/dense_tasks.md)')
+            f'<dataloader>.dataset.data_root=PATH (see {docs})')
 
 
 def _dataloaders(cfg: Config, mode: str) -> List[str]:
@@ -144,8 +150,8 @@ def load_from_role(cfg: Config, mode: str) -> str:
 
 
 LOAD_FROM_FIXES = {
-    'checkpoint to evaluate': 'pass the path of an existing checkpoint as CHECKPOINT',
-    'resume checkpoint': 'pass an existing checkpoint to --resume, or --resume without a value '
+    'checkpoint to evaluate': 'Pass the path of an existing checkpoint as CHECKPOINT',
+    'resume checkpoint': 'Pass an existing checkpoint to --resume, or --resume without a value '
                          'to continue from the latest checkpoint in the work dir',
 }
 
@@ -155,6 +161,27 @@ def checkpoint_roles(cfg: Config, mode: str) -> Dict[str, str]:
     that name a file."""
     return {path: (load_from_role(cfg, mode) if key == 'load_from' else key)
             for key, path in _checkpoints(cfg)}
+
+
+def producing_config(path: str) -> Optional[str]:
+    """The shipped config whose training writes ``path`` (``work_dirs/<config name>/...``, e.g.
+    the demo's dense teacher), relative to the repository root; ``None`` if there is none."""
+    parts = osp.normpath(path).split(osp.sep)
+    if len(parts) < 3 or parts[0] != 'work_dirs':
+        return None
+    found = sorted(glob.glob(osp.join(REPO_ROOT, 'configs', '**', parts[1] + '.py'),
+                             recursive=True))
+    return osp.relpath(found[0], REPO_ROOT) if found else None
+
+
+def _missing_checkpoint_fix(key: str, path: str) -> str:
+    config = producing_config(path)
+    if config is not None:
+        return (f'It is written by training {config}: run `python tools/train.py {config}` '
+                f'first, or point the config elsewhere with --cfg-options {key}=PATH')
+    return ('Nothing is downloaded at run time: place the file there (docs/checkpoints.md, '
+            '"Weight files the configs expect", lists every file and where to download it), '
+            f'or point the config elsewhere with --cfg-options {key}=PATH')
 
 
 def check_checkpoints(cfg: Config, mode: str, skip: Tuple[str, ...] = ()) -> None:
@@ -172,13 +199,11 @@ def check_checkpoints(cfg: Config, mode: str, skip: Tuple[str, ...] = ()) -> Non
         if '://' in path or key in skip or osp.isfile(osp.expanduser(path)):
             continue
         what = f'{key}: checkpoint'
-        fix = ('place the file there (docs/dense_tasks.md lists every file and where it comes '
-               f'from), or point the config elsewhere with --cfg-options {key}=PATH')
+        fix = _missing_checkpoint_fix(key, path)
         if key == 'load_from':
             what = load_from_role(cfg, mode)
             fix = LOAD_FROM_FIXES.get(what, fix)
-        raise PreflightError(f'{what} {path!r} not found. Nothing is downloaded at run time: '
-                             f'{fix}.')
+        raise PreflightError(f'{what} {path!r} not found. {fix}.')
 
 
 def init_checkpoint_keys(cfg: Config) -> Tuple[str, ...]:
