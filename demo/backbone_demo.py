@@ -44,9 +44,9 @@ def main() -> None:
     print(f'DynamicSwin-T from {cfg.model.backbone.type} (mmseg UPerNet config), input '
           f'{tuple(x.shape)}; outputs: ' + ', '.join(str(tuple(o.shape)) for o in outs))
     for d in dynamic.sparsity_decisions:
-        print(f'  predictor {d.index} (stage {d.stage + 1}, {d.hw_shape[0]}x{d.hw_shape[1]}): '
+        print(f'  predictor {d.index} (stage {d.stage}, {d.hw_shape[0]}x{d.hw_shape[1]}): '
               f'kept {d.num_keep} positions = {d.kept_fraction.mean().item():.3f} '
-              f'(target {d.keep_ratio})')
+              f'(target {d.keep_ratio:g})')
     macs_dense, macs_dynamic = count_macs(dense, x) / 1e9, count_macs(dynamic, x) / 1e9
     print(f'backbone GMACs at {args.size}x{args.size}: dense {macs_dense:.2f}, dynamic '
           f'{macs_dynamic:.2f} ({macs_dynamic / macs_dense:.1%} of dense; random weights, so the '

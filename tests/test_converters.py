@@ -334,3 +334,22 @@ def test_converter_rejects_what_it_cannot_map(tmp_path):
         convert_classifier_checkpoint({'cls_token': torch.zeros(1, 1, 4),
                                        'dist_token': torch.zeros(1, 1, 4),
                                        'blocks.0.norm1.weight': torch.zeros(4)})
+
+
+def test_converter_reports_new_sparsity_modules_apart_from_missing_keys(tmp_path, capsys):
+    # A dense Microsoft Swin-T holds no predictors or fast paths: they are new, not missing.
+    source = random_checkpoint(official(swin_layout(96, (2, 2, 6, 2), (3, 6, 12, 24),
+                                                    (1, 2, 3))))
+    src, dst = tmp_path / 'swin_tiny_patch4_window7_224.pth', tmp_path / 'dst.pth'
+    torch.save({'model': source}, src)
+    converter_tool().main([str(src), str(dst), '--config',
+                           str(ROOT / 'configs/imagenet_dvit_swin.py')])
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines)
+                 if line.startswith('new sparsity modules, initialised by the model ('))
+    count = int(lines[start].split('(')[-1].split(')')[0])
+    new = lines[start + 1:start + 1 + count]
+    assert count > 0 and all(line.startswith('    backbone.') for line in new)
+    assert all('score_predictors' in line or 'fast_path' in line for line in new)
+    assert 'model keys missing from the checkpoint (0): none' in lines
+    assert 'unmapped source keys (0): none' in lines

@@ -1,5 +1,6 @@
-"""tools/analysis_tools/visualize_sparsity.py: PNGs of the right size for any image size, and
-kept maps that put each kept cell on the pixels it covers."""
+"""tools/analysis_tools/visualize_sparsity.py: PNGs of the right size for any image size, kept
+maps that put each kept cell on the pixels it covers, a legend, and figures of random weights
+that a seed reproduces."""
 import os
 
 import numpy as np
@@ -9,7 +10,8 @@ from PIL import Image
 
 from helpers import force_decisions, random_keep_sets
 from mmdvit.analysis.models import build_model, load_config, model_config
-from mmdvit.analysis.visualize import CAPTION_HEIGHT, cell_stride, fade_pruned, kept_maps
+from mmdvit.analysis.visualize import (CAPTION_HEIGHT, LEGEND, LEGEND_HEIGHT, caption,
+                                       cell_stride, fade_pruned, kept_maps)
 from test_flops import run_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,11 +36,37 @@ def test_one_png_per_image_with_input_and_one_panel_per_predictor(tmp_path, pres
     assert [os.path.basename(p) for p in written] == ['img0_sparsity.png', 'img1_sparsity.png']
     for path, (height, width) in zip(written, sizes):
         with Image.open(path) as png:
-            assert png.size == ((1 + 3) * width, height + CAPTION_HEIGHT)
+            assert png.size == ((1 + 3) * width, height + CAPTION_HEIGHT + LEGEND_HEIGHT)
             pixels = np.asarray(png.convert('RGB'))
         with Image.open(images[written.index(path)]) as img:
             original = np.asarray(img.convert('RGB'))
-        assert np.array_equal(pixels[CAPTION_HEIGHT:, :width], original)
+        assert np.array_equal(pixels[CAPTION_HEIGHT:CAPTION_HEIGHT + height, :width], original)
+        legend_row = pixels[CAPTION_HEIGHT + height:]
+        assert (legend_row < 128).any()  # the legend's text
+
+
+def test_seeded_random_weight_figures_are_reproducible(tmp_path, capsys):
+    image = write_image(tmp_path / 'img.png', 64, 80)
+
+    def figure(seed: int, out: str) -> bytes:
+        written = run_tool(VISUALIZE, ['swin-test', 'none', image, '--seed', str(seed),
+                                       '--out-dir', str(tmp_path / out)])
+        with open(written[0], 'rb') as f:
+            return f.read()
+
+    first = figure(3, 'a')
+    assert figure(3, 'b') == first
+    assert figure(4, 'c') != first
+    out = capsys.readouterr().out
+    assert 'random weights (seed 3)' in out and 'stage 2 #0: ' in out
+    assert 'faded = pruned' in LEGEND
+
+
+def test_captions_number_stages_as_the_arguments_do():
+    info = dict(source='backbone', stage=2, index=1, kept=97, positions=196)
+    assert caption(info) == 'stage 2 #1: 97/196'
+    info = dict(source='decode_head', stage=0, index=1, kept=25, positions=64)
+    assert caption(info) == 'decode_head #1 (level 0): 25/64'
 
 
 def test_kept_cells_cover_their_pixels_and_pruned_ones_are_faded():

@@ -13,8 +13,10 @@ from .complexity import backbone_of
 from .inputs import model_inputs, preprocess
 
 CAPTION_HEIGHT = 20
+LEGEND_HEIGHT = 16
 # Pruned locations keep this share of their colour and fade to white (as in the papers).
 PRUNED_OPACITY = 0.25
+LEGEND = 'full colour = kept (slow path), faded = pruned (fast path)'
 
 
 def cell_stride(input_hw: Sequence[int], grid_hw: Sequence[int]) -> int:
@@ -78,13 +80,16 @@ def fade_pruned(image: np.ndarray, kept: np.ndarray) -> np.ndarray:
 
 
 def render(image: np.ndarray, maps: Sequence[Tuple[dict, np.ndarray]]) -> Image.Image:
-    """The input and one faded panel per predictor, side by side, each under a caption.
+    """The input and one faded panel per predictor, side by side, each under a caption, and
+    the :data:`LEGEND` in a row below.
 
     Returns:
-        An RGB image of width (1 + len(maps)) * W and height H + :data:`CAPTION_HEIGHT`.
+        An RGB image of width (1 + len(maps)) * W and height
+        H + :data:`CAPTION_HEIGHT` + :data:`LEGEND_HEIGHT`.
     """
     height, width = image.shape[:2]
-    canvas = Image.new('RGB', ((1 + len(maps)) * width, height + CAPTION_HEIGHT), 'white')
+    canvas = Image.new('RGB', ((1 + len(maps)) * width,
+                               height + CAPTION_HEIGHT + LEGEND_HEIGHT), 'white')
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
     panels = [('input', image)] + [(caption(info), fade_pruned(image, kept))
@@ -92,4 +97,5 @@ def render(image: np.ndarray, maps: Sequence[Tuple[dict, np.ndarray]]) -> Image.
     for i, (text, panel) in enumerate(panels):
         canvas.paste(Image.fromarray(panel), (i * width, CAPTION_HEIGHT))
         draw.text((i * width + 3, 3), text, fill='black', font=font)
+    draw.text((3, CAPTION_HEIGHT + height + 3), LEGEND, fill='black', font=font)
     return canvas

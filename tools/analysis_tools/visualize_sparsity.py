@@ -6,20 +6,23 @@ Example::
         work_dirs/upernet_dvit_swin/iter_160000.pth demo.jpg --out-dir work_dirs/vis
 
 For every image, ``<out-dir>/<image stem>_sparsity.png`` holds the input and one panel per
-predictor in forward order, the pruned locations faded to white; each caption gives the
-stage (1-based), the predictor index and kept / all locations.
+predictor in forward order, the pruned locations faded to white (a legend row says so); each
+caption gives the stage (0-based, as ``sparse_stages``) or the head / neck and its level, the
+predictor index and kept / all locations. Weights the checkpoint does not set (all of them
+with ``none``) are drawn from ``--seed``, so a figure of random weights is reproducible.
 """
 import argparse
 import os
 import sys
 from typing import List
 
+import torch
 from mmengine.config import DictAction
 
 from mmdvit.analysis.inputs import read_image, resize
 from mmdvit.analysis.models import build_model, default_scope, load_config, load_weights, \
     model_config
-from mmdvit.analysis.visualize import kept_maps, render
+from mmdvit.analysis.visualize import caption, kept_maps, render
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,18 +35,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--out-dir', required=True, help='where the PNGs go')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='resize every image to H x W first (default: native size)')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of the random weights (those the checkpoint does not set; '
+                        "all of them with 'none'); default 0")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings')
+                        help='override config settings, e.g. model.student.backbone.keep_ratios='
+                        '"(0.9,0.7,0.5)" for the shipped (wrapper) configs, '
+                        'model.backbone.keep_ratios=... for a plain model config')
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> List[str]:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
+    torch.manual_seed(args.seed)
     model = build_model(model_config(cfg), default_scope(cfg))
     loaded, missing = load_weights(model, args.checkpoint)
     if args.checkpoint.lower() == 'none':
-        print('random weights: the kept locations show the mechanics, not learned saliency')
+        print(f'random weights (seed {args.seed}): the kept locations show the mechanics, not '
+              'learned saliency')
     else:
         print(f'loaded {loaded} tensors from {args.checkpoint}; {len(missing)} model tensors '
               f'missing from it{": " + ", ".join(missing[:5]) if missing else ""}')
@@ -55,8 +65,7 @@ def main(argv=None) -> List[str]:
         out = os.path.join(args.out_dir,
                            os.path.splitext(os.path.basename(path))[0] + '_sparsity.png')
         render(image, maps).save(out)
-        print(f'{out}: ' + ', '.join(f"predictor {info['index']} kept {info['kept']}/"
-                                     f"{info['positions']}" for info, _ in maps))
+        print(f'{out}: ' + ', '.join(caption(info) for info, _ in maps))
         written.append(out)
     return written
 

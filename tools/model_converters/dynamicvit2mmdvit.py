@@ -13,9 +13,11 @@ layout) and the linear classifier as ``head.fc.*`` (Swin / ConvNeXt) or ``head.l
 initialises the dense-task configs with
 ``init_cfg=dict(type='Pretrained', checkpoint=DST, prefix='backbone.')``.
 
-The script prints the detected family and layout, and every source key it could not place.
-With ``--config`` it also builds that config's model and lists the model keys the converted
-checkpoint lacks and the converted keys the model does not have.
+The script prints the detected family and layout, and every source key it could not place,
+one key per line. With ``--config`` it also builds that config's model and lists the keys of new
+sparsity modules (score predictors, fast paths) the converted checkpoint does not hold (expected
+for a dense source: the model initialises them), the other model keys it lacks, and the
+converted keys the model does not have.
 
 SRC is read with ``weights_only=True`` (``--trust-checkpoint`` for a trusted file that needs
 full unpickling). DST must differ from SRC and must not exist (``--force`` replaces it); it is
@@ -25,13 +27,14 @@ an existing DST as it was.
 import argparse
 import os
 import sys
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from mmdvit.engine.cli import add_trust_argument
 from mmdvit.models.checkpoint import (diff_state_dicts, extract_state_dict, load_checkpoint_file,
                                       save_checkpoint_file)
 from mmdvit.models.checkpoint.classifier import (CONVERTERS, ClassifierConversion,
                                                  convert_classifier_checkpoint)
+from mmdvit.models.wrappers.sparsity_trainer import NEW_MODULE_MARKERS
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -58,18 +61,29 @@ def _same_file(src: str, dst: str) -> bool:
     return os.path.realpath(src) == os.path.realpath(dst)
 
 
+def key_lines(title: str, keys: Sequence[str]) -> List[str]:
+    """``title (0): none``, or ``title (n):`` followed by one indented key per line."""
+    if not keys:
+        return [f'{title} (0): none']
+    return [f'{title} ({len(keys)}):'] + [f'    {key}' for key in keys]
+
+
 def check_against_config(state: dict, config: str) -> List[str]:
-    """Build ``config``'s model (no weights loaded) and return lines naming the model keys
-    missing from ``state`` and the ``state`` keys the model does not have."""
+    """Build ``config``'s model (no weights loaded) and return lines naming the keys of new
+    sparsity modules ``state`` does not hold (the model initialises them), the other model keys
+    missing from ``state``, the ``state`` keys the model does not have and shape mismatches."""
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
 
     cfg = Config.fromfile(config)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     diff = diff_state_dicts(MODELS.build(cfg.model).state_dict(), state)
-    return [f'model keys missing from the checkpoint ({len(diff.missing)}): {diff.missing}',
-            f'checkpoint keys the model lacks ({len(diff.unexpected)}): {diff.unexpected}',
-            f'shape mismatches ({len(diff.misshaped)}): {diff.misshaped}']
+    new = [k for k in diff.missing if any(marker in k for marker in NEW_MODULE_MARKERS)]
+    missing = [k for k in diff.missing if k not in new]
+    return (key_lines('new sparsity modules, initialised by the model', new)
+            + key_lines('model keys missing from the checkpoint', missing)
+            + key_lines('checkpoint keys the model lacks', diff.unexpected)
+            + key_lines('shape mismatches', diff.misshaped))
 
 
 def main(argv: Optional[List[str]] = None) -> ClassifierConversion:
@@ -82,13 +96,12 @@ def main(argv: Optional[List[str]] = None) -> ClassifierConversion:
     heads = [k for k in result.state if k.startswith('head.')]
     print(f'{args.src}: {result.family} ({result.layout} layout) -> {args.dst}: '
           f'{len(result.state)} tensors, classifier head: {heads or "none"}')
-    if result.recomputed:
-        print(f'dropped {len(result.recomputed)} buffers mmdvit recomputes per input size: '
-              f'{result.recomputed}')
-    print(f'unmapped source keys ({len(result.unmapped)}): {result.unmapped}')
+    recomputed = ('dropped buffers mmdvit recomputes per input size', result.recomputed)
+    lines = ((key_lines(*recomputed) if result.recomputed else [])
+             + key_lines('unmapped source keys', result.unmapped))
     if args.config:
-        for line in check_against_config(result.state, args.config):
-            print(line)
+        lines += check_against_config(result.state, args.config)
+    print('\n'.join(lines))
     return result
 
 
