@@ -1,6 +1,6 @@
 # DynamicConvNeXt-T (DynamicCNN-T, rho 0.7: predictors before stage-3 blocks 1, 2, 3 keep 0.7,
 # 0.5, 0.3) on ImageNet-1k, 120 epochs, 32 GPUs x 128 images (mmpretrain's ConvNeXt-T data
-# pipeline, Mixup / CutMix, label smoothing). Published recipe (METHOD.md section 5): the dense
+# pipeline, Mixup / CutMix, label smoothing). Published recipe (docs/method.md): the dense
 # ConvNeXt-T is the frozen teacher (logit KL 0.5, MSE 0.5 on the final features), keep-ratio
 # loss weight 10, AdamW (weight decay 0.05), predictors and fast paths at the full learning rate
 # and every pretrained weight at 0.2x, frozen for the first 5 epochs.

@@ -1,6 +1,6 @@
 # DynamicViT DeiT-S (rho 0.7: keeps 0.7, 0.49, 0.343 of the patch tokens before blocks 3, 6, 9)
 # on ImageNet-1k, 30 epochs, 4 GPUs x 256 images (mmpretrain's DeiT-S data pipeline, Mixup /
-# CutMix, label smoothing). Published recipe (METHOD.md section 5): the dense DeiT-S is the
+# CutMix, label smoothing). Published recipe (docs/method.md): the dense DeiT-S is the
 # frozen teacher (logit KL 0.5, MSE 0.5 on the patch tokens kept by the last predictor),
 # keep-ratio loss weight 2.0, AdamW (weight decay 0.05), predictors at the full learning rate
 # and every pretrained weight at 0.01x, frozen for the first 5 epochs.

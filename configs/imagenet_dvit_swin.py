@@ -1,6 +1,6 @@
 # DynamicSwin-T (rho 0.7: predictors before stage-3 blocks 1, 2, 3 keep 0.7, 0.5, 0.3) on
 # ImageNet-1k, 120 epochs, 16 GPUs x 64 images (mmpretrain's Swin-T data pipeline, Mixup /
-# CutMix, label smoothing). Published recipe (METHOD.md section 5): the dense Swin-T is the
+# CutMix, label smoothing). Published recipe (docs/method.md): the dense Swin-T is the
 # frozen teacher (logit KL 0.5, MSE 0.5 on the final feature map), keep-ratio loss weight 10,
 # AdamW (weight decay 0.05), predictors and fast paths at the full learning rate and every
 # pretrained weight at 0.2x, frozen for the first 5 epochs.

@@ -1,7 +1,7 @@
 """The authors' released ImageNet classifiers, independently of mmdvit's code: their key layouts
 (the released T/S files under ``checkpoint_layouts/`` and a generator for the other sizes),
 random checkpoints in those layouts, and functional reference forwards that read the authors' key
-names directly and follow their inference semantics (METHOD.md sections 1-3):
+names directly and follow their inference semantics (docs/method.md):
 
 - DynamicSwin: official Microsoft Swin (patch merging concatenates x[0::2, 0::2], x[1::2, 0::2],
   x[0::2, 1::2], x[1::2, 1::2]; no shift and a window shrunk to the map when the map is not

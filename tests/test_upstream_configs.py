@@ -174,3 +174,22 @@ def test_layer_decay_constructor_gives_predictors_the_full_learning_rate():
     block_lr = lr['backbone.stages.2.1.pointwise_conv1.weight']
     assert lr['backbone.stages.2.1.fast_path.1.weight'] == block_lr
     assert lr['backbone.stages.0.0.pointwise_conv1.weight'] < block_lr < head_lr
+
+
+def test_readme_examples_build_a_swap_for_inference_and_a_wrapper_for_training():
+    """The README's first two config examples, as printed: the inference-only swap is the plain
+    segmentor (whose predictors nothing trains), the training one the wrapper around it."""
+    import re
+    from pathlib import Path
+
+    from mmseg.registry import MODELS
+    readme = (Path(__file__).resolve().parents[1] / 'README.md').read_text()
+    swap, wrapped = [block for block in re.findall(r'```python\n(.*?)```', readme, re.S)
+                     if SWIN_SEG in block][:2]
+    init_default_scope('mmseg')
+    plain = MODELS.build(Config.fromstring(swap, '.py').model)
+    trainer = MODELS.build(Config.fromstring(wrapped, '.py').model)
+    assert type(plain).__name__ == 'EncoderDecoder' and plain.backbone.trainer_role is None
+    assert type(trainer).__name__ == 'SparsityTrainer'
+    assert trainer.backbone.trainer_role == 'student'
+    assert list(plain.state_dict()) == list(trainer.state_dict())

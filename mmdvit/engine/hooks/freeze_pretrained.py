@@ -1,4 +1,4 @@
-"""Freeze the pretrained weights for the first epochs of sparsity training (METHOD.md 5)."""
+"""Freeze the pretrained weights for the first epochs of sparsity training (docs/method.md)."""
 from typing import List, Optional, Sequence
 
 from mmengine.hooks import Hook

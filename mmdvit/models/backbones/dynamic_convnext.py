@@ -24,7 +24,8 @@ CONVNEXT_ARCHS: Dict[str, Dict[str, List[int]]] = {
     'xlarge': dict(depths=[3, 3, 27, 3], channels=[256, 512, 1024, 2048]),
     'huge': dict(depths=[3, 3, 27, 3], channels=[352, 704, 1408, 2816]),
 }
-# Published predictor placements by stage depth (0-based block indices, METHOD.md section 2).
+# Published predictor placements by stage depth (0-based block indices; docs/method.md,
+# 'Where the predictors sit').
 CONVNEXT_PRUNING_LOCS: Dict[int, Tuple[int, ...]] = {9: (1, 2, 3), 27: (3, 6, 9)}
 
 

@@ -10,7 +10,8 @@ from ..sparse.schedule import Locations
 from .base import DynamicBackbone
 from .swin_layers import DynamicSwinBlock, PatchEmbed, PatchMerging, init_swin_weights
 
-# Published predictor placements by stage depth (0-based block indices, METHOD.md section 2).
+# Published predictor placements by stage depth (0-based block indices; docs/method.md,
+# 'Where the predictors sit').
 SWIN_PRUNING_LOCS: Dict[int, Tuple[int, ...]] = {6: (1, 2, 3), 18: (2, 4, 6)}
 
 

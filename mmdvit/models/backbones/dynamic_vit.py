@@ -1,4 +1,4 @@
-"""DynamicViT: a DeiT-style plain ViT that drops patch tokens as it goes (METHOD.md 1-3)."""
+"""DynamicViT: a DeiT-style plain ViT that drops patch tokens as it goes (docs/method.md)."""
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -20,7 +20,8 @@ VIT_ARCHS: Dict[str, Dict[str, float]] = {
     'base': dict(embed_dims=768, num_layers=12, num_heads=12, mlp_ratio=4.0),
     'large': dict(embed_dims=1024, num_layers=24, num_heads=16, mlp_ratio=4.0),
 }
-# Published predictor placements by depth (0-based block indices, METHOD.md section 2).
+# Published predictor placements by depth (0-based block indices; docs/method.md,
+# 'Where the predictors sit').
 VIT_PRUNING_LOCS: Dict[int, Tuple[int, ...]] = {12: (3, 6, 9), 16: (4, 8, 12), 20: (5, 10, 15)}
 OUT_TYPES = ('cls_token', 'featmap', 'raw')
 
@@ -222,8 +223,9 @@ class DynamicViT(DynamicBackbone):
 
     def feature_distill_loss(self, student_outs: Sequence[Tensor],
                              teacher_outs: Sequence[Tensor]) -> Tensor:
-        """Token distillation (METHOD.md section 5): MSE between the student's and the dense
-        teacher's final patch tokens, over the tokens kept by the last predictor only.
+        """Token distillation (docs/method.md, 'Losses and the published recipe'): MSE between
+        the student's and the dense teacher's final patch tokens, over the tokens kept by the
+        last predictor only.
 
         Used by :class:`~mmdvit.models.SparsityTrainer` when ``distill_tokens=True``; call it
         right after the student's training forward (it reads :attr:`sparsity_decisions`).

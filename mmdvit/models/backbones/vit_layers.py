@@ -15,7 +15,8 @@ HW = Tuple[int, int]
 
 
 def policy_softmax(attn: Tensor, policy: Tensor, eps: float = 1e-6) -> Tensor:
-    """Softmax over keys that ignores pruned tokens (METHOD.md section 3), in float32.
+    """Softmax over keys that ignores pruned tokens, in float32 (docs/method.md, 'Token
+    pruning in plain ViTs').
 
     With keep mask D over the tokens, ``G_ij = D_j + (1 - D_j) [i == j]`` (a pruned token still
     attends to itself, nobody attends to it) and

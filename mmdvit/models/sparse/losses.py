@@ -1,4 +1,4 @@
-"""The keep-ratio loss (METHOD.md section 5)."""
+"""The keep-ratio loss (docs/method.md, 'Losses and the published recipe')."""
 from typing import Sequence
 
 import torch

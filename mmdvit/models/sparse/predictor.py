@@ -1,4 +1,5 @@
-"""The light score predictor that rates every spatial location (METHOD.md section 1)."""
+"""The light score predictor that rates every spatial location (docs/method.md, 'Score
+predictor')."""
 from typing import Optional
 
 import torch

@@ -14,12 +14,13 @@ def route_tokens(x: Tensor, slow: Path, fast: Path, decision: SparsityDecision) 
 
     Training (no ``num_keep``): one merged stream, ``m * slow(x) + (1 - m) * fast(x)`` with the
     straight-through hard mask ``m``; its value equals the inference result for the same kept
-    set (METHOD.md section 4). Inference: the kept rows and the pruned rows are each copied out
-    contiguously (``index_select`` on the flattened (B*N, C) tokens), the slow path runs on the
-    first, the fast path on the second, and both are copied into one full-size buffer
-    (``index_copy_``). Row copies move whole rows with a scalar index per row (a gather with an
-    expanded (B, N, C) index reads C indices per row), and the paths read contiguous inputs;
-    the result is bitwise the one of a gather / slice / cat / scatter formulation (tested).
+    set (docs/method.md, 'Training equals inference'). Inference: the kept rows and the pruned
+    rows are each copied out contiguously (``index_select`` on the flattened (B*N, C) tokens),
+    the slow path runs on the first, the fast path on the second, and both are copied into one
+    full-size buffer (``index_copy_``). Row copies move whole rows with a scalar index per row
+    (a gather with an expanded (B, N, C) index reads C indices per row), and the paths read
+    contiguous inputs; the result is bitwise the one of a gather / slice / cat / scatter
+    formulation (tested).
 
     Args:
         x: (B, N, C) tokens.

@@ -1,4 +1,5 @@
-"""Where predictors sit and which keep ratio each one targets (METHOD.md section 2)."""
+"""Where predictors sit and which keep ratio each one targets (docs/method.md, 'Where the
+predictors sit')."""
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 

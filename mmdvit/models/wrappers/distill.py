@@ -1,4 +1,5 @@
-"""Distillation terms between a sparse student and its dense teacher (METHOD.md section 5)."""
+"""Distillation terms between a sparse student and its dense teacher (docs/method.md, 'Losses
+and the published recipe')."""
 from typing import Sequence
 
 import torch
