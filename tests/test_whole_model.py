@@ -170,3 +170,30 @@ def test_whole_model_demo_configs_train_and_evaluate(tmp_path, name):
     result = metrics(run(['tools/test.py', str(config), checkpoint, '--work-dir',
                           str(tmp_path / 'test')]))
     assert result and all(v >= -1 for v in result.values())
+
+
+def test_mmdet_mask_rcnn_checkpoint_loads_into_the_whole_model_with_only_new_modules(tmp_path):
+    """student_checkpoint: a checkpoint written by mmdet's own Mask R-CNN (random weights)
+    fills every student tensor except the predictors and fast paths of the backbone, FPN and
+    RPN head, and the fast paths start from the loaded kernels."""
+    from mmengine.registry import MODELS, DefaultScope
+    from test_configs import make_tiny
+    cfg = Config.fromfile(str(ROOT / 'configs/maskrcnn_dvit_swin_whole.py'))
+    make_tiny(cfg.model.student)
+    dense_cfg = dense_twin_config(model_config(cfg))
+    dense_cfg.backbone = upstream_backbone_config(dense_cfg.backbone)
+    dense = build_model(dense_cfg, 'mmdet')
+    assert type(dense.neck).__name__ == 'FPN' and type(dense.rpn_head).__name__ == 'RPNHead'
+    torch.save({'state_dict': dense.state_dict()}, tmp_path / 'dense.pth')
+    cfg.model.update(student_checkpoint=str(tmp_path / 'dense.pth'), teacher=None,
+                     feature_distill_weight=0.0)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(cfg.model)
+    model.init_weights()
+    state = model.state_dict()
+    new = {k for k in state if k not in dense.state_dict()}
+    assert new and all('score_predictor' in k or 'fast_path' in k for k in new)
+    for k, v in dense.state_dict().items():
+        assert torch.equal(state[k], v), k
+    kernel = state['rpn_head.rpn_conv.weight'].sum((2, 3), keepdim=True)
+    assert torch.equal(state['rpn_head.rpn_gates.0.fast_path.weight'], kernel)
