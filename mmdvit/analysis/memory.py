@@ -86,7 +86,11 @@ def _measure(backbone_cfg: dict, which: str, batch: int, shape: Sequence[int], d
     try:
         torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', torch.get_num_threads())))
         cfg = ConfigDict(backbone_cfg)
-        model = build_upstream_backbone(cfg) if which == 'dense' else build_model(cfg, 'mmengine')
+        if which == 'dense':
+            model = build_upstream_backbone(cfg)
+        else:
+            model = build_model(cfg, 'mmengine')
+            model.trainer_role = 'student'  # a SparsityTrainer student's step: no warning
         model.to(device)
         model.train()
         x = model_inputs(model, [image] * batch, shape)['inputs'].to(device)
