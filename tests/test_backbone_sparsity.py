@@ -126,6 +126,40 @@ def test_bf16_autocast_stays_close_to_float32(name):
     loss.backward()
 
 
+def untied_swaps(ref_decision, low_decision) -> torch.Tensor:
+    """Positions kept by exactly one of two decisions whose float32 keep score (in the
+    reference) is not tied with the k-th kept score, i.e. differs from it by more than 2% of
+    the scores' spread. A decision that depends only on the scores has none."""
+    scores = ref_decision.log_probs[..., 0]
+    kth = scores.topk(ref_decision.num_keep, dim=1).values[:, -1:]
+    untied = (scores - kth).abs() > 0.02 * scores.std(dim=1, keepdim=True)
+    swapped = ref_decision.keep_mask != low_decision.keep_mask
+    return swapped & untied
+
+
+@pytest.mark.parametrize('name', BUILDERS)
+def test_bf16_autocast_keeps_the_float32_positions(name):
+    """Under bf16 autocast the predictors still score (and top-k still ranks) in float32, so
+    the kept positions are float32's except where scores are tied; with the predictors in bf16
+    their log-probabilities round to a few bits and reorder many positions."""
+    torch.manual_seed(0)
+    backbone = BUILDERS[name]().eval()
+    with torch.no_grad():  # decisive predictors: scores spread far beyond bf16 feature noise
+        for predictor in backbone.score_predictors['2']:
+            predictor.out_conv[-2].weight.mul_(20.0)
+    x = torch.randn(3, 3, 96, 96)
+    with torch.no_grad():
+        backbone(x)
+        ref = list(backbone.sparsity_decisions)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            backbone(x)
+        low = list(backbone.sparsity_decisions)
+    assert [d.log_probs.dtype for d in low] == [torch.float32] * 3
+    for r, d in zip(ref, low):
+        assert d.num_keep == r.num_keep
+        assert not untied_swaps(r, d).any()
+
+
 @pytest.mark.parametrize('name', BUILDERS)
 def test_gradients_reach_the_predictors_and_fast_paths(name):
     backbone = BUILDERS[name]().train()

@@ -160,7 +160,9 @@ def test_whole_model_demo_configs_train_and_evaluate(tmp_path, name):
     config.write_text((DEMO_DET if is_det else DEMO_SEG).format(
         root=ROOT, name=name, data=tmp_path / 'data', backbone=backbone))
     work_dir = tmp_path / 'work'
-    run(['tools/train.py', str(config), '--work-dir', str(work_dir)])
+    proc = run(['tools/train.py', str(config), '--work-dir', str(work_dir)])
+    if 'convnext' in name:  # layer-wise lr decay: its per-parameter lines go to DEBUG only
+        assert 'set param' not in proc.stdout + proc.stderr
     train = [r for r in scalars(work_dir) if 'loss_keep_ratio' in r]
     sources = ('neck', 'rpn_head') if is_det else ('decode_head', )
     per_source = 2 if is_det else 3  # P2 and P3 / fpn_convs.0, fpn_convs.1, fpn_bottleneck

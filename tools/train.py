@@ -27,7 +27,7 @@ from mmengine.runner import Runner
 from mmdvit.engine.checkpoint_loader import configure_checkpoints
 from mmdvit.engine.cli import add_trust_argument, apply_trust
 from mmdvit.engine.cpu_runtime import prepare_cpu_run
-from mmdvit.engine.log_filters import quiet_per_parameter_logs
+from mmdvit.engine.log_filters import build_optim_wrapper_quietly, quiet_per_parameter_logs
 from mmdvit.engine.preflight import check_config
 
 
@@ -85,6 +85,7 @@ def main() -> None:
     configure_checkpoints(cfg, 'train', allow_missing_keys=args.allow_missing_keys)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     quiet_per_parameter_logs(runner.logger)
+    build_optim_wrapper_quietly(runner)
     runner.train()
     if runner.rank == 0:
         last = osp.join(cfg.work_dir, 'last_checkpoint')

@@ -13,6 +13,7 @@ from ..checkpoint import load_pretrained
 from ..checkpoint.loading import LoadReport
 from ..sparse import ScorePredictor, SparsityDecision, StageSchedule, decide
 from ..sparse.decision import num_kept
+from ..sparse.predictor import score_in_float32
 
 UNTRAINED_PREDICTORS_WARNING = (
     '{name} is training outside mmdvit.SparsityTrainer: nothing trains its score predictors '
@@ -90,7 +91,7 @@ class DynamicBackbone(BaseModule):
             mask = tokens.new_ones(batch, num, dtype=torch.float32)
             decision = SparsityDecision(stage, index, ratio, hw_shape, None, mask, None, num)
         else:
-            log_probs = self.score_predictors[str(stage)][local_index](tokens)
+            log_probs = score_in_float32(self.score_predictors[str(stage)][local_index], tokens)
             decision = decide(log_probs, ratio, self.training, stage, index, hw_shape)
         self.sparsity_decisions.append(decision)
         return decision

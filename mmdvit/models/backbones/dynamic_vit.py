@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from ...registry import MODELS
 from ..checkpoint.vit import convert_vit_checkpoint, resize_pos_embed
 from ..sparse import SparsityDecision, build_schedule
+from ..sparse.predictor import score_in_float32
 from ..weight_init import trunc_normal_init
 from .base import DynamicBackbone
 from .vit_layers import PatchEmbed, ViTBlock
@@ -257,7 +258,8 @@ class DynamicViT(DynamicBackbone):
         """Draw the nested hard mask of predictor ``local``; returns it, (B, N)."""
         sched = self.schedule[0]
         prev = torch.ones_like(x[:, 1:, 0], dtype=torch.float32) if mask is None else mask
-        log_probs = self.score_predictors['0'][local](x[:, 1:], prev.unsqueeze(-1))
+        log_probs = score_in_float32(self.score_predictors['0'][local], x[:, 1:],
+                                     prev.unsqueeze(-1))
         hard = F.gumbel_softmax(log_probs.float(), tau=1.0, hard=True, dim=-1)[..., 0] * prev
         self.sparsity_decisions.append(
             SparsityDecision(0, sched.first_index + local, sched.keep_ratios[local], grid,
@@ -275,7 +277,7 @@ class DynamicViT(DynamicBackbone):
         k = int(num * ratio)
         full_log_probs = None
         if k < num_now:
-            log_probs = self.score_predictors['0'][local](x[:, 1:])
+            log_probs = score_in_float32(self.score_predictors['0'][local], x[:, 1:])
             top = torch.topk(log_probs[..., 0].float(), k, dim=1, sorted=True).indices
             x = torch.cat([x[:, :1], x[:, 1:].gather(1, self._expand(top, x))], dim=1)
             full_log_probs = log_probs.new_tensor([float('-inf'), 0.0]).repeat(batch, num, 1)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from .decision import SparsityDecision, decide, num_kept
-from .predictor import BlockScorePredictor
+from .predictor import BlockScorePredictor, score_in_float32
 from .sparse_conv import block_grid, sparse_conv2d
 
 
@@ -73,8 +73,7 @@ class SparseConvGate(nn.Module):
             decision = SparsityDecision(self.level, self.index, self.keep_ratio,
                                         grid, None, mask, None, num)
         else:
-            with torch.autocast(x.device.type, enabled=False):
-                log_probs = self.score_predictor(x.float())
+            log_probs = score_in_float32(self.score_predictor, x)
             decision = decide(log_probs, self.keep_ratio, self.training, self.level,
                               self.index, grid)
         decision.source = self.source

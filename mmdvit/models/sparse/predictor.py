@@ -9,6 +9,18 @@ from torch import Tensor, nn
 from ..weight_init import trunc_normal_init
 
 
+def score_in_float32(predictor: nn.Module, x: Tensor, *args: Optional[Tensor]) -> Tensor:
+    """Run a predictor in float32 with autocast disabled, whatever surrounds the call.
+
+    Decisions (scores, Gumbel draws, top-k) must not depend on the compute dtype: under bf16 /
+    fp16 autocast, rounded scores reorder near-tied positions and change which ones are kept.
+    The tensor arguments are cast to float32 (the predictor's weights are float32); the result
+    is float32 log-probabilities.
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        return predictor(x.float(), *(a if a is None else a.float() for a in args))
+
+
 class ScorePredictor(nn.Module):
     """Scores each position of a feature map with log-probabilities of (keep, prune).
 
