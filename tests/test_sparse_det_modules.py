@@ -7,7 +7,7 @@ from typing import List
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import random_keep_sets, randomize
+from helpers import FixedTileScores, random_keep_sets, randomize
 from mmdet.structures import DetDataSample
 from mmengine.config import ConfigDict
 from mmengine.registry import MODELS, DefaultScope
@@ -37,19 +37,6 @@ RPN_ARGS = dict(
 SIZES = [(37, 51), (19, 26), (10, 13), (5, 7), (3, 4)]
 GRIDS = [(5, 7), (5, 7)]
 BLOCK = 8
-
-
-class FixedTileScores(nn.Module):
-    """Stands in for a BlockScorePredictor: log-probabilities (B, tiles, 2) that keep exactly
-    ``keep`` (B, tiles) whatever the (B, C, H, W) input; the margin beats any Gumbel noise."""
-
-    def __init__(self, keep: Tensor) -> None:
-        super().__init__()
-        self.register_buffer('keep', keep.bool())
-
-    def forward(self, x: Tensor) -> Tensor:
-        logits = torch.where(self.keep, 50.0, -50.0).to(x.device)
-        return torch.stack([logits, -logits], dim=-1).log_softmax(-1)
 
 
 def build(type_: str, **kwargs) -> nn.Module:

@@ -7,6 +7,7 @@ from torch import Tensor
 from ...registry import MODELS
 from ..layers import SparseConvModule
 from ..sparse import SparsityDecision
+from ..sparse.gate import check_gate_args
 
 
 @MODELS.register_module()
@@ -59,12 +60,7 @@ class DynamicFPN(FPN):
             raise ValueError(f'DynamicFPN: sparse_levels={levels} must be distinct, increasing '
                              f'output levels in [0, {num_levels - 1}] (the fpn_convs built '
                              'from input levels; extra levels cannot be sparse).')
-        if len(keep_ratios) != len(levels):
-            raise ValueError(f'DynamicFPN: keep_ratios={tuple(keep_ratios)} has '
-                             f'{len(keep_ratios)} value(s) for {len(levels)} sparse level(s) '
-                             f'{levels}: give one ratio per entry of sparse_levels.')
-        if block_size < 1:
-            raise ValueError(f'DynamicFPN: block_size={block_size} must be >= 1.')
+        check_gate_args('DynamicFPN', 'sparse_levels', levels, keep_ratios, block_size)
         self.sparse_levels = levels
         for index, (level, ratio) in enumerate(zip(levels, keep_ratios)):
             dense = self.fpn_convs[level]

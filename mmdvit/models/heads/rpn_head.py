@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ...registry import MODELS
 from ..sparse import SparseConvGate, SparsityDecision
-from ..sparse.gate import init_fast_path_on_load
+from ..sparse.gate import check_gate_args, init_fast_path_on_load
 
 
 @MODELS.register_module()
@@ -65,12 +65,7 @@ class DynamicRPNHead(RPNHead):
             raise ValueError(f'DynamicRPNHead: sparse_levels={levels} must be distinct, '
                              f'increasing levels in [0, {num_levels - 1}] (the levels of the '
                              'anchor generator).')
-        if len(keep_ratios) != len(levels):
-            raise ValueError(f'DynamicRPNHead: keep_ratios={tuple(keep_ratios)} has '
-                             f'{len(keep_ratios)} value(s) for {len(levels)} sparse level(s) '
-                             f'{levels}: give one ratio per entry of sparse_levels.')
-        if block_size < 1:
-            raise ValueError(f'DynamicRPNHead: block_size={block_size} must be >= 1.')
+        check_gate_args('DynamicRPNHead', 'sparse_levels', levels, keep_ratios, block_size)
         self.sparse_levels = levels
         self.rpn_gates = nn.ModuleList(
             SparseConvGate(self.in_channels, self.feat_channels, ratio, index=index, level=level,

@@ -7,6 +7,7 @@ from torch import Tensor
 from ...registry import MODELS
 from ..layers import SparseConvModule
 from ..sparse import SparsityDecision
+from ..sparse.gate import check_gate_args
 
 
 @MODELS.register_module()
@@ -50,13 +51,7 @@ class DynamicUPerHead(UPerHead):
         if unknown or len(set(sparse_convs)) != len(sparse_convs):
             raise ValueError(f'DynamicUPerHead: sparse_convs={tuple(sparse_convs)} must name '
                              f'distinct convolutions among {names} (unknown: {unknown}).')
-        if len(keep_ratios) != len(sparse_convs):
-            raise ValueError(f'DynamicUPerHead: keep_ratios={tuple(keep_ratios)} has '
-                             f'{len(keep_ratios)} value(s) for {len(sparse_convs)} sparse '
-                             f'convolution(s) {tuple(sparse_convs)}: give one ratio per entry '
-                             'of sparse_convs.')
-        if block_size < 1:
-            raise ValueError(f'DynamicUPerHead: block_size={block_size} must be >= 1.')
+        check_gate_args('DynamicUPerHead', 'sparse_convs', sparse_convs, keep_ratios, block_size)
         ratio_of = dict(zip(sparse_convs, keep_ratios))
         self.sparse_convs = tuple(n for n in names if n in ratio_of)  # forward order
         for index, name in enumerate(self.sparse_convs):

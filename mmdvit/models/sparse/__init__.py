@@ -1,6 +1,6 @@
-"""The sparsification machinery shared by every dynamic backbone (pure PyTorch)."""
-from .decision import (SparsityDecision, decide, decision_label, model_decisions,
-                       sparse_children)
+"""The sparsification machinery shared by every dynamic backbone, head and neck (pure
+PyTorch)."""
+from .decision import SparsityDecision, decide, decision_label, model_decisions, sparse_children
 from .gate import SparseConvGate
 from .losses import keep_ratio_loss
 from .predictor import BlockScorePredictor, ScorePredictor

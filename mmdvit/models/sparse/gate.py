@@ -1,6 +1,6 @@
 """What turns a dense kxk convolution into a spatially sparse one: a score predictor that
 decides which tiles of the map are kept, and the 1x1 fast path that pruned tiles take."""
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -98,3 +98,21 @@ def init_fast_path_on_load(gate: SparseConvGate, state_dict: dict, gate_prefix: 
     weight = state_dict.get(conv_prefix + 'weight')
     if weight is not None and gate_prefix + 'fast_path.weight' not in state_dict:
         gate.init_fast_path(weight, state_dict.get(conv_prefix + 'bias'))
+
+
+def check_gate_args(owner: str, argument: str, chosen: Sequence, keep_ratios: Sequence[float],
+                    block_size: int) -> None:
+    """Validate the sparsity arguments of a module with gates (one keep ratio per chosen
+    convolution or level, a positive tile size); each error names the argument and the fix.
+
+    Args:
+        owner: the module's name for the message (``'DynamicFPN'``).
+        argument: the argument that chooses what is sparse (``'sparse_levels'``).
+        chosen: its value.
+    """
+    if len(keep_ratios) != len(chosen):
+        raise ValueError(f'{owner}: keep_ratios={tuple(keep_ratios)} has {len(keep_ratios)} '
+                         f'value(s) for {len(chosen)} entries of {argument}={tuple(chosen)}: '
+                         f'give one ratio per entry of {argument}.')
+    if block_size < 1:
+        raise ValueError(f'{owner}: block_size={block_size} must be >= 1.')
