@@ -31,8 +31,7 @@ from mmdvit.analysis.benchmark import (CONV_PRESETS, benchmark_rows, build_conv_
                                        build_subject)
 from mmdvit.analysis.inputs import sample_photos
 from mmdvit.analysis.memory import training_step_memory
-from mmdvit.analysis.models import (backbone_config, load_config, model_config,
-                                    set_keep_ratios)
+from mmdvit.analysis.models import backbone_config, load_config, model_config, set_keep_ratios
 from mmdvit.models.sparse import sparse_children
 
 QUICK = dict(configs=['swin-test', 'convnext-test'], shape=[64, 64], batches=[1, 2],

@@ -20,8 +20,8 @@ import torch
 from mmengine.config import DictAction
 
 from mmdvit.analysis.inputs import read_image, resize
-from mmdvit.analysis.models import build_model, default_scope, load_config, load_weights, \
-    model_config
+from mmdvit.analysis.models import (build_model, default_scope, load_config, load_weights,
+                                    model_config)
 from mmdvit.analysis.visualize import caption, kept_maps, render
 
 
