@@ -15,7 +15,8 @@ class SparsityDecision:
         stage: index of the backbone stage the predictor belongs to.
         index: position of the predictor among all predictors of the backbone (0-based).
         keep_ratio: the target fraction of kept positions.
-        hw_shape: (H, W) of the scored feature map; N = H * W.
+        hw_shape: (H, W) of the scored feature map, N = H * W (for necks and heads: the grid
+            of tiles, see :mod:`.sparse_conv`).
         log_probs: (B, N, 2) predictor output; ``[..., 0]`` is the keep score.
         keep_mask: (B, N) float mask, 1 = kept. Training: the straight-through Gumbel hard
             mask, which carries gradients to the predictor. Inference: built from
