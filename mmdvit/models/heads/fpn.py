@@ -7,7 +7,7 @@ from torch import Tensor
 from ...registry import MODELS
 from ..layers import SparseConvModule
 from ..sparse import SparsityDecision
-from ..sparse.gate import check_gate_args
+from ..sparse.gate import block_at_level, check_gate_args
 
 
 @MODELS.register_module()
@@ -54,22 +54,16 @@ class DynamicFPN(FPN):
                  score_dims: int = 64,
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        num_levels = len(self.lateral_convs)
         levels = tuple(sparse_levels)
-        if list(levels) != sorted(set(levels)) or not all(0 <= lv < num_levels for lv in levels):
-            raise ValueError(f'DynamicFPN: sparse_levels={levels} must be distinct, increasing '
-                             f'output levels in [0, {num_levels - 1}] (the fpn_convs built '
-                             'from input levels; extra levels cannot be sparse).')
-        check_gate_args('DynamicFPN', 'sparse_levels', levels, keep_ratios, block_size)
+        check_gate_args('DynamicFPN', 'sparse_levels', levels, keep_ratios, block_size,
+                        len(self.lateral_convs), 'the fpn_convs built from input levels; '
+                        'extra levels cannot be sparse')
         self.sparse_levels = levels
         for index, (level, ratio) in enumerate(zip(levels, keep_ratios)):
-            dense = self.fpn_convs[level]
-            self.fpn_convs[level] = SparseConvModule(
-                dense.conv.in_channels, dense.conv.out_channels, dense.conv.kernel_size,
-                padding=dense.conv.padding, conv_cfg=dense.conv_cfg, norm_cfg=dense.norm_cfg,
-                act_cfg=dense.act_cfg, inplace=dense.inplace, keep_ratio=ratio,
-                gate_cfg=dict(index=index, level=level, source='neck',
-                              block=max(1, block_size >> level), score_dims=score_dims))
+            self.fpn_convs[level] = SparseConvModule.from_dense(
+                self.fpn_convs[level], ratio,
+                dict(index=index, level=level, source='neck',
+                     block=block_at_level(block_size, level), score_dims=score_dims))
         self.sparsity_decisions: List[SparsityDecision] = []
 
     @property

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ...registry import MODELS
 from ..sparse import SparseConvGate, SparsityDecision
-from ..sparse.gate import check_gate_args, init_fast_path_on_load
+from ..sparse.gate import block_at_level, check_gate_args, init_fast_path_on_load
 
 
 @MODELS.register_module()
@@ -59,17 +59,13 @@ class DynamicRPNHead(RPNHead):
         if self.num_convs != 1:
             raise ValueError(f'DynamicRPNHead: num_convs={self.num_convs} is not supported: '
                              'use num_convs=1 (one shared 3x3 Conv2d), or mmdet\'s RPNHead.')
-        num_levels = self.prior_generator.num_levels
         levels = tuple(sparse_levels)
-        if list(levels) != sorted(set(levels)) or not all(0 <= lv < num_levels for lv in levels):
-            raise ValueError(f'DynamicRPNHead: sparse_levels={levels} must be distinct, '
-                             f'increasing levels in [0, {num_levels - 1}] (the levels of the '
-                             'anchor generator).')
-        check_gate_args('DynamicRPNHead', 'sparse_levels', levels, keep_ratios, block_size)
+        check_gate_args('DynamicRPNHead', 'sparse_levels', levels, keep_ratios, block_size,
+                        self.prior_generator.num_levels, 'the anchor generator')
         self.sparse_levels = levels
         self.rpn_gates = nn.ModuleList(
             SparseConvGate(self.in_channels, self.feat_channels, ratio, index=index, level=level,
-                           source='rpn_head', block=max(1, block_size >> level),
+                           source='rpn_head', block=block_at_level(block_size, level),
                            score_dims=score_dims)
             for index, (level, ratio) in enumerate(zip(levels, keep_ratios)))
         self._init_fast_paths()

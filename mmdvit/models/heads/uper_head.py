@@ -7,7 +7,7 @@ from torch import Tensor
 from ...registry import MODELS
 from ..layers import SparseConvModule
 from ..sparse import SparsityDecision
-from ..sparse.gate import check_gate_args
+from ..sparse.gate import block_at_level, check_gate_args
 
 
 @MODELS.register_module()
@@ -57,13 +57,9 @@ class DynamicUPerHead(UPerHead):
         for index, name in enumerate(self.sparse_convs):
             level = int(name.split('.')[1]) if name.startswith('fpn_convs.') else 0
             gate_cfg = dict(index=index, level=level, source='decode_head',
-                            block=max(1, block_size >> level), score_dims=score_dims)
-            dense = self.get_submodule(name)
-            sparse = SparseConvModule(
-                dense.conv.in_channels, dense.conv.out_channels, dense.conv.kernel_size,
-                padding=dense.conv.padding, conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg,
-                act_cfg=self.act_cfg, inplace=dense.inplace, keep_ratio=ratio_of[name],
-                gate_cfg=gate_cfg)
+                            block=block_at_level(block_size, level), score_dims=score_dims)
+            sparse = SparseConvModule.from_dense(self.get_submodule(name), ratio_of[name],
+                                                 gate_cfg)
             if name.startswith('fpn_convs.'):
                 self.fpn_convs[level] = sparse
             else:

@@ -51,6 +51,17 @@ class SparseConvModule(ConvModule):
                                    bias=conv.bias is not None, **(gate_cfg or {}))
         self.gate.init_fast_path(conv.weight, conv.bias)
 
+    @classmethod
+    def from_dense(cls, dense: ConvModule, keep_ratio: float,
+                   gate_cfg: Optional[dict] = None) -> 'SparseConvModule':
+        """A sparse module built with the settings of the dense ``ConvModule`` it replaces
+        (channels, kernel, padding, conv / norm / activation configs); weights are not copied."""
+        conv = dense.conv
+        return cls(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding,
+                   dilation=conv.dilation, conv_cfg=dense.conv_cfg, norm_cfg=dense.norm_cfg,
+                   act_cfg=dense.act_cfg, inplace=dense.inplace, keep_ratio=keep_ratio,
+                   gate_cfg=gate_cfg)
+
     @property
     def decision(self) -> Optional[SparsityDecision]:
         """The decision of the last forward pass."""

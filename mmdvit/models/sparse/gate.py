@@ -101,18 +101,32 @@ def init_fast_path_on_load(gate: SparseConvGate, state_dict: dict, gate_prefix: 
 
 
 def check_gate_args(owner: str, argument: str, chosen: Sequence, keep_ratios: Sequence[float],
-                    block_size: int) -> None:
+                    block_size: int, num_levels: Optional[int] = None,
+                    levels_of: str = '') -> None:
     """Validate the sparsity arguments of a module with gates (one keep ratio per chosen
-    convolution or level, a positive tile size); each error names the argument and the fix.
+    convolution or level, a positive tile size, and, with ``num_levels``, distinct increasing
+    levels below it); each error names the argument and the fix.
 
     Args:
         owner: the module's name for the message (``'DynamicFPN'``).
         argument: the argument that chooses what is sparse (``'sparse_levels'``).
         chosen: its value.
+        num_levels: how many levels there are, when ``chosen`` are levels.
+        levels_of: what the levels are, for the message (``'the anchor generator'``).
     """
+    if num_levels is not None and (list(chosen) != sorted(set(chosen))
+                                   or not all(0 <= lv < num_levels for lv in chosen)):
+        raise ValueError(f'{owner}: {argument}={tuple(chosen)} must be distinct, increasing '
+                         f'levels in [0, {num_levels - 1}] (the levels of {levels_of}).')
     if len(keep_ratios) != len(chosen):
         raise ValueError(f'{owner}: keep_ratios={tuple(keep_ratios)} has {len(keep_ratios)} '
                          f'value(s) for {len(chosen)} entries of {argument}={tuple(chosen)}: '
                          f'give one ratio per entry of {argument}.')
     if block_size < 1:
         raise ValueError(f'{owner}: block_size={block_size} must be >= 1.')
+
+
+def block_at_level(block_size: int, level: int) -> int:
+    """Tile size at pyramid level ``level`` for ``block_size`` at level 0: halved per level (at
+    least 1), so every tile covers the same image area."""
+    return max(1, block_size >> level)
