@@ -27,7 +27,7 @@ from mmengine.runner import Runner
 
 from mmdvit.engine.checkpoint_loader import configure_checkpoints
 from mmdvit.engine.cli import add_trust_argument, apply_trust
-from mmdvit.engine.cpu_runtime import prepare_cpu_run
+from mmdvit.engine.cpu_runtime import close_process_group, prepare_cpu_run
 from mmdvit.engine.preflight import check_config
 
 
@@ -110,6 +110,7 @@ def main() -> None:
     metrics = runner.test()
     if runner.rank == 0:
         print('metrics: ' + json.dumps({k: float(v) for k, v in metrics.items()}))
+    close_process_group()
 
 
 if __name__ == '__main__':

@@ -26,7 +26,7 @@ from mmengine.runner import Runner
 
 from mmdvit.engine.checkpoint_loader import configure_checkpoints
 from mmdvit.engine.cli import add_trust_argument, apply_trust
-from mmdvit.engine.cpu_runtime import prepare_cpu_run
+from mmdvit.engine.cpu_runtime import close_process_group, prepare_cpu_run
 from mmdvit.engine.log_filters import build_optim_wrapper_quietly, quiet_per_parameter_logs
 from mmdvit.engine.preflight import check_config
 
@@ -92,6 +92,7 @@ def main() -> None:
         checkpoint = open(last).read().strip() if osp.isfile(last) else None
         print(f'Training done. Work dir: {cfg.work_dir}; logs: {runner.log_dir}; '
               f'last checkpoint: {checkpoint}')
+    close_process_group()
 
 
 if __name__ == '__main__':

@@ -8,6 +8,9 @@
   single-process runs).
 - ``AmpOptimWrapper`` asserts a GPU: on CPU the run trains in float32 with ``OptimWrapper``.
 
+- At exit, :func:`close_process_group` waits for every rank and destroys the process group:
+  a gloo group left to the interpreter's teardown can abort a rank after a finished run.
+
 With CUDA nothing changes: mmengine initialises NCCL and AMP as configured.
 """
 from typing import Any, List
@@ -72,3 +75,10 @@ def prepare_cpu_run(cfg: Config, launcher: str) -> bool:
     if notes:
         print_log('No CUDA: ' + '; '.join(notes), logger='current')
     return bool(notes)
+
+
+def close_process_group() -> None:
+    """Wait for every rank, then destroy the default process group (no-op without one)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
