@@ -76,10 +76,12 @@ class DynamicBackbone(BaseModule):
         """Target keep ratio of every predictor, in forward order."""
         return [r for sched in self.schedule.values() for r in sched.keep_ratios]
 
-    def decide(self, stage: int, local_index: int, tokens: Tensor,
-               hw_shape: Sequence[int]) -> SparsityDecision:
+    def decide(self, stage: int, local_index: int, tokens: Tensor, hw_shape: Sequence[int],
+               window_size: Optional[int] = None) -> SparsityDecision:
         """Run predictor ``local_index`` of ``stage`` on ``tokens`` (B, N, C) and record it.
 
+        ``tokens`` are the positions of an (H, W) = ``hw_shape`` map, or for window decisions
+        the pooled windows of a ``hw_shape`` window grid with ``window_size``-position sides.
         At inference with a ratio that keeps every position the predictor is skipped: the
         result cannot depend on it.
         """
@@ -93,6 +95,7 @@ class DynamicBackbone(BaseModule):
         else:
             log_probs = score_in_float32(self.score_predictors[str(stage)][local_index], tokens)
             decision = decide(log_probs, ratio, self.training, stage, index, hw_shape)
+        decision.window_size = window_size
         self.sparsity_decisions.append(decision)
         return decision
 

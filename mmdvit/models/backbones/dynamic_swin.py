@@ -5,14 +5,16 @@ from torch import Tensor, nn
 
 from ...registry import MODELS
 from ..checkpoint import convert_swin_checkpoint
-from ..sparse import build_schedule
+from ..sparse import SparsityDecision, build_schedule
 from ..sparse.schedule import Locations
+from ..sparse.windows import pool_windows
 from .base import DynamicBackbone
 from .swin_layers import DynamicSwinBlock, PatchEmbed, PatchMerging, init_swin_weights
 
 # Published predictor placements by stage depth (0-based block indices; docs/method.md,
 # 'Where the predictors sit').
 SWIN_PRUNING_LOCS: Dict[int, Tuple[int, ...]] = {6: (1, 2, 3), 18: (2, 4, 6)}
+GRANULARITIES = ('token', 'window')
 
 
 class SwinStage(nn.Module):
@@ -31,8 +33,8 @@ class DynamicSwinTransformer(DynamicBackbone):
     Arguments, defaults and parameter names follow mmseg's ``SwinTransformer`` (plus mmdet's
     ``convert_weights``), so upstream configs and converted checkpoints carry over. A score
     predictor before each block in ``pruning_locs`` chooses which positions of the stage take
-    the block's own FFN (slow path); the others take ``LayerNorm -> Linear`` (fast path).
-    Window attention runs on every position; every output is a full (B, C, H, W) map.
+    the block's own computation (slow path); the others take ``LayerNorm -> Linear`` (fast
+    path). Every output is a full (B, C, H, W) map.
 
     Args:
         keep_ratios: target keep ratio of each predictor, in forward order. Published:
@@ -40,8 +42,15 @@ class DynamicSwinTransformer(DynamicBackbone):
         sparse_stages: stages that get predictors (0-based). Published: (2,). ``()`` gives the
             dense Swin (no predictors, no fast paths).
         pruning_locs: 0-based block indices within each sparse stage with a predictor before
-            them (flat for one sparse stage). ``None``: (1, 2, 3) for depth 6 and (2, 4, 6)
-            for depth 18.
+            them (flat for one sparse stage; 0 puts one before the stage's first block).
+            ``None``: (1, 2, 3) for depth 6 and (2, 4, 6) for depth 18.
+        granularity: what a predictor keeps or prunes. ``'token'`` (default, the published
+            method): positions; kept ones take the block's FFN, window attention runs on every
+            position. ``'window'``: the attention windows of the stage's padded map, scored
+            from their mean positions; a kept window runs the whole block (attention and
+            FFN) in a batch of kept windows, a pruned one skips attention and takes the fast
+            path; shifted blocks keep as many shifted windows, those covering the most kept
+            positions (docs/method.md, 'Window granularity').
         pretrain_img_size: accepted for config compatibility (used only for absolute position
             embeddings, which are not supported).
         in_channels, embed_dims, patch_size, window_size, mlp_ratio, depths, num_heads, strides,
@@ -88,12 +97,18 @@ class DynamicSwinTransformer(DynamicBackbone):
                  keep_ratios: Sequence[float] = (0.7, 0.5, 0.3),
                  sparse_stages: Sequence[int] = (2, ),
                  pruning_locs: Optional[Locations] = None,
+                 granularity: str = 'token',
                  init_cfg: Optional[dict] = None) -> None:
         if pretrained is not None:
             if init_cfg is not None:
                 raise ValueError('give either pretrained or init_cfg, not both')
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         super().__init__(init_cfg=init_cfg)
+        if granularity not in GRANULARITIES:
+            raise ValueError(f'granularity={granularity!r}: use one of {GRANULARITIES} '
+                             "('token' prunes positions, 'window' prunes attention windows).")
+        self.granularity = granularity
+        self.window_size = window_size
         if use_abs_pos_embed:
             raise ValueError('use_abs_pos_embed=True is not supported by DynamicSwinTransformer; '
                              'the published Swin models do not use it.')
@@ -181,16 +196,24 @@ class DynamicSwinTransformer(DynamicBackbone):
             for j, block in enumerate(stage.blocks):
                 local = sched.predictor_before(j) if sched is not None else None
                 if local is not None:
-                    decision = self.decide(i, local, x, hw_shape)
+                    decision = self.decide_at(i, local, x, hw_shape)
                 x = block(x, hw_shape, decision)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(x)
-                outs.append(
-                    out.view(-1, *hw_shape, self.num_features[i]).permute(0, 3, 1,
-                                                                         2).contiguous())
+                out = out.view(-1, *hw_shape, self.num_features[i])
+                outs.append(out.permute(0, 3, 1, 2).contiguous())
             if stage.downsample is not None:
                 x, hw_shape = stage.downsample(x, hw_shape)
         return tuple(outs)
+
+    def decide_at(self, stage: int, local_index: int, x: Tensor,
+                  hw_shape: Tuple[int, int]) -> SparsityDecision:
+        """Decide with predictor ``local_index`` of ``stage`` over the positions, or the
+        windows (``granularity='window'``), of the (H, W) map of tokens x: (B, H*W, C)."""
+        if self.granularity == 'token':
+            return self.decide(stage, local_index, x, hw_shape)
+        windows, grid = pool_windows(x, hw_shape, self.window_size)
+        return self.decide(stage, local_index, windows, grid, window_size=self.window_size)
 
     def _freeze_stages(self) -> None:
         """Freeze the patch embedding (``frozen_stages >= 0``) and stages 1..frozen_stages with

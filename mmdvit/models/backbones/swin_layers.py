@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..sparse import SparsityDecision, route_tokens
+from ..sparse import SparsityDecision, route_tokens, route_windows
+from ..sparse.windows import shifted_decision
 from ..weight_init import trunc_normal_init
 from .drop_path import DropPath
 
@@ -195,27 +196,58 @@ class ShiftWindowMSA(nn.Module):
         self.w_msa = WindowMSA(embed_dims, num_heads, window_size, qkv_bias, qk_scale,
                                attn_drop_rate, proj_drop_rate)
 
-    def forward(self, x: Tensor, hw_shape: HW) -> Tensor:
-        """x: (B, H*W, C) -> (B, H*W, C)."""
+    def effective_shift(self, hw_shape: HW) -> int:
+        """The shift used for an (H, W) map (0 for a one-window map without ``pad_small_map``).
+
+        Raises:
+            ValueError: a map smaller than a window without ``pad_small_map``.
+        """
+        ws = self.window_size
+        if not self.pad_small_map and min(hw_shape) <= ws:
+            if min(hw_shape) < ws:
+                raise ValueError(f'feature map {hw_shape[0]}x{hw_shape[1]} is smaller than the '
+                                 f'window ({ws}): set pad_small_map=True or use larger inputs.')
+            return 0
+        return self.shift_size
+
+    def partition(self, x: Tensor, hw_shape: HW, shift: int) -> Tuple[Tensor, HW]:
+        """Pad, shift by ``-shift`` and cut into windows.
+
+        x: (B, H*W, C) -> windows (B, nW, ws*ws, C), row-major over the padded map's window
+        grid, and the padded (H', W').
+        """
         batch, _, channels = x.shape
-        height, width = hw_shape
-        ws, shift = self.window_size, self.shift_size
-        if not self.pad_small_map and min(height, width) <= ws:
-            if min(height, width) < ws:
-                raise ValueError(f'feature map {height}x{width} is smaller than the window ({ws}):'
-                                 ' set pad_small_map=True or use larger inputs.')
-            shift = 0
-        x = pad_to_multiple(x.view(batch, height, width, channels), ws)
-        pad_h, pad_w = x.shape[1:3]
-        mask = None
+        ws = self.window_size
+        x = pad_to_multiple(x.reshape(batch, *hw_shape, channels), ws)
+        padded = (x.shape[1], x.shape[2])
         if shift:
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
-            mask = shifted_window_mask(pad_h, pad_w, ws, shift, x.device).to(x.dtype)
-        windows = self.w_msa(window_partition(x, ws).reshape(-1, ws * ws, channels), mask)
-        x = window_reverse(windows.view(-1, ws, ws, channels), pad_h, pad_w)
+        return window_partition(x, ws).reshape(batch, -1, ws * ws, channels), padded
+
+    def merge(self, windows: Tensor, hw_shape: HW, padded: HW, shift: int) -> Tensor:
+        """Inverse of :meth:`partition`: (B, nW, ws*ws, C) -> (B, H*W, C)."""
+        batch, channels = windows.shape[0], windows.shape[-1]
+        ws = self.window_size
+        x = window_reverse(windows.reshape(-1, ws, ws, channels), *padded)
         if shift:
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+        height, width = hw_shape
         return x[:, :height, :width, :].reshape(batch, height * width, channels)
+
+    def attention_mask(self, padded: HW, shift: int, x: Tensor) -> Optional[Tensor]:
+        """(nW, ws*ws, ws*ws) mask of the shifted windows of a padded map, ``None`` unshifted."""
+        if not shift:
+            return None
+        return shifted_window_mask(*padded, self.window_size, shift, x.device).to(x.dtype)
+
+    def forward(self, x: Tensor, hw_shape: HW) -> Tensor:
+        """x: (B, H*W, C) -> (B, H*W, C)."""
+        shift = self.effective_shift(hw_shape)
+        windows, padded = self.partition(x, hw_shape, shift)
+        batch, num, tokens, channels = windows.shape
+        out = self.w_msa(windows.view(-1, tokens, channels),
+                         self.attention_mask(padded, shift, x))
+        return self.merge(out.view(batch, num, tokens, channels), hw_shape, padded, shift)
 
 
 class FFN(nn.Module):
@@ -234,10 +266,16 @@ class FFN(nn.Module):
 
 
 class DynamicSwinBlock(nn.Module):
-    """A Swin block whose FFN is split into a slow path (the block's own FFN, for kept positions)
-    and a fast path (``LayerNorm -> Linear``, for pruned ones). Window attention always runs on
-    every position. Without a decision (dense blocks, or ``sparse=False``) it is exactly mmseg's
-    ``SwinBlock``.
+    """A Swin block with a slow path for kept positions and a fast path (``LayerNorm ->
+    Linear``) for pruned ones. Without a decision (dense blocks, or ``sparse=False``) it is
+    exactly mmseg's ``SwinBlock``.
+
+    - Token decisions (``decision.window_size is None``, the published method): only the FFN
+      is split; window attention runs on every position.
+    - Window decisions: a kept window runs the whole block (window attention, then FFN) as a
+      rectangular batch of kept windows; a pruned window skips attention and its positions take
+      ``x + fast_path(x)``. Shifted blocks use the decision carried over to the shifted window
+      grid (:func:`~mmdvit.models.sparse.windows.shifted_decision`).
 
     Args:
         sparse: build the fast path (the block runs at or after a predictor).
@@ -263,7 +301,7 @@ class DynamicSwinBlock(nn.Module):
                                        nn.Linear(embed_dims, embed_dims)) if sparse else None
 
     def slow(self, x: Tensor) -> Tensor:
-        """Slow path residual: ``FFN(LN(x))``. x: (B, n, C)."""
+        """Slow path residual of token decisions: ``FFN(LN(x))``. x: (B, n, C)."""
         return self.ffn(self.norm2(x))
 
     def forward(self, x: Tensor, hw_shape: HW,
@@ -271,18 +309,67 @@ class DynamicSwinBlock(nn.Module):
         """x: (B, H*W, C) -> (B, H*W, C)."""
 
         def inner(x: Tensor) -> Tensor:
+            if decision is not None and self.fast_path is None:
+                raise RuntimeError('a decision reached a block built without a fast path')
+            if decision is not None and decision.window_size is not None:
+                return self.forward_windows(x, hw_shape, decision)
             x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
             if decision is None:
                 residual = self.slow(x)
             else:
-                if self.fast_path is None:
-                    raise RuntimeError('a decision reached a block built without a fast path')
                 residual = route_tokens(x, self.slow, self.fast_path, decision)
             return x + self.drop_path(residual).to(x.dtype)
 
         if self.with_cp and x.requires_grad:
             return torch.utils.checkpoint.checkpoint(inner, x, use_reentrant=False)
         return inner(x)
+
+    def forward_windows(self, x: Tensor, hw_shape: HW, decision: SparsityDecision) -> Tensor:
+        """The block under a window decision over the regular windows of the padded map.
+
+        x: (B, H*W, C) -> (B, H*W, C).
+        """
+        attn = self.attn
+        ws = attn.window_size
+        if decision.window_size != ws:
+            raise ValueError(f'a decision over {decision.window_size}-position windows reached '
+                             f'a block with window_size={ws}')
+        shift = attn.effective_shift(hw_shape)
+        windows, padded = attn.partition(x, hw_shape, shift)
+        batch, num, tokens, channels = windows.shape
+        if tuple(decision.hw_shape) != (padded[0] // ws, padded[1] // ws):
+            raise ValueError(f'a decision over a {tuple(decision.hw_shape)} window grid reached '
+                             f'a block whose {hw_shape[0]}x{hw_shape[1]} map has '
+                             f'{padded[0] // ws}x{padded[1] // ws} windows')
+        decision = shifted_decision(decision, ws, shift)
+        mask = attn.attention_mask(padded, shift, x)
+        # Attention sees zeros at padded positions (as the dense block, which pads after norm1).
+        valid = None
+        if padded != tuple(hw_shape):
+            valid = attn.partition(x.new_ones(1, hw_shape[0] * hw_shape[1], 1), hw_shape,
+                                   shift)[0][0]
+
+        def slow(w: Tensor, ids: Optional[Tensor]) -> Tensor:
+            """w: (n, T, C) windows (all B * nW in order when ``ids`` is None)."""
+            h = self.norm1(w)
+            if ids is None:
+                if valid is not None:
+                    h = (h.view(batch, num, tokens, channels) * valid).view_as(h)
+                out = attn.w_msa(h, mask).view(batch, num * tokens, channels)
+                # Drop path per image, as in the dense block.
+                y = w.view(batch, num * tokens, channels) + self.drop_path(out)
+                y = y + self.drop_path(self.ffn(self.norm2(y)))
+                return y.view_as(w)
+            if valid is not None:
+                h = h * valid[ids]
+            y = w + attn.w_msa(h, None if mask is None else mask[ids])
+            return y + self.ffn(self.norm2(y))
+
+        def fast(t: Tensor) -> Tensor:
+            return t + self.drop_path(self.fast_path(t)).to(t.dtype)
+
+        out = route_windows(windows, slow, fast, decision)
+        return attn.merge(out, hw_shape, padded, shift)
 
 
 def init_swin_weights(module: nn.Module) -> None:

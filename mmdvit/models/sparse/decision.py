@@ -16,7 +16,7 @@ class SparsityDecision:
         index: position of the predictor among all predictors of the backbone (0-based).
         keep_ratio: the target fraction of kept positions.
         hw_shape: (H, W) of the scored feature map, N = H * W (for necks and heads: the grid
-            of tiles, see :mod:`.sparse_conv`).
+            of tiles, see :mod:`.sparse_conv`; for window decisions: the grid of windows).
         log_probs: (B, N, 2) predictor output; ``[..., 0]`` is the keep score.
         keep_mask: (B, N) float mask, 1 = kept. Training: the straight-through Gumbel hard
             mask, which carries gradients to the predictor. Inference: built from
@@ -28,6 +28,8 @@ class SparsityDecision:
         source: the module that decided: ``'backbone'``, or the attribute name of a head or
             neck (``'decode_head'``, ``'neck'``, ``'rpn_head'``); for those, ``stage`` is the
             pyramid level of the gated map (0 = finest) and ``index`` counts within the module.
+        window_size: for window decisions (:mod:`.windows`), the side of a window in positions
+            of the feature map; ``None`` when every position is decided on its own.
     """
 
     stage: int
@@ -39,6 +41,7 @@ class SparsityDecision:
     order: Optional[Tensor] = None
     num_keep: Optional[int] = None
     source: str = 'backbone'
+    window_size: Optional[int] = None
     _rows: Optional[Tuple[Tensor, Tensor]] = field(default=None, init=False, repr=False,
                                                    compare=False)
 

@@ -1,0 +1,101 @@
+"""Window-granular decisions: a window of a map is the unit that is kept or pruned.
+
+A map of H x W positions, padded at the bottom and right to multiples of the window size ``ws``
+(as Swin pads it for attention), is a grid of ``rows x cols`` windows. A predictor scores each
+window from its pooled positions (:func:`pool_windows`) and a decision keeps windows.
+
+Swin's shifted blocks partition the cyclically shifted map, whose windows straddle four
+windows of the regular grid. :func:`shifted_decision` carries a regular-grid decision over to
+the shifted grid with the same number of kept windows per image: the shifted windows that
+contain the most kept positions, ties broken by the predictor's keep probability averaged over
+the window's positions. In training the mask it returns is hard (the same rule applied to each
+image's own number of kept windows) with the straight-through gradient of the kept fraction of
+each shifted window, so the shifted blocks train the predictor too.
+"""
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .decision import SparsityDecision
+
+HW = Tuple[int, int]
+
+
+def window_grid(hw_shape: HW, window_size: int) -> HW:
+    """(rows, cols) of windows covering an (H, W) map padded to multiples of ``window_size``."""
+    return (-(-hw_shape[0] // window_size), -(-hw_shape[1] // window_size))
+
+
+def pool_windows(tokens: Tensor, hw_shape: HW, window_size: int) -> Tuple[Tensor, HW]:
+    """Average the positions of every window (padding excluded).
+
+    Args:
+        tokens: (B, H*W, C), row-major positions of an (H, W) map.
+        hw_shape: (H, W).
+        window_size: ws.
+
+    Returns:
+        (B, rows*cols, C) window means (row-major windows) and the grid (rows, cols).
+    """
+    batch, _, channels = tokens.shape
+    grid = tokens.transpose(1, 2).reshape(batch, channels, *hw_shape)
+    # ceil_mode pools the partial last row / column over its real positions only.
+    pooled = F.avg_pool2d(grid, window_size, ceil_mode=True)
+    return pooled.flatten(2).transpose(1, 2), (pooled.shape[2], pooled.shape[3])
+
+
+def _per_window_sum(token_map: Tensor, window_size: int) -> Tensor:
+    """(B, rows*ws, cols*ws) -> (B, rows*cols) sums over each window."""
+    batch, height, width = token_map.shape
+    ws = window_size
+    return token_map.view(batch, height // ws, ws, width // ws, ws).sum((2, 4)).flatten(1)
+
+
+def _to_shifted_grid(values: Tensor, grid: HW, window_size: int, shift: int) -> Tensor:
+    """Per-window values (B, rows*cols) -> the sum over each window of the map shifted by
+    ``-shift`` (Swin's ``torch.roll``), of the values broadcast to their positions."""
+    batch = values.shape[0]
+    rows, cols = grid
+    ws = window_size
+    positions = values.view(batch, rows, 1, cols, 1).expand(batch, rows, ws, cols, ws)
+    positions = positions.reshape(batch, rows * ws, cols * ws)
+    rolled = torch.roll(positions, shifts=(-shift, -shift), dims=(1, 2))
+    return _per_window_sum(rolled, ws)
+
+
+def shifted_decision(decision: SparsityDecision, window_size: int,
+                     shift: int) -> SparsityDecision:
+    """The decision over the windows of the map shifted by ``-shift`` that corresponds to
+    ``decision`` (over the regular windows of the same padded map); see the module docstring.
+
+    Returns ``decision`` itself for ``shift == 0`` or when it keeps or prunes every window.
+    """
+    if shift == 0 or decision.log_probs is None:
+        return decision
+    mask = decision.keep_mask
+    batch, num = mask.shape
+    area = float(window_size * window_size)
+    kept_fraction = _to_shifted_grid(mask, decision.hw_shape, window_size, shift) / area
+    keep_prob = _to_shifted_grid(decision.log_probs[..., 0].detach().float().exp(),
+                                 decision.hw_shape, window_size, shift) / area
+    # Kept-position count first (differences >= 1), mean keep probability (in [0, 1]) second.
+    key = torch.round(kept_fraction.detach() * area) + 0.5 * keep_prob
+    order = torch.argsort(key, dim=1, descending=True, stable=True)
+    if decision.num_keep is not None:
+        k = decision.num_keep
+        if k in (0, num):
+            return decision
+        hard = torch.zeros_like(mask).scatter_(1, order[:, :k], 1.0)
+        return SparsityDecision(decision.stage, decision.index, decision.keep_ratio,
+                                decision.hw_shape, decision.log_probs, hard, order, k,
+                                decision.source, decision.window_size)
+    # Training: each image keeps as many shifted windows as it keeps regular ones.
+    counts = mask.detach().sum(dim=1, keepdim=True)
+    ranks = torch.argsort(order, dim=1)
+    hard = (ranks < counts).to(mask.dtype)
+    straight_through = hard + kept_fraction - kept_fraction.detach()
+    return SparsityDecision(decision.stage, decision.index, decision.keep_ratio,
+                            decision.hw_shape, decision.log_probs, straight_through, None, None,
+                            decision.source, decision.window_size)
