@@ -63,13 +63,16 @@ def strip_pretrained(node) -> None:
 
 def make_tiny(model) -> None:
     """Shrink a student config in place: 4 stages of 16-128 channels, stage 3 of depth 3 with a
-    predictor before every block, heads 16 wide; no pretrained weights."""
+    predictor before every block (other sparse stages: one before their block), heads 16 wide;
+    no pretrained weights."""
     backbone = model.backbone
     if 'Swin' in backbone.type:
         backbone.update(embed_dims=TINY[0], depths=(1, 1, 3, 1), num_heads=(1, 2, 4, 8))
     else:
         backbone.arch = dict(depths=[1, 1, 3, 1], channels=TINY)
-    backbone.update(pruning_locs=(0, 1, 2), init_cfg=None)
+    stages = backbone.get('sparse_stages', (2, ))
+    locs = [(0, 1, 2) if stage == 2 else (0, ) for stage in stages]
+    backbone.update(pruning_locs=locs[0] if len(locs) == 1 else locs, init_cfg=None)
     if 'decode_head' in model:
         model.decode_head.update(in_channels=TINY, channels=16)
         model.auxiliary_head.update(in_channels=TINY[2], channels=8)
@@ -170,7 +173,7 @@ def test_config_builds_and_runs(path):
             else:
                 out = model(torch.randn(1, 3, 64, 64), det_samples(64), mode='tensor')
                 assert isinstance(out, tuple) and len(out) > 0
-    assert len(model.backbone.sparsity_decisions) == 3
+    assert len(model.backbone.sparsity_decisions) == len(model.backbone.keep_ratios)
     if teacher is not None:
         assert set(teacher.backbone.keep_ratios) == {1.0}
         assert not any(p.requires_grad for p in teacher.parameters())
@@ -195,8 +198,17 @@ def test_full_size_architecture_matches_the_file_name(path):
     width, depths = (SWIN_SIZES if is_swin else CONVNEXT_SIZES)[size]
     assert channels == [width * 2**i for i in range(4)]
     assert [len(s.blocks if is_swin else s) for s in backbone.stages] == list(depths)
-    assert backbone.schedule[2].pruning_locs == PUBLISHED_LOCS[depths[2]]
-    assert backbone.keep_ratios == pytest.approx([rho, rho - 0.2, rho - 0.4])
+    if name in WHOLE:  # every stage sparse; Swin prunes attention windows
+        stage3 = (0, 2, 4) if is_swin else (0, 3, 6)
+        assert {s: sched.pruning_locs for s, sched in backbone.schedule.items()} == {
+            0: (0, ), 1: (0, ), 2: stage3, 3: (0, )}
+        assert backbone.keep_ratios == pytest.approx(
+            [0.6, 0.6, 0.6, 0.5, 0.4, 0.5] if is_swin else [0.5, 0.5, 0.6, 0.5, 0.4, 0.5])
+        assert not is_swin or backbone.granularity == 'window'
+    else:
+        assert backbone.schedule[2].pruning_locs == PUBLISHED_LOCS[depths[2]]
+        assert backbone.keep_ratios == pytest.approx([rho, rho - 0.2, rho - 0.4])
+        assert not is_swin or backbone.granularity == 'token'
     if 'decode_head' in student:
         assert list(student.decode_head.in_channels) == channels
         assert student.auxiliary_head.in_channels == channels[2]

@@ -4,10 +4,15 @@
 # the student started from the dense demo teacher, and logit distillation. Train the teacher
 # first (configs/demo/upernet_swin_dense_demo.py, or tools/run_demo.sh), then:
 #   python tools/train.py configs/demo/upernet_dvit_swin_whole_demo.py
+# The backbone prunes 4x4 attention windows in stages 1-3 (window granularity; the full config
+# prunes stage 4 too).
 _base_ = './upernet_dvit_swin_demo.py'
 
 model = dict(
     student=dict(
+        backbone=dict(granularity='window', sparse_stages=(0, 1, 2),
+                      pruning_locs=((0, ), (0, ), (0, 1, 2)),
+                      keep_ratios=(0.6, 0.6, 0.6, 0.5, 0.4)),
         decode_head=dict(
             type='mmdvit.DynamicUPerHead',
             sparse_convs=('fpn_convs.0', 'fpn_convs.1', 'fpn_bottleneck'),

@@ -1,0 +1,365 @@
+"""Window granularity of DynamicSwinTransformer (tiny widths, CPU).
+
+References are independent of the code under test: mmseg's and mmdet's ``SwinTransformer``
+with the same weights, and per-window re-derivations written here (dense block output at kept
+windows, ``x + fast_path(x)`` at pruned ones, the shifted-window rule recomputed by counting).
+"""
+import math
+
+import pytest
+import torch
+
+from helpers import randomize
+from mmdvit.models import DynamicSwinTransformer
+from mmdvit.models.backbones import base
+from mmdvit.models.backbones.swin_layers import DynamicSwinBlock
+from mmdvit.models.sparse import SparsityDecision, decide
+from mmdvit.models.sparse.windows import pool_windows, shifted_decision
+
+TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), drop_path_rate=0.0)
+ALL_STAGES = dict(sparse_stages=(0, 1, 2, 3), pruning_locs=((0, ), (0, ), (0, 1), (0, )))
+RATIOS = (0.5, 0.6, 0.75, 0.5, 1.0)
+
+
+def window_swin(keep_ratios=RATIOS, window_size=4, **kwargs):
+    """A tiny window-granular Swin with a predictor in every stage (two in stage 2, the second
+    before its shifted block)."""
+    args = dict(TINY, **ALL_STAGES, window_size=window_size, keep_ratios=keep_ratios,
+                granularity='window')
+    args.update(kwargs)
+    return DynamicSwinTransformer(**args)
+
+
+def stage_maps(height, width, num_stages=4, patch=4):
+    """(H_i, W_i) of every stage for an input of (height, width), as mmseg's Swin pads."""
+    h, w = math.ceil(height / patch), math.ceil(width / patch)
+    maps = [(h, w)]
+    for _ in range(num_stages - 1):
+        h, w = math.ceil(h / 2), math.ceil(w / 2)
+        maps.append((h, w))
+    return maps
+
+
+def decisive_predictors(model, gain=20.0):
+    """Scale the last layer of every predictor so window scores are far apart."""
+    with torch.no_grad():
+        for predictors in model.score_predictors.values():
+            for predictor in predictors:
+                predictor.out_conv[4].weight.mul_(gain)
+
+
+def upstream_swin(scope, **kwargs):
+    """mmseg's or mmdet's SwinTransformer, built through that library's registry."""
+    if scope == 'mmseg':
+        from mmseg.registry import MODELS
+    else:
+        from mmdet.registry import MODELS
+    return MODELS.build(dict(type='SwinTransformer', init_cfg=None, **kwargs))
+
+
+def force_training_decisions(monkeypatch, make_mask):
+    """Make every training decision of a backbone hard-coded: ``make_mask(index, log_probs)``
+    returns (keep_mask, log_probs) for predictor ``index``; returns the list of the train-time
+    log-probabilities the predictors computed."""
+    seen = []
+
+    def fake_decide(log_probs, keep_ratio, training, stage, index, hw_shape):
+        assert training
+        seen.append(log_probs.detach())
+        mask, probs = make_mask(index, log_probs)
+        return SparsityDecision(stage, index, keep_ratio, hw_shape, probs, mask)
+
+    monkeypatch.setattr(base, 'decide', fake_decide)
+    return seen
+
+
+def assert_outputs_close(outs, refs, atol=1e-5):
+    assert len(outs) == len(refs)
+    for out, ref in zip(outs, refs):
+        assert out.shape == ref.shape
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=atol)
+
+
+# --------------------------------------------------------------------------- 1. ratio 1.0
+@pytest.fixture(scope='module')
+def upstream_pair():
+    """mmseg and mmdet Swins (window 7) sharing random weights, and that state dict."""
+    torch.manual_seed(0)
+    seg = upstream_swin('mmseg', **TINY)
+    state = randomize(seg, seed=3)
+    det = upstream_swin('mmdet', **TINY)
+    det.load_state_dict(state)
+    return seg, det, state
+
+
+def test_window_mode_at_ratio_one_equals_mmseg_and_mmdet_swin(upstream_pair, monkeypatch):
+    """At keep ratio 1.0 in every stage, window granularity (eval; and train with a forced
+    all-ones hard mask) computes exactly mmseg's and mmdet's Swin at odd sizes whose maps all
+    need padding to the 7-position window, including maps smaller than one window."""
+    seg, det, state = upstream_pair
+    ours = window_swin(keep_ratios=(1.0, ) * 5, window_size=7)
+    missing, unexpected = ours.load_state_dict(state, strict=False)
+    assert not unexpected
+    assert missing and all('score_predictors' in k or 'fast_path' in k for k in missing)
+    seg.eval(), det.eval(), ours.eval()
+    inputs = [torch.randn(2, 3, 511, 517), torch.randn(1, 3, 61, 45)]
+    refs = []
+    with torch.no_grad():
+        for x in inputs:
+            ref = seg(x)
+            assert_outputs_close(det(x), ref, atol=1e-6)
+            assert_outputs_close(ours(x), ref)
+            decisions = ours.sparsity_decisions
+            assert len(decisions) == 5 and all(d.window_size == 7 for d in decisions)
+            refs.append(ref)
+    # 511x517 -> every stage pads (128x130, 64x65, 32x33, 16x17); 61x45 -> 4x3 at stage 3.
+    assert all(h % 7 and w % 7 for h, w in stage_maps(511, 517))
+
+    force_training_decisions(
+        monkeypatch, lambda index, lp: (torch.ones(lp.shape[:2]), lp))
+    ours.train()
+    with torch.no_grad():
+        for x, ref in zip(inputs, refs):
+            assert_outputs_close(ours(x), ref)
+            assert all(d.num_keep is None for d in ours.sparsity_decisions)
+
+
+# --------------------------------------------------------------------------- 2. train == infer
+def test_merged_training_stream_equals_inference_for_forced_window_masks(monkeypatch):
+    """Training with hard masks equal to the inference decisions (captured with their
+    log-probabilities, so shifted blocks break ties alike) gives the inference output: shifted
+    blocks, padded maps (23x30 -> 24x32 ...), three images with different kept windows."""
+    torch.manual_seed(0)
+    model = window_swin()
+    randomize(model, seed=1)
+    decisive_predictors(model)
+    x = torch.randn(3, 3, 90, 118)
+    model.eval()
+    with torch.no_grad():
+        out_eval = model(x)
+    captured = list(model.sparsity_decisions)
+    assert [d.num_keep for d in captured] == [24, 7, 3, 3, 1]  # grids 6x8, 3x4, 2x2, 2x2, 1x1
+    assert any(not torch.equal(d.keep_mask[0], d.keep_mask[1])
+               or not torch.equal(d.keep_mask[1], d.keep_mask[2]) for d in captured[:4])
+
+    def make_mask(index, log_probs):
+        ref = captured[index]
+        probs = log_probs if ref.log_probs is None else ref.log_probs
+        return ref.keep_mask.clone(), probs
+
+    seen = force_training_decisions(monkeypatch, make_mask)
+    model.train()
+    with torch.no_grad():
+        out_train = model(x)
+    assert_outputs_close(out_train, out_eval)
+    # The predictors saw the same pooled windows in both passes.
+    for lp, ref in zip(seen, captured):
+        if ref.log_probs is not None:
+            torch.testing.assert_close(lp, ref.log_probs, rtol=1e-4, atol=1e-4)
+    # The routing matters: the dense (ratio 1.0) model differs.
+    dense = window_swin(keep_ratios=(1.0, ) * 5).eval()
+    dense.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert (dense(x)[2] - out_eval[2]).abs().max() > 1e-3
+
+
+# --------------------------------------------------------------------------- 3. one block
+def reference_shifted_keep(keep_mask, log_probs, grid, ws, shift, k):
+    """(B, nW) bool: the windows of the map rolled by -shift that a block keeps, by the
+    documented rule, counted position by position over the padded map."""
+    rows, cols = grid
+    height, width = rows * ws, cols * ws
+    keep_prob = log_probs[..., 0].exp()
+    result = torch.zeros_like(keep_mask, dtype=torch.bool)
+    for b in range(keep_mask.shape[0]):
+        keys = []
+        for a in range(rows):
+            for c in range(cols):
+                count, prob = 0.0, 0.0
+                for i in range(a * ws, (a + 1) * ws):
+                    for j in range(c * ws, (c + 1) * ws):
+                        r, s = (i + shift) % height, (j + shift) % width
+                        window = (r // ws) * cols + s // ws
+                        count += float(keep_mask[b, window])
+                        prob += float(keep_prob[b, window])
+                keys.append((-count, -prob / (ws * ws), a * cols + c))
+        for _, _, window in sorted(keys)[:k]:
+            result[b, window] = True
+    return result
+
+
+@pytest.mark.parametrize('shift', [False, True])
+def test_single_block_under_a_window_decision_matches_a_per_window_reference(shift):
+    """A block under an inference window decision outputs the dense block at the positions of
+    kept windows and ``x + fast_path(x)`` at the others; a shifted block keeps the rolled
+    map's windows with the most kept positions (ties: mean keep probability), recomputed
+    here position by position. The 10x13 map pads to 12x16 (3x4 windows of 4)."""
+    torch.manual_seed(0)
+    ws, hw, batch = 4, (10, 13), 2
+    block = DynamicSwinBlock(16, 2, 32, window_size=ws, shift=shift, sparse=True)
+    randomize(block, seed=2)
+    block.eval()
+    x = torch.randn(batch, hw[0] * hw[1], 16)
+    grid = (3, 4)
+    log_probs = torch.randn(batch, 12, 2).log_softmax(-1)
+    decision = decide(log_probs, 0.5, False, 0, 0, grid)
+    decision.window_size = ws
+    with torch.no_grad():
+        out = block(x, hw, decision)
+        dense = block(x, hw)
+        fast = x + block.fast_path(x)
+    offset = ws // 2 if shift else 0
+    if shift:
+        kept = reference_shifted_keep(decision.keep_mask, log_probs, grid, ws, offset, 6)
+    else:
+        kept = decision.keep_mask.bool()
+    assert torch.equal(kept.sum(1), torch.tensor([6, 6]))
+    rows, cols = torch.meshgrid(torch.arange(hw[0]), torch.arange(hw[1]), indexing='ij')
+    # Position (r, c) lies at ((r - offset) mod 12, (c - offset) mod 16) of the rolled map.
+    window = ((rows - offset) % 12 // ws) * cols.new_tensor(4) + (cols - offset) % 16 // ws
+    window = window.flatten()
+    expected = torch.where(kept[:, window].unsqueeze(-1), dense, fast)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    # Both paths occur in each image, and they differ.
+    assert all(0 < kept[b, window].sum() < window.numel() for b in range(batch))
+    assert (dense - fast).abs().max() > 1e-2
+    if shift:  # the rolled grid's choice is not the regular grid's indices
+        assert not torch.equal(kept, decision.keep_mask.bool())
+
+
+# --------------------------------------------------------------------------- 4. counts
+@pytest.mark.parametrize('batch', [1, 2, 3])
+def test_inference_keeps_int_num_windows_times_ratio_per_image(batch):
+    """Every decision keeps exactly int(nW * ratio) windows of each image over the window grid
+    (ceil(H / ws), ceil(W / ws)) of its stage's map; the decision carried to the shifted grid
+    keeps the same number, at inference (per batch) and in training (per image)."""
+    ws = 4
+    model = window_swin(keep_ratios=(0.5, 0.6, 0.75, 0.5, 0.5), window_size=ws).eval()
+    x = torch.randn(batch, 3, 96, 160)
+    with torch.no_grad():
+        outs = model(x)
+    maps = stage_maps(96, 160)
+    assert [tuple(o.shape[-2:]) for o in outs] == maps
+    stages = [0, 1, 2, 2, 3]
+    decisions = model.sparsity_decisions
+    assert [d.stage for d in decisions] == stages
+    for d, stage, ratio in zip(decisions, stages, (0.5, 0.6, 0.75, 0.5, 0.5)):
+        h, w = maps[stage]
+        grid = (math.ceil(h / ws), math.ceil(w / ws))
+        k = int(grid[0] * grid[1] * ratio)
+        assert d.window_size == ws and tuple(d.hw_shape) == grid
+        assert d.num_keep == k and d.keep_indices.shape == (batch, k)
+        assert torch.equal(d.keep_mask.sum(1), torch.full((batch, ), float(k)))
+        for b in range(batch):
+            assert d.keep_indices[b].unique().numel() == k
+            assert d.keep_mask[b, d.keep_indices[b]].eq(1).all()
+        moved = shifted_decision(d, ws, ws // 2)
+        assert moved.num_keep == k and moved.window_size == ws
+        assert torch.equal(moved.keep_mask.sum(1), torch.full((batch, ), float(k)))
+        assert moved.keep_indices.shape == (batch, k)
+    assert [d.num_keep for d in decisions] == [30, 9, 4, 3, 1]
+
+    model.train()
+    model(x)
+    for d in model.sparsity_decisions:
+        moved = shifted_decision(d, ws, ws // 2)
+        torch.testing.assert_close(moved.keep_mask.detach().sum(1), d.keep_mask.detach().sum(1))
+        assert set(moved.keep_mask.detach().unique().tolist()) <= {0.0, 1.0}
+
+
+# --------------------------------------------------------------------------- 5. pooling
+def test_pool_windows_averages_real_positions_only():
+    """Each window's pooled vector is the mean over its real positions: the partial windows of
+    the last row / column of a 10x13 map (windows of 4) ignore the padding."""
+    torch.manual_seed(0)
+    hw, ws = (10, 13), 4
+    tokens = torch.randn(2, hw[0] * hw[1], 5) + 3.0
+    pooled, grid = pool_windows(tokens, hw, ws)
+    assert grid == (3, 4) and pooled.shape == (2, 12, 5)
+    image = tokens.view(2, *hw, 5)
+    for a in range(3):
+        for c in range(4):
+            patch = image[:, a * ws:(a + 1) * ws, c * ws:(c + 1) * ws]
+            expected = patch.reshape(2, -1, 5).mean(1)
+            torch.testing.assert_close(pooled[:, a * 4 + c], expected)
+    # The corner window holds 2x1 real positions.
+    torch.testing.assert_close(pooled[:, 11], image[:, 8:10, 12].mean(1))
+
+
+# --------------------------------------------------------------------------- 6. bf16
+def test_bf16_autocast_keeps_the_float32_windows():
+    """Under bf16 autocast the predictors score in float32, so every decision keeps the same
+    windows as in float32 (checked where scores are not near-tied; with decisive predictors
+    that is all of them), and the outputs stay finite and close."""
+    torch.manual_seed(0)
+    model = window_swin()
+    randomize(model, seed=4)
+    decisive_predictors(model)
+    model.eval()
+    x = torch.randn(2, 3, 96, 160)
+    with torch.no_grad():
+        ref = model(x)
+        ref_decisions = list(model.sparsity_decisions)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = model(x)
+        low_decisions = list(model.sparsity_decisions)
+    for r, d in zip(ref_decisions, low_decisions):
+        assert d.num_keep == r.num_keep and d.window_size == r.window_size
+        if r.log_probs is None:
+            continue
+        assert d.log_probs.dtype == torch.float32
+        scores = r.log_probs[..., 0]
+        kth = scores.topk(r.num_keep, dim=1).values[:, -1:]
+        near_tie = (scores - kth).abs() <= 0.02 * scores.std(dim=1, keepdim=True)
+        assert not near_tie.all()
+        swapped = r.keep_mask != d.keep_mask
+        assert not (swapped & ~near_tie).any()
+        for b in range(x.shape[0]):
+            if not near_tie[b].any():
+                assert set(r.keep_indices[b].tolist()) == set(d.keep_indices[b].tolist())
+    for a, b in zip(ref, low):
+        assert a.shape == b.shape and torch.isfinite(b).all()
+        assert (a - b.float()).norm() / a.norm() < 0.05
+
+
+# --------------------------------------------------------------------------- 7. arguments
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(granularity='patch'), "granularity='patch'.*'window'"),
+    (dict(keep_ratios=(0.5, 0.5)), 'keep_ratios=.*one ratio per predictor'),
+    (dict(keep_ratios=(0.5, ) * 6), 'keep_ratios=.*one ratio per predictor'),
+])
+def test_bad_arguments_raise_value_errors_naming_the_fix(kwargs, message):
+    """An unknown granularity and a keep_ratios of the wrong length for the schedule raise a
+    ValueError naming the argument and what to give instead."""
+    with pytest.raises(ValueError, match=message):
+        window_swin(**kwargs)
+
+
+def test_a_decision_over_other_windows_is_rejected_by_the_block():
+    """A window decision built for another window size, or another grid, is refused."""
+    block = DynamicSwinBlock(8, 1, 16, window_size=4, sparse=True).eval()
+    x = torch.randn(1, 10 * 13, 8)
+    decision = decide(torch.randn(1, 12, 2).log_softmax(-1), 0.5, False, 0, 0, (3, 4))
+    decision.window_size = 7
+    with pytest.raises(ValueError, match='window_size=4'):
+        block(x, (10, 13), decision)
+    decision.window_size = 4
+    with pytest.raises(ValueError, match='window grid'):
+        block(x, (10, 17), decision)
+
+
+# --------------------------------------------------------------------------- 8. gradients
+@pytest.mark.parametrize('locs', [(0, ), (1, )], ids=['regular_block', 'shifted_block_only'])
+def test_output_loss_reaches_the_predictor_of_every_stage(locs):
+    """In training, a loss on the outputs alone back-propagates to every stage's predictor,
+    also when the predictor's only consumer is a shifted block (pruning_locs=(1,))."""
+    torch.manual_seed(0)
+    model = window_swin(keep_ratios=(0.5, ) * 4, pruning_locs=(locs, ) * 4).train()
+    outs = model(torch.randn(2, 3, 64, 96))
+    assert all(d.window_size == 4 for d in model.sparsity_decisions)
+    sum(o.pow(2).mean() for o in outs).backward()
+    for stage in '0123':
+        for predictor in model.score_predictors[stage]:
+            grads = [p.grad for p in predictor.parameters()]
+            assert all(g is not None for g in grads)
+            assert predictor.out_conv[4].weight.grad.abs().sum() > 0, stage
