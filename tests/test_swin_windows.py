@@ -8,8 +8,8 @@ import math
 
 import pytest
 import torch
-
 from helpers import randomize
+
 from mmdvit.models import DynamicSwinTransformer
 from mmdvit.models.backbones import base
 from mmdvit.models.backbones.swin_layers import DynamicSwinBlock
@@ -94,7 +94,7 @@ def upstream_pair():
 
 def test_window_mode_at_ratio_one_equals_mmseg_and_mmdet_swin(upstream_pair, monkeypatch):
     """At keep ratio 1.0 in every stage, window granularity (eval; and train with a forced
-    all-ones hard mask) computes exactly mmseg's and mmdet's Swin at odd sizes whose maps all
+    all-ones hard mask) equals mmseg's and mmdet's Swin at odd sizes whose maps all
     need padding to the 7-position window, including maps smaller than one window."""
     seg, det, state = upstream_pair
     ours = window_swin(keep_ratios=(1.0, ) * 5, window_size=7)
@@ -112,7 +112,7 @@ def test_window_mode_at_ratio_one_equals_mmseg_and_mmdet_swin(upstream_pair, mon
             decisions = ours.sparsity_decisions
             assert len(decisions) == 5 and all(d.window_size == 7 for d in decisions)
             refs.append(ref)
-    # 511x517 -> every stage pads (128x130, 64x65, 32x33, 16x17); 61x45 -> 4x3 at stage 3.
+    # 511x517: every stage pads (128x130, 64x65, 32x33, 16x17); 61x45: 16x12, 8x6, 4x3, 2x2.
     assert all(h % 7 and w % 7 for h, w in stage_maps(511, 517))
 
     force_training_decisions(
@@ -138,7 +138,7 @@ def test_merged_training_stream_equals_inference_for_forced_window_masks(monkeyp
     with torch.no_grad():
         out_eval = model(x)
     captured = list(model.sparsity_decisions)
-    assert [d.num_keep for d in captured] == [24, 7, 3, 3, 1]  # grids 6x8, 3x4, 2x2, 2x2, 1x1
+    assert [d.num_keep for d in captured] == [24, 7, 3, 2, 1]  # grids 6x8, 3x4, 2x2, 2x2, 1x1
     assert any(not torch.equal(d.keep_mask[0], d.keep_mask[1])
                or not torch.equal(d.keep_mask[1], d.keep_mask[2]) for d in captured[:4])
 
@@ -164,9 +164,10 @@ def test_merged_training_stream_equals_inference_for_forced_window_masks(monkeyp
 
 
 # --------------------------------------------------------------------------- 3. one block
-def reference_shifted_keep(keep_mask, log_probs, grid, ws, shift, k):
+def reference_shifted_keep(keep_mask, log_probs, grid, ws, shift, k, hw):
     """(B, nW) bool: the windows of the map rolled by -shift that a block keeps, by the
-    documented rule, counted position by position over the padded map."""
+    documented rule, counted position by position over the real (unpadded) positions of the
+    (H, W) = ``hw`` map."""
     rows, cols = grid
     height, width = rows * ws, cols * ws
     keep_prob = log_probs[..., 0].exp()
@@ -175,14 +176,17 @@ def reference_shifted_keep(keep_mask, log_probs, grid, ws, shift, k):
         keys = []
         for a in range(rows):
             for c in range(cols):
-                count, prob = 0.0, 0.0
+                count, prob, size = 0.0, 0.0, 0
                 for i in range(a * ws, (a + 1) * ws):
                     for j in range(c * ws, (c + 1) * ws):
                         r, s = (i + shift) % height, (j + shift) % width
+                        if r >= hw[0] or s >= hw[1]:
+                            continue  # padding
                         window = (r // ws) * cols + s // ws
                         count += float(keep_mask[b, window])
                         prob += float(keep_prob[b, window])
-                keys.append((-count, -prob / (ws * ws), a * cols + c))
+                        size += 1
+                keys.append((-count, -prob / max(size, 1), a * cols + c))
         for _, _, window in sorted(keys)[:k]:
             result[b, window] = True
     return result
@@ -210,14 +214,13 @@ def test_single_block_under_a_window_decision_matches_a_per_window_reference(shi
         fast = x + block.fast_path(x)
     offset = ws // 2 if shift else 0
     if shift:
-        kept = reference_shifted_keep(decision.keep_mask, log_probs, grid, ws, offset, 6)
+        kept = reference_shifted_keep(decision.keep_mask, log_probs, grid, ws, offset, 6, hw)
     else:
         kept = decision.keep_mask.bool()
     assert torch.equal(kept.sum(1), torch.tensor([6, 6]))
     rows, cols = torch.meshgrid(torch.arange(hw[0]), torch.arange(hw[1]), indexing='ij')
     # Position (r, c) lies at ((r - offset) mod 12, (c - offset) mod 16) of the rolled map.
-    window = ((rows - offset) % 12 // ws) * cols.new_tensor(4) + (cols - offset) % 16 // ws
-    window = window.flatten()
+    window = (((rows - offset) % 12 // ws) * 4 + (cols - offset) % 16 // ws).flatten()
     expected = torch.where(kept[:, window].unsqueeze(-1), dense, fast)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     # Both paths occur in each image, and they differ.
@@ -253,7 +256,7 @@ def test_inference_keeps_int_num_windows_times_ratio_per_image(batch):
         for b in range(batch):
             assert d.keep_indices[b].unique().numel() == k
             assert d.keep_mask[b, d.keep_indices[b]].eq(1).all()
-        moved = shifted_decision(d, ws, ws // 2)
+        moved = shifted_decision(d, ws, ws // 2, maps[d.stage])
         assert moved.num_keep == k and moved.window_size == ws
         assert torch.equal(moved.keep_mask.sum(1), torch.full((batch, ), float(k)))
         assert moved.keep_indices.shape == (batch, k)
@@ -262,7 +265,7 @@ def test_inference_keeps_int_num_windows_times_ratio_per_image(batch):
     model.train()
     model(x)
     for d in model.sparsity_decisions:
-        moved = shifted_decision(d, ws, ws // 2)
+        moved = shifted_decision(d, ws, ws // 2, maps[d.stage])
         torch.testing.assert_close(moved.keep_mask.detach().sum(1), d.keep_mask.detach().sum(1))
         assert set(moved.keep_mask.detach().unique().tolist()) <= {0.0, 1.0}
 
@@ -288,35 +291,33 @@ def test_pool_windows_averages_real_positions_only():
 
 # --------------------------------------------------------------------------- 6. bf16
 def test_bf16_autocast_keeps_the_float32_windows():
-    """Under bf16 autocast the predictors score in float32, so every decision keeps the same
-    windows as in float32 (checked where scores are not near-tied; with decisive predictors
-    that is all of them), and the outputs stay finite and close."""
+    """Under bf16 autocast the predictors still score in float32: their scores move by far
+    less than the gap between the last kept and the first pruned window, so every decision
+    keeps the same windows of each image as in float32; outputs stay finite and close."""
     torch.manual_seed(0)
     model = window_swin()
-    randomize(model, seed=4)
-    decisive_predictors(model)
+    randomize(model, seed=0)
     model.eval()
-    x = torch.randn(2, 3, 96, 160)
+    x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
         ref = model(x)
         ref_decisions = list(model.sparsity_decisions)
         with torch.autocast('cpu', dtype=torch.bfloat16):
             low = model(x)
         low_decisions = list(model.sparsity_decisions)
+    assert [d.num_keep for d in ref_decisions] == [12, 3, 1, 1, 1]  # grids 4x6, 2x3, 1x2, 1x1
     for r, d in zip(ref_decisions, low_decisions):
         assert d.num_keep == r.num_keep and d.window_size == r.window_size
         if r.log_probs is None:
             continue
         assert d.log_probs.dtype == torch.float32
-        scores = r.log_probs[..., 0]
-        kth = scores.topk(r.num_keep, dim=1).values[:, -1:]
-        near_tie = (scores - kth).abs() <= 0.02 * scores.std(dim=1, keepdim=True)
-        assert not near_tie.all()
-        swapped = r.keep_mask != d.keep_mask
-        assert not (swapped & ~near_tie).any()
+        scores = r.log_probs[..., 0].sort(dim=1, descending=True).values
+        gap = (scores[:, r.num_keep - 1] - scores[:, r.num_keep]).min()
+        # bf16 scores would move in steps of ~4e-3; float32 scoring of bf16 features moves them
+        # by a fraction of the gap, which cannot reorder the kept and pruned windows.
+        assert (r.log_probs - d.log_probs).abs().max() < gap / 2
         for b in range(x.shape[0]):
-            if not near_tie[b].any():
-                assert set(r.keep_indices[b].tolist()) == set(d.keep_indices[b].tolist())
+            assert set(r.keep_indices[b].tolist()) == set(d.keep_indices[b].tolist())
     for a, b in zip(ref, low):
         assert a.shape == b.shape and torch.isfinite(b).all()
         assert (a - b.float()).norm() / a.norm() < 0.05
@@ -345,7 +346,7 @@ def test_a_decision_over_other_windows_is_rejected_by_the_block():
         block(x, (10, 13), decision)
     decision.window_size = 4
     with pytest.raises(ValueError, match='window grid'):
-        block(x, (10, 17), decision)
+        block(torch.randn(1, 10 * 17, 8), (10, 17), decision)
 
 
 # --------------------------------------------------------------------------- 8. gradients

@@ -6,7 +6,7 @@ import numpy as np
 from mmengine.config import Config
 from torch import nn
 
-from ..models.sparse import decision_label, model_decisions, sparse_children
+from ..models.sparse import SparsityDecision, decision_label, model_decisions, sparse_children
 from .flops import count_macs
 from .inputs import model_inputs
 from .models import (build_model, copy_shared_weights, default_scope, dense_twin_config,
@@ -50,15 +50,25 @@ def num_params(module: nn.Module) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6
 
 
+def decision_unit(decision: SparsityDecision) -> str:
+    """What a decision keeps or prunes: ``'tiles'`` (necks, heads), ``'windows'`` (window
+    granularity) or ``'positions'``."""
+    if decision.source != 'backbone':
+        return 'tiles'
+    return 'positions' if decision.window_size is None else 'windows'
+
+
 def kept_positions(model: nn.Module) -> List[Dict[str, Any]]:
     """What each predictor (backbone, neck, heads) kept in the last forward pass (image 0).
-    For necks and heads, positions are tiles and ``stage`` is the pyramid level."""
+    For necks and heads, positions are tiles and ``stage`` is the pyramid level; ``unit`` names
+    what was decided (``'positions'``, ``'windows'`` or ``'tiles'``)."""
     decisions = (model_decisions(model) if sparse_children(model) else
                  getattr(model, 'sparsity_decisions', []))
     return [
         dict(name=decision_label(d), source=d.source, stage=d.stage, index=d.index,
              keep_ratio=round(d.keep_ratio, 4), hw_shape=list(d.hw_shape),
-             kept=int(d.keep_mask[0].sum()), positions=int(d.keep_mask.shape[1]))
+             kept=int(d.keep_mask[0].sum()), positions=int(d.keep_mask.shape[1]),
+             unit=decision_unit(d))
         for d in decisions
     ]
 

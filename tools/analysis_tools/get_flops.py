@@ -63,9 +63,8 @@ def format_report(result: dict) -> str:
     for d in result['kept']:
         where = (f"stage {d['stage']}" if d['source'] == 'backbone' else
                  f"{d['source']}, level {d['stage']}")
-        unit = 'positions' if d['source'] == 'backbone' else 'tiles'
         lines.append(f"predictor {d['name']} ({where}, {d['hw_shape'][0]}x"
-                     f"{d['hw_shape'][1]}): keeps {d['kept']} of {d['positions']} {unit} "
+                     f"{d['hw_shape'][1]}): keeps {d['kept']} of {d['positions']} {d['unit']} "
                      f"(ratio {d['keep_ratio']:g})")
     lines.append('Convention: ' + result['convention'])
     if result['note']:

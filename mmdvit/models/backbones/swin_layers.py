@@ -341,7 +341,7 @@ class DynamicSwinBlock(nn.Module):
             raise ValueError(f'a decision over a {tuple(decision.hw_shape)} window grid reached '
                              f'a block whose {hw_shape[0]}x{hw_shape[1]} map has '
                              f'{padded[0] // ws}x{padded[1] // ws} windows')
-        decision = shifted_decision(decision, ws, shift)
+        decision = shifted_decision(decision, ws, shift, hw_shape)
         mask = attn.attention_mask(padded, shift, x)
         # Attention sees zeros at padded positions (as the dense block, which pads after norm1).
         valid = None

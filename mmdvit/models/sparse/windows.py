@@ -8,7 +8,7 @@ Swin's shifted blocks partition the cyclically shifted map, whose windows stradd
 windows of the regular grid. :func:`shifted_decision` carries a regular-grid decision over to
 the shifted grid with the same number of kept windows per image: the shifted windows that
 contain the most kept positions, ties broken by the predictor's keep probability averaged over
-the window's positions. In training the mask it returns is hard (the same rule applied to each
+the window's positions (real positions only: padding counts for neither). In training the mask it returns is hard (the same rule applied to each
 image's own number of kept windows) with the straight-through gradient of the kept fraction of
 each shifted window, so the shifted blocks train the predictor too.
 """
@@ -53,22 +53,27 @@ def _per_window_sum(token_map: Tensor, window_size: int) -> Tensor:
     return token_map.view(batch, height // ws, ws, width // ws, ws).sum((2, 4)).flatten(1)
 
 
-def _to_shifted_grid(values: Tensor, grid: HW, window_size: int, shift: int) -> Tensor:
-    """Per-window values (B, rows*cols) -> the sum over each window of the map shifted by
-    ``-shift`` (Swin's ``torch.roll``), of the values broadcast to their positions."""
+def _to_shifted_grid(values: Tensor, grid: HW, window_size: int, shift: int,
+                     real: Tensor) -> Tensor:
+    """Per-window values (B, rows*cols) -> for each window of the map shifted by ``-shift``
+    (Swin's ``torch.roll``), the sum of the values broadcast to its real positions.
+
+    ``real``: (rows*ws, cols*ws), 1 at the positions of the unpadded map, 0 at padding.
+    """
     batch = values.shape[0]
     rows, cols = grid
     ws = window_size
     positions = values.view(batch, rows, 1, cols, 1).expand(batch, rows, ws, cols, ws)
-    positions = positions.reshape(batch, rows * ws, cols * ws)
+    positions = positions.reshape(batch, rows * ws, cols * ws) * real
     rolled = torch.roll(positions, shifts=(-shift, -shift), dims=(1, 2))
     return _per_window_sum(rolled, ws)
 
 
-def shifted_decision(decision: SparsityDecision, window_size: int,
-                     shift: int) -> SparsityDecision:
+def shifted_decision(decision: SparsityDecision, window_size: int, shift: int,
+                     hw_shape: HW) -> SparsityDecision:
     """The decision over the windows of the map shifted by ``-shift`` that corresponds to
     ``decision`` (over the regular windows of the same padded map); see the module docstring.
+    Only the real positions of the (H, W) = ``hw_shape`` map count, padding does not.
 
     Returns ``decision`` itself for ``shift == 0`` or when it keeps or prunes every window.
     """
@@ -76,12 +81,16 @@ def shifted_decision(decision: SparsityDecision, window_size: int,
         return decision
     mask = decision.keep_mask
     batch, num = mask.shape
-    area = float(window_size * window_size)
-    kept_fraction = _to_shifted_grid(mask, decision.hw_shape, window_size, shift) / area
+    rows, cols = decision.hw_shape
+    real = mask.new_zeros(rows * window_size, cols * window_size)
+    real[:hw_shape[0], :hw_shape[1]] = 1.0
+    size = _to_shifted_grid(real.new_ones(1, num), decision.hw_shape, window_size, shift, real)
+    size = size.clamp_min(1.0)  # real positions per shifted window
+    kept = _to_shifted_grid(mask, decision.hw_shape, window_size, shift, real)
     keep_prob = _to_shifted_grid(decision.log_probs[..., 0].detach().float().exp(),
-                                 decision.hw_shape, window_size, shift) / area
+                                 decision.hw_shape, window_size, shift, real) / size
     # Kept-position count first (differences >= 1), mean keep probability (in [0, 1]) second.
-    key = torch.round(kept_fraction.detach() * area) + 0.5 * keep_prob
+    key = torch.round(kept.detach()) + 0.5 * keep_prob
     order = torch.argsort(key, dim=1, descending=True, stable=True)
     if decision.num_keep is not None:
         k = decision.num_keep
@@ -95,6 +104,7 @@ def shifted_decision(decision: SparsityDecision, window_size: int,
     counts = mask.detach().sum(dim=1, keepdim=True)
     ranks = torch.argsort(order, dim=1)
     hard = (ranks < counts).to(mask.dtype)
+    kept_fraction = kept / size
     straight_through = hard + kept_fraction - kept_fraction.detach()
     return SparsityDecision(decision.stage, decision.index, decision.keep_ratio,
                             decision.hw_shape, decision.log_probs, straight_through, None, None,
