@@ -8,9 +8,10 @@ Swin's shifted blocks partition the cyclically shifted map, whose windows stradd
 windows of the regular grid. :func:`shifted_decision` carries a regular-grid decision over to
 the shifted grid with the same number of kept windows per image: the shifted windows that
 contain the most kept positions, ties broken by the predictor's keep probability averaged over
-the window's positions (real positions only: padding counts for neither). In training the mask it returns is hard (the same rule applied to each
-image's own number of kept windows) with the straight-through gradient of the kept fraction of
-each shifted window, so the shifted blocks train the predictor too.
+the window's positions (real positions only: padding counts for neither). In training the mask
+it returns is hard (the same rule applied to each image's own number of kept windows) with the
+straight-through gradient of the kept fraction of each shifted window, so the shifted blocks
+train the predictor too.
 """
 from typing import Tuple
 
