@@ -68,6 +68,22 @@ def test_backbone_subject_compares_upstream_with_the_same_weights(preset, upstre
             torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
+def test_window_granularity_backbone_is_compared_with_upstream_swin():
+    """A window-granular, every-stage config: the upstream Swin is built without mmdvit's
+    sparsity arguments and, at ratio 1.0, computes what the dynamic backbone computes."""
+    cfg = load_config('swin-test')
+    cfg.model.update(granularity='window', sparse_stages=(0, 1, 2, 3),
+                     pruning_locs=((0, ), (0, ), (0, 1, 2), (0, )), keep_ratios=(1.0, ) * 6)
+    subject = build_subject(cfg, 'swin-window', 'backbone', sample_photos(1)[0], (64, 96),
+                            twin=False)
+    assert type(subject.models['dense']).__module__.startswith('mmseg')
+    with torch.no_grad():
+        dense, dynamic = subject.call('dense', 1)(), subject.call('dynamic', 1)()
+    for out, ref in zip(dynamic, dense):
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    assert len(subject.models['dynamic'].sparsity_decisions) == 6
+
+
 def test_whole_model_subject_uses_the_upstream_backbone(tmp_path):
     config = tmp_path / 'cfg.py'
     config.write_text(TINY_SEG)

@@ -16,7 +16,7 @@ from .presets import preset_config
 
 WRAPPER_TYPE = 'mmdvit.SparsityTrainer'
 # Keyword arguments of mmdvit's backbones that their upstream dense counterparts do not take.
-SPARSITY_ARGS = ('keep_ratios', 'sparse_stages', 'pruning_locs')
+SPARSITY_ARGS = ('keep_ratios', 'sparse_stages', 'pruning_locs', 'granularity')
 # mmdvit backbone -> the upstream dense implementation with the same arguments and weights.
 UPSTREAM_BACKBONES = {
     'DynamicSwinTransformer': 'mmseg.SwinTransformer',

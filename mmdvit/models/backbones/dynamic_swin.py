@@ -1,15 +1,19 @@
 """DynamicSwinTransformer: mmseg's Swin Transformer with dynamic spatial sparsification."""
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import torch
+from mmengine.logging import print_log
+from mmpretrain.models.utils import resize_pos_embed
 from torch import Tensor, nn
 
 from ...registry import MODELS
 from ..checkpoint import convert_swin_checkpoint
+from ..checkpoint.swin import fit_window_tables
 from ..sparse import SparsityDecision, build_schedule
 from ..sparse.schedule import Locations
 from ..sparse.windows import pool_windows
 from .base import DynamicBackbone
-from .swin_layers import DynamicSwinBlock, PatchEmbed, PatchMerging, init_swin_weights
+from .swin_layers import DynamicSwinBlock, PatchEmbed, PatchMerging, init_swin_weights, to_pair
 
 # Published predictor placements by stage depth (0-based block indices; docs/method.md,
 # 'Where the predictors sit').
@@ -51,13 +55,15 @@ class DynamicSwinTransformer(DynamicBackbone):
             FFN) in a batch of kept windows, a pruned one skips attention and takes the fast
             path; shifted blocks keep as many shifted windows, those covering the most kept
             positions (docs/method.md, 'Window granularity').
-        pretrain_img_size: accepted for config compatibility (used only for absolute position
-            embeddings, which are not supported).
+        pretrain_img_size: int or (H, W): the image size of the absolute position embedding
+            (``use_abs_pos_embed``), as mmseg's.
+        use_abs_pos_embed: add a learned absolute position embedding after the patch embedding
+            (mmseg's ``absolute_pos_embed``, (1, H/patch * W/patch, C)); other input sizes
+            resize it (bicubic), as mmpretrain's Swin does.
         in_channels, embed_dims, patch_size, window_size, mlp_ratio, depths, num_heads, strides,
         out_indices, qkv_bias, qk_scale, patch_norm, drop_rate, attn_drop_rate,
         drop_path_rate, with_cp, frozen_stages: as mmseg's ``SwinTransformer``.
-        use_abs_pos_embed, act_cfg, norm_cfg: only mmseg's defaults (False, GELU, LN) are
-            supported; other values raise.
+        act_cfg, norm_cfg: only mmseg's defaults (GELU, LN) are supported; other values raise.
         pad_small_map: True (mmseg / mmdet, default): maps no larger than a window are padded
             and shifted as any other. False (official Swin / mmpretrain / timm classification):
             a map exactly one window wide (stage 4 at 224) is not shifted; use it to reproduce
@@ -70,7 +76,7 @@ class DynamicSwinTransformer(DynamicBackbone):
     """
 
     def __init__(self,
-                 pretrain_img_size: int = 224,
+                 pretrain_img_size: Union[int, Sequence[int]] = 224,
                  in_channels: int = 3,
                  embed_dims: int = 96,
                  patch_size: int = 4,
@@ -99,6 +105,8 @@ class DynamicSwinTransformer(DynamicBackbone):
                  pruning_locs: Optional[Locations] = None,
                  granularity: str = 'token',
                  init_cfg: Optional[dict] = None) -> None:
+        if pretrained is not None and not isinstance(pretrained, str):
+            raise TypeError(f'pretrained={pretrained!r} must be a checkpoint path (str) or None.')
         if pretrained is not None:
             if init_cfg is not None:
                 raise ValueError('give either pretrained or init_cfg, not both')
@@ -109,9 +117,7 @@ class DynamicSwinTransformer(DynamicBackbone):
                              "('token' prunes positions, 'window' prunes attention windows).")
         self.granularity = granularity
         self.window_size = window_size
-        if use_abs_pos_embed:
-            raise ValueError('use_abs_pos_embed=True is not supported by DynamicSwinTransformer; '
-                             'the published Swin models do not use it.')
+        pretrain_hw = to_pair(pretrain_img_size, 'pretrain_img_size')
         if act_cfg is not None and act_cfg.get('type') != 'GELU':
             raise ValueError(f'act_cfg={act_cfg}: only GELU is supported.')
         if norm_cfg is not None and norm_cfg.get('type') != 'LN':
@@ -120,6 +126,16 @@ class DynamicSwinTransformer(DynamicBackbone):
         if len(num_heads) != num_stages or len(strides) != num_stages:
             raise ValueError(f'depths={tuple(depths)}, num_heads={tuple(num_heads)} and '
                              f'strides={tuple(strides)} must have one entry per stage.')
+        for i, (dims, heads) in enumerate(zip([embed_dims * 2**i for i in range(num_stages)],
+                                              num_heads)):
+            if heads < 1 or dims % heads:
+                raise ValueError(f'num_heads={tuple(num_heads)}: stage {i} has {dims} channels '
+                                 f'(embed_dims={embed_dims} * 2**{i}), which {heads} heads do '
+                                 'not divide; choose num_heads dividing every stage width.')
+        for name, rate in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
+                           ('drop_path_rate', drop_path_rate)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f'{name}={rate} must be a probability in [0, 1].')
         if any(s != 2 for s in strides[1:]):
             raise ValueError(f'strides={tuple(strides)}: stages after the first merge 2x2 '
                              'patches, so strides[1:] must all be 2.')
@@ -137,6 +153,11 @@ class DynamicSwinTransformer(DynamicBackbone):
 
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, strides[0],
                                       patch_norm)
+        self.use_abs_pos_embed = use_abs_pos_embed
+        self.abs_pos_grid = (pretrain_hw[0] // patch_size, pretrain_hw[1] // patch_size)
+        if use_abs_pos_embed:
+            self.absolute_pos_embed = nn.Parameter(
+                torch.zeros(1, self.abs_pos_grid[0] * self.abs_pos_grid[1], embed_dims))
         self.drop_after_pos = nn.Dropout(drop_rate)
         total = sum(depths)
         dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
@@ -171,13 +192,31 @@ class DynamicSwinTransformer(DynamicBackbone):
     def reset_parameters(self) -> None:
         """Default (random) initialisation of every parameter, predictors included."""
         init_swin_weights(self)
+        if self.use_abs_pos_embed:
+            nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
         for predictors in self.score_predictors.values():
             for predictor in predictors:
                 predictor.init_weights()
 
     def convert_checkpoint(self, state):
-        """Map an mmseg / official / timm / DynamicSwin-authors checkpoint to this layout."""
-        return convert_swin_checkpoint(state, num_stages=len(self.stages))
+        """Map an mmseg / official / timm / DynamicSwin-authors checkpoint to this layout;
+        relative position bias tables of another window size and an absolute position
+        embedding of another grid are resized (bicubic, logged)."""
+        converted, layout, dropped = convert_swin_checkpoint(state, num_stages=len(self.stages))
+        own = self.state_dict()
+        resized = fit_window_tables(converted, own)
+        pos = converted.get('absolute_pos_embed')
+        if self.use_abs_pos_embed and pos is not None and pos.shape != own[
+                'absolute_pos_embed'].shape:
+            side = int(round(pos.shape[1]**0.5))
+            converted['absolute_pos_embed'] = resize_pos_embed(
+                pos, (side, side), self.abs_pos_grid, mode='bicubic', num_extra_tokens=0)
+            resized.append(f'absolute_pos_embed {side}x{side} -> '
+                           f'{self.abs_pos_grid[0]}x{self.abs_pos_grid[1]}')
+        if resized:
+            print_log('Swin checkpoint resized to this model (bicubic): ' + '; '.join(resized),
+                      logger='current')
+        return converted, layout, dropped
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """x: (B, in_channels, H, W), any H, W.
@@ -188,6 +227,12 @@ class DynamicSwinTransformer(DynamicBackbone):
         """
         self.sparsity_decisions = []
         x, hw_shape = self.patch_embed(x)
+        if self.use_abs_pos_embed:
+            pos = self.absolute_pos_embed
+            if tuple(hw_shape) != self.abs_pos_grid:
+                pos = resize_pos_embed(pos, self.abs_pos_grid, hw_shape, mode='bicubic',
+                                       num_extra_tokens=0)
+            x = x + pos
         x = self.drop_after_pos(x)
         outs = []
         for i, stage in enumerate(self.stages):
@@ -221,6 +266,8 @@ class DynamicSwinTransformer(DynamicBackbone):
         frozen: List[nn.Module] = []
         if self.frozen_stages >= 0:
             frozen += [self.patch_embed, self.drop_after_pos]
+            if self.use_abs_pos_embed:
+                self.absolute_pos_embed.requires_grad = False
         for i in range(self.frozen_stages):
             frozen.append(self.stages[i])
             if i in self.out_indices:

@@ -19,6 +19,16 @@ from .drop_path import DropPath
 HW = Tuple[int, int]
 
 
+def to_pair(value, name: str) -> HW:
+    """An int or a sequence of one or two ints -> (H, W); anything else raises."""
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, (tuple, list)) and len(value) in (1, 2) and all(
+            isinstance(v, int) for v in value):
+        return (value[0], value[-1])
+    raise ValueError(f'{name}={value!r}: give an int or a tuple of one or two ints (H, W).')
+
+
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     """Pad an NHWC map at the bottom and right so H and W are multiples of ``multiple``.
 
@@ -255,6 +265,8 @@ class FFN(nn.Module):
 
     def __init__(self, embed_dims: int, feedforward_channels: int, drop_rate: float = 0.0) -> None:
         super().__init__()
+        self.embed_dims = embed_dims
+        self.feedforward_channels = feedforward_channels
         self.layers = nn.Sequential(
             nn.Sequential(
                 nn.Linear(embed_dims, feedforward_channels), nn.GELU(), nn.Dropout(drop_rate)),

@@ -6,6 +6,7 @@ end of stage i), ``timm`` (``layers.i...``, patch merging at the start of stage 
 """
 from typing import Dict, List, Tuple
 
+import torch.nn.functional as F
 from torch import Tensor
 
 StateDict = Dict[str, Tensor]
@@ -72,3 +73,35 @@ def convert_swin_checkpoint(state: StateDict,
             new = f'norm{num_stages - 1}.' + new[len('norm.'):]
         out[new] = value
     return out, layout, dropped
+
+
+def fit_window_tables(state: StateDict, own: StateDict) -> List[str]:
+    """Fit the relative-position tables of a checkpoint to another window size, in place.
+
+    A ``relative_position_bias_table`` of another window size ((2w-1)^2, heads) is resized
+    per head over its (2w-1) x (2w-1) grid of offsets (bicubic, as mmseg's Swin does when it
+    loads weights of another window size); ``relative_position_index`` buffers of another
+    size are replaced by the model's own.
+
+    Args:
+        state: the converted checkpoint (mmdvit / mmseg key layout).
+        own: the model's state dict.
+
+    Returns:
+        One ``'<key>: SxS -> TxT'`` note per resized table.
+    """
+    notes = []
+    for key, value in list(state.items()):
+        target = own.get(key)
+        if target is None or target.shape == value.shape:
+            continue
+        if key.endswith('relative_position_index'):
+            state[key] = target.clone()
+        elif key.endswith('relative_position_bias_table') and value.shape[1] == target.shape[1]:
+            heads = value.shape[1]
+            src, dst = int(round(value.shape[0]**0.5)), int(round(target.shape[0]**0.5))
+            grid = value.t().reshape(1, heads, src, src).float()
+            grid = F.interpolate(grid, size=(dst, dst), mode='bicubic')
+            state[key] = grid.reshape(heads, dst * dst).t().contiguous().to(value.dtype)
+            notes.append(f'{key}: {src}x{src} -> {dst}x{dst}')
+    return notes
