@@ -49,12 +49,15 @@ def decisive_predictors(model, gain=20.0):
 
 
 def upstream_swin(scope, **kwargs):
-    """mmseg's or mmdet's SwinTransformer, built through that library's registry."""
+    """mmseg's or mmdet's SwinTransformer, built through that library's registry (in its own
+    scope, whatever default scope earlier tests left)."""
+    from mmengine.registry import DefaultScope
     if scope == 'mmseg':
         from mmseg.registry import MODELS
     else:
         from mmdet.registry import MODELS
-    return MODELS.build(dict(type='SwinTransformer', init_cfg=None, **kwargs))
+    with DefaultScope.overwrite_default_scope(scope):
+        return MODELS.build(dict(type='SwinTransformer', init_cfg=None, **kwargs))
 
 
 def force_training_decisions(monkeypatch, make_mask):

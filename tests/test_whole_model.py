@@ -87,8 +87,11 @@ def test_get_flops_counts_the_sparse_head(whole):
     assert result['model']['dynamic'] == pytest.approx(
         result['backbone']['dynamic'] + heads['dynamic'], abs=1e-3)
     names = [k['name'] for k in result['kept']]
-    assert names == ['0', '1', '2', 'decode_head.0', 'decode_head.1', 'decode_head.2']
-    assert [k['kept'] for k in result['kept'][3:]] == [int(64 * r) for r in (0.4, 0.4, 0.35)]
+    assert names == ['0', '1', '2', '3', '4', 'decode_head.0', 'decode_head.1', 'decode_head.2']
+    # Backbone: windows of 4 in stages 0-2 (8x8, 4x4, 2x2 windows at 128x128).
+    assert [(k['unit'], k['positions']) for k in result['kept'][:5]] == [
+        ('windows', 64), ('windows', 16), ('windows', 4), ('windows', 4), ('windows', 4)]
+    assert [k['kept'] for k in result['kept'][5:]] == [int(64 * r) for r in (0.4, 0.4, 0.35)]
 
 
 def test_visualiser_draws_the_heads_kept_tiles(whole):
@@ -98,8 +101,8 @@ def test_visualiser_draws_the_heads_kept_tiles(whole):
     model = build_model(model_config(cfg), cfg.default_scope)
     image = (torch.rand(100, 140, 3) * 255).to(torch.uint8).numpy()
     maps = kept_maps(model, image)
-    assert [info['name'] for info, _ in maps][3:] == [f'decode_head.{i}' for i in range(3)]
-    info, kept = maps[3]
+    assert [info['name'] for info, _ in maps][5:] == [f'decode_head.{i}' for i in range(3)]
+    info, kept = maps[5]
     assert kept.shape == (100, 140) and 0 < kept.mean() < 1
     assert info['kept'] == int(info['positions'] * 0.4)
     assert caption(info).startswith('decode_head #0 (level 0): ')
