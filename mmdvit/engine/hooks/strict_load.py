@@ -3,7 +3,8 @@ from typing import Optional
 
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
+from torch import nn
 
 from ...models.checkpoint import StateDiff, diff_state_dicts, extract_state_dict
 from ...models.checkpoint.classifier import detect_family
@@ -41,7 +42,7 @@ class StrictLoadHook(Hook):
         self.role, self.checkpoint = role, checkpoint
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = checkpoint_model(runner.model)
         where = self.role + (f' {self.checkpoint!r}' if self.checkpoint else '')
         try:
             state = extract_state_dict(checkpoint)
@@ -62,6 +63,15 @@ class StrictLoadHook(Hook):
             print_log(f'{where}: {len(diff.unexpected)} checkpoint keys the model does not have '
                       f'are ignored: {preview_keys(diff.unexpected)}', logger='current',
                       level=30)
+
+
+def checkpoint_model(model: nn.Module) -> nn.Module:
+    """The model whose keys a checkpoint has: inside DDP-style wrappers and test-time
+    augmentation models (``tools/test.py --tta``), which mmengine's loader also looks
+    through."""
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
+    return model
 
 
 def describe(diff: StateDiff, num_keys: int, num_model: int) -> str:
