@@ -16,7 +16,8 @@ def tiny_swin(**kwargs):
 
 
 def tiny_convnext(**kwargs):
-    args = dict(arch=dict(depths=[1, 1, 4, 1], channels=[16, 32, 64, 128]), out_indices=(0, 1, 2, 3),
+    args = dict(arch=dict(depths=[1, 1, 4, 1], channels=[16, 32, 64, 128]),
+                out_indices=(0, 1, 2, 3),
                 gap_before_final_norm=False, pruning_locs=(0, 1, 2), keep_ratios=RATIOS,
                 layer_scale_init_value=0.5)
     args.update(kwargs)

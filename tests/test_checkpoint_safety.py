@@ -124,8 +124,8 @@ def test_files_written_with_numpy_1_load(tmp_path):
     """Zoo files written with numpy 1.x name ``numpy.core.multiarray``, numpy 2 ``numpy._core``:
     rewrite the pickle's module names as numpy 1.x wrote them."""
     src, old = tmp_path / 'np2.pth', tmp_path / 'np1.pth'
-    torch.save({'state_dict': {'w': torch.ones(2)}, 'meta': {'v': np.float64(1.5),
-                                                            'a': np.arange(3)}}, src)
+    meta = {'v': np.float64(1.5), 'a': np.arange(3)}
+    torch.save({'state_dict': {'w': torch.ones(2)}, 'meta': meta}, src)
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(old, 'w') as zout:
         for info in zin.infolist():
             data = zin.read(info.filename)

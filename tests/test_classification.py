@@ -219,7 +219,7 @@ def test_demo_trains_with_every_loss_term_and_evaluates(tmp_path, family):
         return
     metrics = run_tool('test', str(config), str(work / 'epoch_2.pth'),
                        '--work-dir', str(tmp_path / 'test'))
-    line = next(l for l in metrics.splitlines() if l.startswith('metrics: '))
+    line = next(ln for ln in metrics.splitlines() if ln.startswith('metrics: '))
     top1 = json.loads(line[len('metrics: '):])['accuracy/top1']
     assert 0.0 <= top1 <= 100.0
 
@@ -242,7 +242,7 @@ def test_converted_authors_release_evaluates_with_the_imagenet_config(tmp_path):
                        f'test_dataloader.dataset.data_root={data}',
                        'test_dataloader.batch_size=5', 'test_dataloader.num_workers=0',
                        'test_dataloader.persistent_workers=False')
-    line = next(l for l in metrics.splitlines() if l.startswith('metrics: '))
+    line = next(ln for ln in metrics.splitlines() if ln.startswith('metrics: '))
     result = json.loads(line[len('metrics: '):])
     assert set(result) == {'accuracy/top1', 'accuracy/top5'}
     assert 0.0 <= result['accuracy/top1'] <= result['accuracy/top5'] <= 100.0

@@ -1,5 +1,6 @@
 """DynamicViT: dense equality with timm's DeiT, the masked-attention formula in training,
 exact token counts at inference, token distillation, and argument checks."""
+from pathlib import Path
 from typing import List, Optional
 
 import pytest
@@ -251,3 +252,25 @@ def test_default_schedule_needs_a_published_depth():
     assert model.keep_ratios == [0.7, 0.49, 0.343]
     with pytest.raises(ValueError, match='pruning_locs'):
         DynamicViT(arch=TINY, img_size=64)
+
+
+def test_decisions_and_outputs_equal_the_implementation_before_the_shared_core():
+    """``golden/dynamic_vit_before_core.pt`` holds a small model, its input, and the training
+    (seeded Gumbel masks, scores, outputs) and inference results (kept tokens in order, scores,
+    featmap and tokens) of DynamicViT as it was before it decided through
+    ``mmdvit.models.sparse``; the shared core reproduces them bit for bit."""
+    golden = torch.load(Path(__file__).parent / 'golden' / 'dynamic_vit_before_core.pt')
+    model = DynamicViT(**golden['args'])
+    model.load_state_dict(golden['state'])
+    torch.manual_seed(1)
+    tokens, out = model.train()(golden['x'])
+    ref = golden['train']
+    assert torch.equal(tokens, ref['tokens']) and torch.equal(out, ref['out'])
+    for d, mask, log_probs in zip(model.sparsity_decisions, ref['masks'], ref['log_probs']):
+        assert torch.equal(d.keep_mask, mask) and torch.equal(d.log_probs, log_probs)
+    with torch.no_grad():
+        tokens, out = model.eval()(golden['x'])
+    ref = golden['eval']
+    assert torch.equal(tokens, ref['tokens']) and torch.equal(out, ref['out'])
+    for d, kept, log_probs in zip(model.sparsity_decisions, ref['kept'], ref['log_probs']):
+        assert torch.equal(d.keep_indices, kept) and torch.equal(d.log_probs, log_probs)

@@ -114,3 +114,22 @@ def test_swin_without_small_map_padding_equals_timm_default_at_224():
         assert (padded(x)[0] - ours(x)[0]).abs().max() > 1e-3
     with pytest.raises(ValueError, match='pad_small_map=True'):
         ours(torch.randn(1, 3, 160, 160))
+
+
+@pytest.mark.parametrize('shifted', [False, True])
+def test_window_attention_equals_mmseg(shifted):
+    """(Shifted) window attention equals mmseg's with the same weights, for two images of 2x3
+    windows and the shifted-window mask mmseg builds itself."""
+    from mmseg.models.backbones.swin import ShiftWindowMSA as MMSegShiftWindowMSA
+
+    from mmdvit.models.backbones.swin_layers import ShiftWindowMSA
+    torch.manual_seed(0)
+    shift = 3 if shifted else 0
+    ours = ShiftWindowMSA(64, 4, 7, shift).eval()
+    ref = MMSegShiftWindowMSA(64, 4, 7, shift_size=shift).eval()
+    torch.nn.init.normal_(ours.w_msa.relative_position_bias_table)
+    missing, unexpected = ref.load_state_dict(ours.state_dict(), strict=False)
+    assert not unexpected and all('relative_position_index' in k for k in missing)
+    x = torch.randn(2, 14 * 21, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, (14, 21)), ref(x, (14, 21)), rtol=1e-5, atol=1e-5)

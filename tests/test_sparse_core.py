@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from mmdvit.models.sparse import (ScorePredictor, build_schedule, decide, keep_ratio_loss,
-                                  route_tokens)
+from mmdvit.models.sparse import (ScorePredictor, build_schedule, decide, drop_pruned,
+                                  keep_ratio_loss, route_tokens)
 
 SWIN_LOCS = {6: (1, 2, 3), 18: (2, 4, 6)}
 
@@ -60,8 +60,8 @@ def test_predictor_global_half_is_a_plain_or_policy_weighted_mean():
     predictor = ScorePredictor(8)
     x = torch.randn(2, 5, 8)
     h = predictor.in_conv(x)
-    expected = predictor.out_conv(torch.cat([h[..., :4], h[..., 4:].mean(1, True).expand(-1, 5, -1)],
-                                            -1))
+    summary = h[..., 4:].mean(1, True).expand(-1, 5, -1)
+    expected = predictor.out_conv(torch.cat([h[..., :4], summary], -1))
     torch.testing.assert_close(predictor(x), expected)
     policy = torch.tensor([[1, 1, 0, 0, 1], [0, 1, 1, 1, 1]], dtype=torch.float)[..., None]
     # Positions outside the policy do not influence the scores of the others.
@@ -119,3 +119,45 @@ def test_keep_ratio_loss_is_per_image_then_averaged():
     assert keep_ratio_loss([d1, d2]).item() == pytest.approx(expected)
     with pytest.raises(ValueError, match='no decisions'):
         keep_ratio_loss([])
+
+
+def test_nested_inference_decisions_choose_among_the_previously_kept():
+    """A nested decision keeps, per image, the k = int(N * ratio) best-scored positions among
+    those the previous one kept (checked position by position against a brute-force pick), and
+    drop_pruned hands over exactly those tokens in keep_indices order."""
+    torch.manual_seed(0)
+    batch, num, dims = 3, 20, 4
+    tokens = torch.randn(batch, num, dims)
+    first = decide(torch.randn(batch, num, 2).log_softmax(-1), 0.6, False, 0, 0, (4, 5))
+    present = drop_pruned(tokens, first)
+    assert torch.equal(present, tokens.gather(1, first.keep_indices[..., None].expand(-1, -1, 4)))
+    scores = torch.randn(batch, 12, 2).log_softmax(-1)  # for the 12 tokens still present
+    second = decide(scores, 0.25, False, 0, 1, (4, 5), previous=first)
+    assert second.num_keep == 5 and second.log_probs.dtype == torch.float32
+    for b in range(batch):
+        ranked = sorted(range(12), key=lambda i: -scores[b, i, 0].item())[:5]
+        expected = [first.keep_indices[b, i].item() for i in ranked]
+        assert second.keep_indices[b].tolist() == expected
+        assert second.keep_mask[b].nonzero().flatten().tolist() == sorted(expected)
+        pruned_before = first.keep_mask[b] == 0
+        assert torch.isneginf(second.log_probs[b, pruned_before, 0]).all()
+        assert sorted(second.order[b].tolist()) == list(range(num))
+    kept = drop_pruned(present, second, first)
+    assert torch.equal(kept, tokens.gather(1, second.keep_indices[..., None].expand(-1, -1, 4)))
+    # Nothing more to prune: no scores needed, the sequence is handed over unchanged.
+    same = decide(None, 0.6, False, 0, 1, (4, 5), previous=first)
+    assert torch.equal(same.keep_indices, first.keep_indices)
+    assert drop_pruned(present, same, first) is present
+    with pytest.raises(ValueError, match='previous one kept 12'):
+        decide(scores, 0.7, False, 0, 1, (4, 5), previous=first)
+
+
+def test_nested_training_masks_stay_inside_the_previous_mask():
+    torch.manual_seed(0)
+    log_probs = torch.zeros(2, 50, 2, requires_grad=True)
+    first = decide(log_probs, 0.5, True, 0, 0, (5, 10))
+    second = decide(log_probs, 0.25, True, 0, 1, (5, 10), previous=first)
+    assert (second.keep_mask <= first.keep_mask).all()
+    assert second.keep_mask.sum() < first.keep_mask.sum()
+    second.keep_mask.sum().backward()
+    assert log_probs.grad.abs().sum() > 0

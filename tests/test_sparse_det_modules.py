@@ -31,8 +31,8 @@ RPN_ARGS = dict(
         sampler=dict(type='RandomSampler', num=64, pos_fraction=0.5, neg_pos_ub=-1,
                      add_gt_as_proposals=False),
         allowed_border=-1, pos_weight=-1, debug=False),
-    test_cfg=ConfigDict(nms_pre=100, max_per_img=20, nms=dict(type='nms', iou_threshold=0.7),
-                  min_bbox_size=0))
+    test_cfg=ConfigDict(nms_pre=100, max_per_img=20, min_bbox_size=0,
+                        nms=dict(type='nms', iou_threshold=0.7)))
 # level 0 at 1/4 scale of a 148 x 204 image, odd sizes; block 8 -> 5 x 7 tiles at levels 0, 1
 SIZES = [(37, 51), (19, 26), (10, 13), (5, 7), (3, 4)]
 GRIDS = [(5, 7), (5, 7)]
@@ -137,8 +137,8 @@ def test_training_stream_equals_inference_for_the_same_tiles(name, inputs):
 @pytest.mark.parametrize('batch', [1, 2, 3])
 @pytest.mark.parametrize('name, inputs, source', [('FPN', fpn_inputs, 'neck'),
                                                   ('RPNHead', rpn_inputs, 'rpn_head')])
-def test_inference_keeps_int_tiles_times_ratio_and_records_decisions(name, inputs, source,
-                                                                      batch):
+def test_inference_keeps_int_tiles_times_ratio_and_records_decisions(
+        name, inputs, source, batch):
     dynamic = build(f'mmdvit.Dynamic{name}', keep_ratios=(0.4, 0.75)).eval()
     assert dynamic.keep_ratios == [0.4, 0.75]
     with torch.no_grad():

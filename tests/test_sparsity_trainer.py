@@ -121,8 +121,8 @@ def test_state_dict_is_the_students_and_predicts_identically(seg_scope, tmp_path
     with torch.no_grad():
         a = trainer(**data, mode='predict')
         b = plain(**data, mode='predict')
-        assert torch.equal(trainer(data['inputs'], mode='tensor'), plain(data['inputs'],
-                                                                          mode='tensor'))
+        assert torch.equal(trainer(data['inputs'], mode='tensor'),
+                           plain(data['inputs'], mode='tensor'))
     for x, y in zip(a, b):
         assert torch.equal(x.pred_sem_seg.data, y.pred_sem_seg.data)
     # And back: the plain student's checkpoint loads into the wrapper.
@@ -197,8 +197,8 @@ def test_backbone_trained_without_the_wrapper_warns_once_naming_the_fix(seg_scop
     assert not [r for r in records if UNTRAINED in r.getMessage()]
 
 
-def test_the_wrappers_student_does_not_warn_and_loads_name_student_and_teacher(seg_scope,
-                                                                                tmp_path):
+def test_the_wrappers_student_does_not_warn_and_loads_name_student_and_teacher(
+        seg_scope, tmp_path):
     teacher_model = seg_scope.build(seg_student(keep_ratios=(1.0, 1.0, 1.0)))
     backbone = tmp_path / 'backbone.pth'
     torch.save({'state_dict': {f'backbone.{k}': v

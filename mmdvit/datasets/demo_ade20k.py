@@ -2,8 +2,8 @@
 
 Layout (as ``ADEChallengeData2016``, which mmseg's ``ADE20KDataset`` reads)::
 
-    ROOT/images/training/ADE_train_00000001.jpg      ROOT/annotations/training/ADE_train_00000001.png
-    ROOT/images/validation/ADE_val_00000001.jpg      ROOT/annotations/validation/ADE_val_00000001.png
+    ROOT/images/training/ADE_train_00000001.jpg    ROOT/annotations/training/ADE_train_00000001.png
+    ROOT/images/validation/ADE_val_00000001.jpg    ROOT/annotations/validation/ADE_val_00000001.png
 
 Label PNGs hold ADE20K's 150-class indices with ``reduce_zero_label`` semantics: value ``c`` in
 1..150 is class ``c - 1`` of mmseg's ``ADE20KDataset.METAINFO['classes']``, and 0 means "other"

@@ -77,24 +77,40 @@ class DynamicBackbone(BaseModule):
         return [r for sched in self.schedule.values() for r in sched.keep_ratios]
 
     def decide(self, stage: int, local_index: int, tokens: Tensor, hw_shape: Sequence[int],
-               window_size: Optional[int] = None) -> SparsityDecision:
+               window_size: Optional[int] = None, nested: bool = False) -> SparsityDecision:
         """Run predictor ``local_index`` of ``stage`` on ``tokens`` (B, N, C) and record it.
 
         ``tokens`` are the positions of an (H, W) = ``hw_shape`` map, or for window decisions
         the pooled windows of a ``hw_shape`` window grid with ``window_size``-position sides.
-        At inference with a ratio that keeps every position the predictor is skipped: the
-        result cannot depend on it.
+        At inference with a ratio that keeps every candidate position the predictor is
+        skipped: the result cannot depend on it.
+
+        ``nested`` (plain ViTs): the decision nests in this forward pass's previous one (see
+        :func:`~mmdvit.models.sparse.decide`), and the predictor's global summary averages the
+        positions kept so far. In training ``tokens`` are all N positions; at inference only
+        the n positions still kept, in the order of the previous decision's ``keep_indices``.
         """
         sched = self.schedule[stage]
         ratio = sched.keep_ratios[local_index]
         index, hw_shape = sched.first_index + local_index, tuple(hw_shape)
+        predictor = self.score_predictors[str(stage)][local_index]
+        previous = self.sparsity_decisions[-1] if nested and self.sparsity_decisions else None
         batch, num = tokens.shape[:2]
-        if not self.training and num_kept(num, ratio) == num:
+        if self.training:
+            policy = None
+            if nested:
+                policy = (tokens.new_ones(batch, num, dtype=torch.float32)
+                          if previous is None else previous.keep_mask).unsqueeze(-1)
+            log_probs = score_in_float32(predictor, tokens, policy)
+        elif num_kept(hw_shape[0] * hw_shape[1], ratio) == num:
+            log_probs = None  # nothing to prune
+        else:
+            log_probs = score_in_float32(predictor, tokens)
+        if log_probs is None and previous is None:
             mask = tokens.new_ones(batch, num, dtype=torch.float32)
             decision = SparsityDecision(stage, index, ratio, hw_shape, None, mask, None, num)
         else:
-            log_probs = score_in_float32(self.score_predictors[str(stage)][local_index], tokens)
-            decision = decide(log_probs, ratio, self.training, stage, index, hw_shape)
+            decision = decide(log_probs, ratio, self.training, stage, index, hw_shape, previous)
         decision.window_size = window_size
         self.sparsity_decisions.append(decision)
         return decision

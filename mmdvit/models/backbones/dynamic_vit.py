@@ -7,8 +7,7 @@ from torch import Tensor, nn
 
 from ...registry import MODELS
 from ..checkpoint.vit import convert_vit_checkpoint, resize_pos_embed
-from ..sparse import SparsityDecision, build_schedule
-from ..sparse.predictor import score_in_float32
+from ..sparse import SparsityDecision, build_schedule, drop_pruned
 from ..weight_init import trunc_normal_init
 from .base import DynamicBackbone
 from .vit_layers import PatchEmbed, ViTBlock
@@ -188,23 +187,27 @@ class DynamicViT(DynamicBackbone):
         x = torch.cat([self.cls_token.expand(batch, -1, -1), x], dim=1) + self._pos_embed(grid)
         x = self.drop_after_pos(x)
         sched = self.schedule.get(0)
-        # training: (B, N) cumulative keep mask; inference: (B, n) original positions of the
-        # patch tokens still in the sequence.
+        # Training: every token stays and attention follows the cumulative keep mask (B, N).
+        # Inference: the sequence holds the class token and the patch tokens at the last
+        # decision's keep_indices (all N in order before the first predictor).
         mask: Optional[Tensor] = None
-        index = torch.arange(num, device=x.device).expand(batch, num)
         pruned_map = None
         if not self.training and (self.out_type == 'featmap' or self.distill_tokens):
             pruned_map = x.new_zeros(batch, num, x.shape[-1])
         for i, block in enumerate(self.blocks):
             local = sched.predictor_before(i) if sched is not None else None
             if local is not None:
+                previous = self.sparsity_decisions[-1] if self.sparsity_decisions else None
+                decision = self.decide(0, local, x[:, 1:], grid, nested=True)
                 if self.training:
-                    mask = self._train_decision(local, x, mask, grid)
+                    mask = decision.keep_mask
                 else:
                     if pruned_map is not None:
-                        pruned_map = pruned_map.scatter(1, self._expand(index, x),
-                                                        x[:, 1:].to(pruned_map.dtype))
-                    x, index = self._prune(local, x, index, grid)
+                        pruned_map = pruned_map.scatter(
+                            1, self._expand(self._positions(previous, x), x),
+                            x[:, 1:].to(pruned_map.dtype))
+                    if decision.num_keep < x.shape[1] - 1:
+                        x = torch.cat([x[:, :1], drop_pruned(x[:, 1:], decision, previous)], 1)
             x = block(x, None if mask is None else F.pad(mask, (1, 0), value=1.0).unsqueeze(-1))
         x = self.norm(x)
         if self.out_type == 'cls_token':
@@ -215,6 +218,7 @@ class DynamicViT(DynamicBackbone):
             tokens = x[:, 1:]
             if pruned_map is not None and tokens.shape[1] < num:
                 stale = self.norm(pruned_map)
+                index = self._positions(self.sparsity_decisions[-1], x)
                 tokens = stale.scatter(1, self._expand(index, tokens), tokens.to(stale.dtype))
             if self.out_type == 'featmap':
                 out = tokens.transpose(1, 2).reshape(batch, -1, *grid)
@@ -253,40 +257,10 @@ class DynamicViT(DynamicBackbone):
     def _expand(index: Tensor, x: Tensor) -> Tensor:
         return index.unsqueeze(-1).expand(-1, -1, x.shape[-1])
 
-    def _train_decision(self, local: int, x: Tensor, mask: Optional[Tensor],
-                        grid: Tuple[int, int]) -> Tensor:
-        """Draw the nested hard mask of predictor ``local``; returns it, (B, N)."""
-        sched = self.schedule[0]
-        prev = torch.ones_like(x[:, 1:, 0], dtype=torch.float32) if mask is None else mask
-        log_probs = score_in_float32(self.score_predictors['0'][local], x[:, 1:],
-                                     prev.unsqueeze(-1))
-        hard = F.gumbel_softmax(log_probs.float(), tau=1.0, hard=True, dim=-1)[..., 0] * prev
-        self.sparsity_decisions.append(
-            SparsityDecision(0, sched.first_index + local, sched.keep_ratios[local], grid,
-                             log_probs, hard))
-        return hard
-
-    def _prune(self, local: int, x: Tensor, index: Tensor,
-               grid: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
-        """Keep the class token and the top ``int(N * ratio)`` patch tokens of ``x`` (B, 1 + n,
-        C); ``index`` (B, n) holds their original positions. Returns the pruned pair."""
-        sched = self.schedule[0]
-        ratio = sched.keep_ratios[local]
-        batch, num_now = index.shape
-        num = grid[0] * grid[1]
-        k = int(num * ratio)
-        full_log_probs = None
-        if k < num_now:
-            log_probs = score_in_float32(self.score_predictors['0'][local], x[:, 1:])
-            top = torch.topk(log_probs[..., 0].float(), k, dim=1, sorted=True).indices
-            x = torch.cat([x[:, :1], x[:, 1:].gather(1, self._expand(top, x))], dim=1)
-            full_log_probs = log_probs.new_tensor([float('-inf'), 0.0]).repeat(batch, num, 1)
-            full_log_probs = full_log_probs.scatter(1, index.unsqueeze(-1).expand(-1, -1, 2),
-                                                    log_probs)
-            index = index.gather(1, top)
-        keep = torch.zeros(batch, num, device=x.device).scatter_(1, index, 1.0)
-        rest = torch.sort(keep, dim=1, stable=True).indices[:, :num - k]
-        self.sparsity_decisions.append(
-            SparsityDecision(0, sched.first_index + local, ratio, grid, full_log_probs, keep,
-                             torch.cat([index, rest], dim=1), k))
-        return x, index
+    @staticmethod
+    def _positions(decision: Optional[SparsityDecision], x: Tensor) -> Tensor:
+        """(B, n) original positions of the patch tokens of ``x`` (B, 1 + n, C) at inference:
+        the keep_indices of the last ``decision`` (``None``: all, in order)."""
+        if decision is None:
+            return torch.arange(x.shape[1] - 1, device=x.device).expand(x.shape[0], -1)
+        return decision.keep_indices

@@ -166,7 +166,11 @@ class WindowMSA(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop_rate)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        """x: (B * num_windows, ws*ws, C); mask: (num_windows, ws*ws, ws*ws) or None."""
+        """x: (B * num_windows, ws*ws, C); mask: (num_windows, ws*ws, ws*ws) or None.
+
+        The softmax is explicit: with 49-position windows, ``F.scaled_dot_product_attention``
+        with the bias as a float mask measured slower (docs/efficiency.md, 'Window attention').
+        """
         batch, num, channels = x.shape
         qkv = self.qkv(x).reshape(batch, num, 3, self.num_heads, channels // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)

@@ -17,13 +17,16 @@ class SparsityDecision:
         keep_ratio: the target fraction of kept positions.
         hw_shape: (H, W) of the scored feature map, N = H * W (for necks and heads: the grid
             of tiles, see :mod:`.sparse_conv`; for window decisions: the grid of windows).
-        log_probs: (B, N, 2) predictor output; ``[..., 0]`` is the keep score.
+        log_probs: (B, N, 2) float32 predictor output; ``[..., 0]`` is the keep score.
+            ``None`` at inference when the ratio left nothing to prune and the predictor was
+            skipped.
         keep_mask: (B, N) float mask, 1 = kept. Training: the straight-through Gumbel hard
             mask, which carries gradients to the predictor. Inference: built from
             ``keep_indices``, no gradient.
         order: inference only, (B, N) long: positions sorted by keep score, the first
-            ``num_keep`` are kept. ``None`` in training, and at inference when every position is
-            kept or every position is pruned (nothing to sort).
+            ``num_keep`` are kept (for nested decisions, see :func:`decide`, the pruned
+            positions follow by position). ``None`` in training, and at inference when every
+            position is kept or every position is pruned (nothing to sort).
         num_keep: inference only, k = int(N * keep_ratio), the same for every image.
         source: the module that decided: ``'backbone'``, or the attribute name of a head or
             neck (``'decode_head'``, ``'neck'``, ``'rpn_head'``); for those, ``stage`` is the
@@ -83,20 +86,33 @@ def num_kept(num_positions: int, keep_ratio: float) -> int:
     return int(num_positions * keep_ratio)
 
 
-def decide(log_probs: Tensor, keep_ratio: float, training: bool, stage: int, index: int,
-           hw_shape: Tuple[int, int]) -> SparsityDecision:
+def decide(log_probs: Optional[Tensor], keep_ratio: float, training: bool, stage: int,
+           index: int, hw_shape: Tuple[int, int],
+           previous: Optional[SparsityDecision] = None) -> SparsityDecision:
     """Turn predictor scores into a decision.
 
     Args:
-        log_probs: (B, N, 2) predictor output.
-        keep_ratio: target fraction of kept positions, in (0, 1].
+        log_probs: (B, N, 2) predictor output over the N = H * W positions. For a nested
+            decision at inference: (B, n, 2) over the n positions ``previous`` kept, in the
+            order of ``previous.keep_indices``, or ``None`` when k = int(N * keep_ratio) equals
+            n (nothing more to prune, the predictor need not run).
+        keep_ratio: target fraction of kept positions (of all N), in (0, 1].
         training: draw a straight-through Gumbel-softmax hard mask (tau=1) if True; keep the
             top-k positions by keep score otherwise.
         stage, index, hw_shape: recorded in the decision.
+        previous: the decision this one nests in (plain ViTs: a pruned token never returns).
+            Training: the hard mask is multiplied by ``previous.keep_mask``. Inference: only
+            the positions ``previous`` kept compete, the recorded ``log_probs`` are (B, N, 2)
+            with ``(-inf, 0)`` at the others, and ``order`` lists the kept positions by
+            descending score, then the others by position.
     """
     if training:
         mask = F.gumbel_softmax(log_probs.float(), tau=1.0, hard=True, dim=-1)[..., 0]
+        if previous is not None:
+            mask = mask * previous.keep_mask
         return SparsityDecision(stage, index, keep_ratio, hw_shape, log_probs, mask)
+    if previous is not None:
+        return _decide_nested(log_probs, keep_ratio, stage, index, hw_shape, previous)
     batch, num = log_probs.shape[:2]
     k = num_kept(num, keep_ratio)
     if k in (0, num):
@@ -105,6 +121,34 @@ def decide(log_probs: Tensor, keep_ratio: float, training: bool, stage: int, ind
     order = torch.topk(log_probs[..., 0].float(), num, dim=1, sorted=True).indices
     mask = torch.zeros(batch, num, device=log_probs.device).scatter_(1, order[:, :k], 1.0)
     return SparsityDecision(stage, index, keep_ratio, hw_shape, log_probs, mask, order, k)
+
+
+def _decide_nested(log_probs: Optional[Tensor], keep_ratio: float, stage: int, index: int,
+                   hw_shape: Tuple[int, int], previous: SparsityDecision) -> SparsityDecision:
+    """Inference part of :func:`decide` for a decision nested in ``previous``."""
+    present = previous.keep_indices
+    batch, num = previous.keep_mask.shape
+    k = num_kept(num, keep_ratio)
+    if k > present.shape[1]:
+        raise ValueError(f'a nested decision cannot keep {k} of {num} positions: the previous '
+                         f'one kept {present.shape[1]} (keep ratios must not increase)')
+    full_log_probs = None
+    kept = present
+    if log_probs is not None:
+        if log_probs.shape[1] != present.shape[1]:
+            raise ValueError(f'nested decision: scores for {log_probs.shape[1]} positions, '
+                             f'but the previous decision kept {present.shape[1]}')
+        top = torch.topk(log_probs[..., 0].float(), k, dim=1, sorted=True).indices
+        kept = present.gather(1, top)
+        full_log_probs = log_probs.new_tensor([float('-inf'), 0.0]).repeat(batch, num, 1)
+        full_log_probs = full_log_probs.scatter(1, present.unsqueeze(-1).expand(-1, -1, 2),
+                                                log_probs)
+    elif k != present.shape[1]:
+        raise ValueError('a nested decision that prunes needs scores (log_probs is None)')
+    mask = torch.zeros(batch, num, device=present.device).scatter_(1, kept, 1.0)
+    rest = torch.sort(mask, dim=1, stable=True).indices[:, :num - k]
+    return SparsityDecision(stage, index, keep_ratio, hw_shape, full_log_probs, mask,
+                            torch.cat([kept, rest], dim=1), k)
 
 
 def sparse_children(model: nn.Module) -> List[Tuple[str, nn.Module]]:

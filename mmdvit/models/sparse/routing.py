@@ -37,6 +37,30 @@ def route_tokens(x: Tensor, slow: Path, fast: Path, decision: SparsityDecision) 
     return _route(x, lambda kept, _: slow(kept), fast, decision)
 
 
+def drop_pruned(x: Tensor, decision: SparsityDecision,
+                previous: Optional[SparsityDecision] = None) -> Tensor:
+    """Inference routing of plain ViTs: pruned tokens leave the sequence (no fast path).
+
+    Args:
+        x: (B, n, C) tokens at the positions ``previous.keep_indices`` (in that order), or at
+            all N positions in order when ``previous`` is None.
+        decision: an inference decision nested in ``previous`` (see
+            :func:`~mmdvit.models.sparse.decide`).
+
+    Returns:
+        (B, k, C) the tokens at ``decision.keep_indices``, in that order (``x`` itself when
+        nothing more was pruned).
+    """
+    if decision.num_keep == x.shape[1]:
+        return x
+    kept = decision.keep_indices
+    if previous is not None:
+        present = previous.keep_indices
+        slots = torch.arange(present.shape[1], device=x.device).expand_as(present)
+        kept = torch.empty_like(decision.order).scatter_(1, present, slots).gather(1, kept)
+    return x.gather(1, kept.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
 def route_windows(windows: Tensor, slow: IndexedPath, fast: Path,
                   decision: SparsityDecision) -> Tensor:
     """:func:`route_tokens` for window decisions: whole windows take one path or the other.

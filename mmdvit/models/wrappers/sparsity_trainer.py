@@ -142,8 +142,8 @@ class SparsityTrainer(BaseModel):
         self.__dict__['_student'] = student_model
         for name, module in student_model.named_children():
             setattr(self, name, module)
-        if not hasattr(student_model, 'backbone') or not hasattr(student_model.backbone,
-                                                                  'sparsity_decisions'):
+        backbone = getattr(student_model, 'backbone', None)
+        if not hasattr(backbone, 'sparsity_decisions'):
             raise TypeError('the student of mmdvit.SparsityTrainer needs an mmdvit dynamic '
                             "backbone (type='mmdvit.DynamicSwinTransformer', ...)")
         student_model.backbone.trainer_role = 'student'
