@@ -66,7 +66,7 @@ def force_training_decisions(monkeypatch, make_mask):
     log-probabilities the predictors computed."""
     seen = []
 
-    def fake_decide(log_probs, keep_ratio, training, stage, index, hw_shape):
+    def fake_decide(log_probs, keep_ratio, training, stage, index, hw_shape, previous=None):
         assert training
         seen.append(log_probs.detach())
         mask, probs = make_mask(index, log_probs)

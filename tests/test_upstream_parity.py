@@ -1,6 +1,6 @@
-"""Upstream parity of DynamicSwinTransformer: mmseg's own Swin test suite with the class swapped,
-bias-table resizing as mmseg does it, the absolute position embedding, and argument checks at
-construction."""
+"""Upstream parity: mmseg's own Swin test suite with the class swapped, the cases of mmpretrain's
+ConvNeXt backbone test against DynamicConvNeXt, bias-table resizing as mmseg does it, the
+absolute position embedding, and argument checks at construction."""
 import functools
 import importlib.util
 from pathlib import Path
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from helpers import randomize
-from mmdvit.models import DynamicSwinTransformer
+from mmdvit.models import DynamicConvNeXt, DynamicSwinTransformer
 from mmdvit.models.backbones.swin_layers import DynamicSwinBlock
 
 MMSEG_SWIN_SUITE = (Path(mmseg.__file__).resolve().parents[1] / 'tests' / 'test_models' /
@@ -125,3 +125,73 @@ def test_bad_arguments_fail_at_construction(kwargs, error, words):
     bernoulli error), raise at construction and name the argument."""
     with pytest.raises(error, match=words):
         DynamicSwinTransformer(**kwargs)
+
+
+# mmpretrain ships no tests in its wheel or sdist, so its ConvNeXt backbone test
+# (tests/test_models/test_backbones/test_convnext.py, v1.2.0) cannot be run from the install as
+# mmseg's can. Its cases are restated here one by one against DynamicConvNeXt, with the
+# published token sparsity in stage 3 (pruning_locs given: the suite's custom 5-stage arch has
+# a stage depth without a published placement); ValueError stands in for AssertionError.
+ConvNeXt = functools.partial(DynamicConvNeXt, pruning_locs=(1, 2, 3), keep_ratios=(0.7, 0.5, 0.3))
+
+
+def test_mmpretrain_convnext_cases_argument_errors():
+    for arch in ['unknown', dict(channels=[2, 3, 4, 5]), dict(depths=[2, 3, 4],
+                                                              channels=[2, 3, 4, 5])]:
+        with pytest.raises((AssertionError, ValueError)):
+            ConvNeXt(arch=arch)
+
+
+def check_shapes(model, shapes, train=True):
+    model.init_weights()
+    model.train(train)
+    feats = model(torch.randn(1, 3, 224, 224))
+    assert [tuple(f.shape) for f in feats] == shapes
+
+
+def test_mmpretrain_convnext_cases_forward_freezing_and_variants():
+    pooled = [(1, c) for c in (96, 192, 384, 768)]
+    check_shapes(ConvNeXt(arch='tiny', out_indices=-1), [(1, 768)])
+    check_shapes(ConvNeXt(arch='small', out_indices=(0, 1, 2, 3)), pooled, train=False)
+    check_shapes(ConvNeXt(arch=dict(depths=[2, 3, 4, 5, 6], channels=[16, 32, 64, 128, 256]),
+                          out_indices=(0, 1, 2, 3, 4)), [(1, c) for c in (16, 32, 64, 128, 256)])
+    check_shapes(ConvNeXt(arch='small', out_indices=(0, 1, 2, 3), gap_before_final_norm=False),
+                 [(1, 96, 56, 56), (1, 192, 28, 28), (1, 384, 14, 14), (1, 768, 7, 7)],
+                 train=False)
+    model = ConvNeXt(arch='small', out_indices=(0, 1, 2, 3), frozen_stages=2)
+    model.init_weights()
+    model.train()
+    for i in range(4):
+        frozen = i < 2
+        assert model.downsample_layers[i].training is not frozen
+        assert model.stages[i].training is not frozen
+    check_shapes(ConvNeXt(arch='tiny', out_indices=-1, with_cp=True), [(1, 768)])
+    check_shapes(ConvNeXt(arch='tiny', out_indices=-1, linear_pw_conv=False), [(1, 768)])
+
+
+def test_convnext_with_conv_pointwise_layers_equals_mmpretrain():
+    """``linear_pw_conv=False`` (1x1-convolution pointwise layers): at keep ratio 1.0 the
+    features equal mmpretrain's with the same weights, key for key; sparse, it still runs."""
+    from mmpretrain.models.backbones import ConvNeXt as MMPretrainConvNeXt
+    torch.manual_seed(0)
+    arch = dict(depths=[1, 1, 4, 1], channels=[16, 32, 64, 128])
+    ref = MMPretrainConvNeXt(arch=arch, out_indices=(0, 1, 2, 3), linear_pw_conv=False,
+                             gap_before_final_norm=False)
+    ref.eval()  # mmpretrain's train() returns None
+    state = randomize(ref)
+    ours = DynamicConvNeXt(arch=arch, out_indices=(0, 1, 2, 3), linear_pw_conv=False,
+                           gap_before_final_norm=False, keep_ratios=(1.0, 1.0, 1.0),
+                           pruning_locs=(0, 1, 2)).eval()
+    missing, unexpected = ours.load_state_dict(state, strict=False)
+    assert not unexpected and all('fast_path' in k or 'score_predictors' in k for k in missing)
+    x = torch.randn(2, 3, 96, 128)
+    with torch.no_grad():
+        for a, b in zip(ours(x), ref(x)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    sparse = DynamicConvNeXt(arch=arch, out_indices=(0, 1, 2, 3), linear_pw_conv=False,
+                             gap_before_final_norm=False, pruning_locs=(0, 1, 2)).eval()
+    sparse.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        outs = sparse(x)
+    assert [d.num_keep for d in sparse.sparsity_decisions] == [33, 24, 14]  # of 6 x 8 positions
+    assert [o.shape for o in outs] == [o.shape for o in ref(x)]

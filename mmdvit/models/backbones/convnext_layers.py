@@ -8,19 +8,21 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from mmcv.cnn.bricks import DropPath
 from torch import Tensor, nn
 
 from ..sparse import SparsityDecision, route_tokens
-from .drop_path import DropPath
 
 
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of an NCHW map. x: (B, C, H, W) -> (B, C, H, W)."""
+class PointwiseConv(nn.Conv2d):
+    """A 1x1 convolution (mmpretrain's ``linear_pw_conv=False`` layout: weight (C_out, C_in,
+    1, 1)) applied to channels-last tokens. x: (..., C_in) -> (..., C_out)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                         self.eps)
-        return x.permute(0, 3, 1, 2)
+        return F.linear(x, self.weight.flatten(1), self.bias)
 
 
 class DynamicConvNeXtBlock(nn.Module):
@@ -37,20 +39,23 @@ class DynamicConvNeXtBlock(nn.Module):
             (0 disables layer scale).
         sparse: build the fast path (the block runs at or after a predictor).
         with_cp: gradient checkpointing.
+        linear_pw_conv: pointwise layers as ``nn.Linear`` (True) or as 1x1 convolutions
+            (mmpretrain's ``linear_pw_conv=False``; same computation, conv-shaped weights).
     """
 
     def __init__(self, in_channels: int, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0,
                  layer_scale_init_value: float = 1e-6, sparse: bool = False,
-                 with_cp: bool = False) -> None:
+                 with_cp: bool = False, linear_pw_conv: bool = True) -> None:
         super().__init__()
         self.with_cp = with_cp
         hidden = int(mlp_ratio * in_channels)
         self.depthwise_conv = nn.Conv2d(in_channels, in_channels, 7, padding=3,
                                         groups=in_channels)
         self.norm = nn.LayerNorm(in_channels, eps=1e-6)
-        self.pointwise_conv1 = nn.Linear(in_channels, hidden)
+        pointwise = nn.Linear if linear_pw_conv else PointwiseConv
+        self.pointwise_conv1 = pointwise(in_channels, hidden)
         self.act = nn.GELU()
-        self.pointwise_conv2 = nn.Linear(hidden, in_channels)
+        self.pointwise_conv2 = pointwise(hidden, in_channels)
         self.gamma = self._layer_scale(in_channels, layer_scale_init_value)
         self.drop_path = DropPath(drop_path_rate)
         self.fast_path = None

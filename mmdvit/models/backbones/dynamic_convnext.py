@@ -1,6 +1,7 @@
 """DynamicConvNeXt: mmpretrain's ConvNeXt with dynamic spatial sparsification."""
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from mmpretrain.models.utils import LayerNorm2d
 from torch import Tensor, nn
 
 from ...registry import MODELS
@@ -9,7 +10,7 @@ from ..sparse import build_schedule
 from ..sparse.schedule import Locations
 from ..weight_init import trunc_normal_init
 from .base import DynamicBackbone
-from .convnext_layers import DynamicConvNeXtBlock, LayerNorm2d
+from .convnext_layers import DynamicConvNeXtBlock
 
 # Widths and depths as mmpretrain's ConvNeXt.arch_settings.
 CONVNEXT_ARCHS: Dict[str, Dict[str, List[int]]] = {
@@ -50,8 +51,10 @@ class DynamicConvNeXt(DynamicBackbone):
             them. ``None``: (1, 2, 3) for depth 9 and (3, 6, 9) for depth 27.
         in_channels, stem_patch_size, drop_path_rate, layer_scale_init_value, out_indices,
         frozen_stages, gap_before_final_norm, with_cp, init_cfg: as mmpretrain's ``ConvNeXt``.
-        norm_cfg, act_cfg, linear_pw_conv, use_grn: only mmpretrain's defaults (LN2d, GELU,
-            True, False) are supported; other values raise.
+        linear_pw_conv: as mmpretrain: pointwise layers as ``nn.Linear`` (True) or 1x1
+            convolutions (False; the same computation with conv-shaped weights).
+        norm_cfg, act_cfg, use_grn: only mmpretrain's defaults (LN2d, GELU, False) are
+            supported; other values raise.
     """
 
     def __init__(self,
@@ -88,9 +91,8 @@ class DynamicConvNeXt(DynamicBackbone):
             raise ValueError(f'norm_cfg={norm_cfg}: only LN2d is supported.')
         if act_cfg is not None and act_cfg.get('type') != 'GELU':
             raise ValueError(f'act_cfg={act_cfg}: only GELU is supported.')
-        if not linear_pw_conv or use_grn:
-            raise ValueError('only linear_pw_conv=True and use_grn=False (ConvNeXt v1) are '
-                             'supported.')
+        if use_grn:
+            raise ValueError('use_grn=True (ConvNeXt V2) is not supported: use_grn=False.')
         num_stages = len(self.depths)
         if isinstance(out_indices, int):
             out_indices = [out_indices]
@@ -128,7 +130,7 @@ class DynamicConvNeXt(DynamicBackbone):
                         drop_path_rate=dpr[sum(self.depths[:i]) + j],
                         layer_scale_init_value=layer_scale_init_value,
                         sparse=sched is not None and sched.is_sparse(j),
-                        with_cp=with_cp) for j in range(depth)
+                        with_cp=with_cp, linear_pw_conv=linear_pw_conv) for j in range(depth)
                 ]))
         for i in self.out_indices:
             self.add_module(f'norm{i}', LayerNorm2d(self.channels[i], eps=1e-6))

@@ -9,12 +9,13 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from mmcv.cnn.bricks import DropPath
 from torch import Tensor, nn
 
 from ..sparse import SparsityDecision, route_tokens, route_windows
 from ..sparse.windows import shifted_decision
 from ..weight_init import trunc_normal_init
-from .drop_path import DropPath
+
 
 HW = Tuple[int, int]
 

@@ -7,9 +7,8 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from mmcv.cnn.bricks import DropPath
 from torch import Tensor, nn
-
-from .drop_path import DropPath
 
 HW = Tuple[int, int]
 
