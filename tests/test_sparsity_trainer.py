@@ -132,7 +132,16 @@ def test_state_dict_is_the_students_and_predicts_identically(seg_scope, tmp_path
 def test_teacher_defaults_to_the_dense_twin_and_checks_its_checkpoint(seg_scope, tmp_path):
     trainer = seg_scope.build(dict(type='mmdvit.SparsityTrainer', student=seg_student(),
                                    teacher=dict(checkpoint=None)))
-    assert trainer.teacher_cfg['model']['backbone']['keep_ratios'] == (1.0, 1.0, 1.0)
+    # The dense twin: no predictors, no fast paths, upstream head.
+    assert trainer.teacher_cfg['model']['backbone']['sparse_stages'] == ()
+    trainer.init_weights()
+    assert not hasattr(trainer.teacher.backbone, 'score_predictors') or \
+        len(trainer.teacher.backbone.score_predictors) == 0
+    student_keys = set(trainer.state_dict())
+    dense_keys = set(trainer.teacher.state_dict())
+    assert dense_keys < student_keys
+    assert all('score_predictors' in k or 'fast_path' in k or 'gate' in k
+               for k in student_keys - dense_keys)
     missing = seg_scope.build(dict(type='mmdvit.SparsityTrainer', student=seg_student(),
                                    teacher=dict(checkpoint=str(tmp_path / 'absent.pth'))))
     with pytest.raises(FileNotFoundError, match='absent.pth'):

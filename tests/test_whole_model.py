@@ -10,9 +10,9 @@ import torch
 from mmengine.config import Config
 from test_dense_e2e import ROOT, metrics, run, scalars
 
-from mmdvit.analysis.models import (build_model, dense_twin_config, model_config,
-                                    upstream_backbone_config)
+from mmdvit.analysis.models import build_model, model_config, upstream_backbone_config
 from mmdvit.datasets import make_ade20k_demo
+from mmdvit.models.dense_twin import dense_twin_config
 
 CONFIG = """
 _base_ = '{root}/configs/demo/upernet_dvit_swin_whole_demo.py'

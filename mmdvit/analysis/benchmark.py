@@ -21,9 +21,9 @@ from torch import nn
 from ..models.sparse import SparseConvGate
 from .flops import count_macs
 from .inputs import model_inputs
-from .models import (backbone_config, build_model, build_upstream_backbone, copy_shared_weights,
-                     default_scope, dense_twin_config, model_config, upstream_backbone_config,
-                     upstream_heads_config)
+from ..models.dense_twin import backbone_config, dense_twin_config, upstream_heads_config
+from .models import (build_model, build_upstream_backbone, copy_shared_weights, default_scope,
+                     model_config, upstream_backbone_config)
 
 PARTS = ('backbone', 'model')
 # A call slower than this multiple of the model's fastest one counts as disturbed by foreign

@@ -9,8 +9,8 @@ from torch import nn
 from ..models.sparse import SparsityDecision, decision_label, model_decisions, sparse_children
 from .flops import count_macs
 from .inputs import model_inputs
-from .models import (build_model, copy_shared_weights, default_scope, dense_twin_config,
-                     load_weights, model_config)
+from ..models.dense_twin import dense_twin_config
+from .models import build_model, copy_shared_weights, default_scope, load_weights, model_config
 
 CONVENTION = (
     'GFLOPs per image, counted as multiply-adds (1 MAC = 1 FLOP, the fvcore / mmengine '

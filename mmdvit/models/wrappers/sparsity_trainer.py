@@ -1,6 +1,5 @@
 """One model wrapper that adds sparsity training to any OpenMMLab segmentor, detector or
 classifier: the keep-ratio loss and distillation from a frozen dense teacher."""
-import copy
 from contextlib import ExitStack, contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -12,7 +11,8 @@ from torch import Tensor, nn
 
 from ...registry import MODELS
 from ..checkpoint import load_pretrained
-from ..sparse import decision_label, keep_ratio_loss, model_decisions, sparse_children
+from ..dense_twin import dense_twin_config
+from ..sparse import decision_label, keep_ratio_loss, model_decisions
 from .distill import feature_mse, logit_kl
 
 # Where each framework keeps the module whose output is the per-class logits.
@@ -60,16 +60,6 @@ def build_in_current_scope(cfg: dict) -> nn.Module:
                        "'mmseg.EncoderDecoder'.") from None
 
 
-def dense_twin(cfg: dict, student: nn.Module) -> dict:
-    """The student's config with every keep ratio (backbone, neck, heads) set to 1.0: at
-    inference (the teacher is always in eval mode) each dynamic module then computes exactly
-    its dense counterpart."""
-    cfg = copy.deepcopy(cfg)
-    for name, child in sparse_children(student):
-        cfg[name]['keep_ratios'] = (1.0, ) * len(child.keep_ratios)
-    return cfg
-
-
 @MODELS.register_module()
 class SparsityTrainer(BaseModel):
     """Sparsity training around a student model with a dynamic backbone.
@@ -93,8 +83,9 @@ class SparsityTrainer(BaseModel):
         student: the model config (``EncoderDecoder``, ``MaskRCNN``, ``ImageClassifier``, ...)
             whose backbone is an mmdvit dynamic backbone.
         teacher: ``None`` (no distillation) or ``dict(model=<config or None>,
-            checkpoint=<path or None>)``. ``model=None`` takes the student's config with all keep
-            ratios at 1.0 (the dense model). ``checkpoint`` is a full-model checkpoint of the
+            checkpoint=<path or None>)``. ``model=None`` takes the student's dense twin
+            (:func:`~mmdvit.models.dense_twin.dense_twin_config`: sparsification disabled,
+            upstream necks / heads; exactly the upstream dense model). ``checkpoint`` is a full-model checkpoint of the
             teacher (keys ``backbone.*``, heads); ``None`` initialises the teacher from its
             config's ``init_cfg`` (e.g. ImageNet backbone weights: then only feature
             distillation is meaningful).
@@ -165,7 +156,7 @@ class SparsityTrainer(BaseModel):
             if unknown:
                 raise ValueError(f'teacher has unknown keys {sorted(unknown)}; use model and '
                                  'checkpoint')
-            model_cfg = teacher.get('model') or dense_twin(student, student_model)
+            model_cfg = teacher.get('model') or dense_twin_config(ConfigDict(student))
             self.teacher_cfg = dict(model=ConfigDict(model_cfg),
                                     checkpoint=teacher.get('checkpoint'))
         unknown = [n for n in feature_distill_from if not hasattr(student_model, n)]

@@ -1,0 +1,66 @@
+"""The dense twin of a model config: the same model with sparsification disabled.
+
+The one definition used by :class:`~mmdvit.SparsityTrainer` (its default teacher) and by the
+analysis tools (the "twin" of FLOPs and benchmark rows).
+"""
+import copy
+import inspect
+
+from mmengine.config import ConfigDict
+
+# mmdvit neck / head -> the upstream module with the same arguments and parameter names.
+UPSTREAM_MODULES = {
+    'mmdvit.DynamicUPerHead': 'mmseg.UPerHead',
+    'mmdvit.DynamicFPN': 'mmdet.FPN',
+    'mmdvit.DynamicRPNHead': 'mmdet.RPNHead',
+}
+# Keyword arguments of mmdvit's necks and heads that their upstream counterparts do not take.
+SPARSE_MODULE_ARGS = ('keep_ratios', 'sparse_convs', 'sparse_levels', 'block_size',
+                      'score_dims')
+
+
+def backbone_config(model_cfg: ConfigDict) -> ConfigDict:
+    """The backbone part of a model config (the config itself for a bare backbone)."""
+    return model_cfg.backbone if 'backbone' in model_cfg else model_cfg
+
+
+def dynamic_backbone_class(backbone_cfg: ConfigDict) -> type:
+    """The mmdvit class of a ``type='mmdvit.Dynamic...'`` backbone config; others raise."""
+    from ..registry import MODELS as MMDVIT_MODELS
+    name = str(backbone_cfg.get('type', ''))
+    short = name[len('mmdvit.'):] if name.startswith('mmdvit.') else None
+    cls = MMDVIT_MODELS.get(short) if short else None
+    if cls is None:
+        raise ValueError(f"backbone type {name!r} is not an mmdvit dynamic backbone; the tools "
+                         "compare type='mmdvit.DynamicSwinTransformer' / 'mmdvit.DynamicConvNeXt' "
+                         '/ ... with its dense twin.')
+    return cls
+
+
+def upstream_heads_config(model_cfg: ConfigDict) -> ConfigDict:
+    """A copy of ``model_cfg`` whose mmdvit necks and heads (``mmdvit.DynamicUPerHead``,
+    ``mmdvit.DynamicFPN``, ``mmdvit.DynamicRPNHead``) are the upstream modules they extend, with
+    the same arguments minus the sparsity ones: the dense counterparts, which load the same
+    weights (every parameter but the gates')."""
+    model_cfg = copy.deepcopy(model_cfg)
+    for key in list(model_cfg):
+        node = model_cfg[key]
+        if isinstance(node, dict) and node.get('type') in UPSTREAM_MODULES:
+            dense = {k: v for k, v in node.items() if k not in SPARSE_MODULE_ARGS}
+            model_cfg[key] = ConfigDict(dense, type=UPSTREAM_MODULES[node['type']])
+    return model_cfg
+
+
+def dense_twin_config(model_cfg: ConfigDict) -> ConfigDict:
+    """The same model with sparsification disabled: ``sparse_stages=()`` (Swin, ConvNeXt) or
+    ``pruning_locs=()`` with ``keep_ratios=()`` (ViT), and upstream necks / heads in place of
+    mmdvit's (:func:`upstream_heads_config`). No predictors, no fast paths; it computes exactly
+    the upstream dense model (tested in the backbone and head suites)."""
+    twin = upstream_heads_config(model_cfg)
+    backbone = backbone_config(twin)
+    params = inspect.signature(dynamic_backbone_class(backbone)).parameters
+    if 'sparse_stages' in params:
+        backbone.sparse_stages = ()
+    else:
+        backbone.pruning_locs, backbone.keep_ratios = (), ()
+    return twin
