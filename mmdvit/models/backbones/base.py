@@ -2,7 +2,7 @@
 forward pass, pretrained loading that reports what it did, and a warning when it trains without
 the wrapper that trains its predictors."""
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
@@ -114,6 +114,37 @@ class DynamicBackbone(BaseModule):
         decision.window_size = window_size
         self.sparsity_decisions.append(decision)
         return decision
+
+    def predictor_at(self, stage: int, block: int) -> Optional[int]:
+        """Local index of the predictor of ``stage`` placed before ``block``, if any."""
+        sched = self.schedule.get(stage)
+        return sched.predictor_before(block) if sched is not None else None
+
+    def stage_predictors(self, stage: int) -> List[nn.Module]:
+        """The predictors of ``stage`` as a one-element list (empty for a dense stage), for
+        :meth:`frozen_parts`."""
+        key = str(stage)
+        return [self.score_predictors[key]] if key in self.score_predictors else []
+
+    def frozen_parts(self) -> List[Union[nn.Module, nn.Parameter]]:
+        """What ``frozen_stages`` freezes (modules and loose parameters); none by default."""
+        return []
+
+    def freeze_stages(self) -> None:
+        """Put :meth:`frozen_parts` in eval mode without gradients (as upstream backbones do
+        after construction and on every ``train()``)."""
+        for part in self.frozen_parts():
+            if isinstance(part, nn.Parameter):
+                part.requires_grad = False
+                continue
+            part.eval()
+            for param in part.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'DynamicBackbone':
+        super().train(mode)
+        self.freeze_stages()
+        return self
 
     def convert_checkpoint(self, state):  # pragma: no cover - abstract
         raise NotImplementedError

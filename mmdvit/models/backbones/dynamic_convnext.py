@@ -136,7 +136,7 @@ class DynamicConvNeXt(DynamicBackbone):
             self.add_module(f'norm{i}', LayerNorm2d(self.channels[i], eps=1e-6))
         self.build_predictors(self.channels, eps=1e-6)
         self.reset_parameters()
-        self._freeze_stages()
+        self.freeze_stages()
 
     def reset_parameters(self) -> None:
         """Default initialisation (mmpretrain's ConvNeXt init_cfg): truncated normal (std 0.02)
@@ -158,10 +158,9 @@ class DynamicConvNeXt(DynamicBackbone):
         outs = []
         for i, stage in enumerate(self.stages):
             x = self.downsample_layers[i](x)
-            sched = self.schedule.get(i)
             decision = None
             for j, block in enumerate(stage):
-                local = sched.predictor_before(j) if sched is not None else None
+                local = self.predictor_at(i, j)
                 if local is not None:
                     decision = self.decide(i, local, x.flatten(2).transpose(1, 2), x.shape[-2:])
                 x = block(x, decision)
@@ -173,19 +172,10 @@ class DynamicConvNeXt(DynamicBackbone):
                     outs.append(norm(x))
         return tuple(outs)
 
-    def _freeze_stages(self) -> None:
-        """Freeze downsample layers and stages 0..frozen_stages-1 with their predictors and fast
-        paths (as mmpretrain's ConvNeXt)."""
+    def frozen_parts(self) -> List[nn.Module]:
+        """Downsample layers and stages 0..frozen_stages-1 with their predictors and fast paths
+        (as mmpretrain's ConvNeXt)."""
+        frozen: List[nn.Module] = []
         for i in range(self.frozen_stages):
-            modules = [self.downsample_layers[i], self.stages[i]]
-            if str(i) in self.score_predictors:
-                modules.append(self.score_predictors[str(i)])
-            for module in modules:
-                module.eval()
-                for param in module.parameters():
-                    param.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'DynamicConvNeXt':
-        super().train(mode)
-        self._freeze_stages()
-        return self
+            frozen += [self.downsample_layers[i], self.stages[i]] + self.stage_predictors(i)
+        return frozen

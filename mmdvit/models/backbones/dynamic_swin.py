@@ -187,7 +187,7 @@ class DynamicSwinTransformer(DynamicBackbone):
             self.add_module(f'norm{i}', nn.LayerNorm(self.num_features[i]))
         self.build_predictors(self.num_features, eps=1e-5)
         self.reset_parameters()
-        self._freeze_stages()
+        self.freeze_stages()
 
     def reset_parameters(self) -> None:
         """Default (random) initialisation of every parameter, predictors included."""
@@ -236,10 +236,9 @@ class DynamicSwinTransformer(DynamicBackbone):
         x = self.drop_after_pos(x)
         outs = []
         for i, stage in enumerate(self.stages):
-            sched = self.schedule.get(i)
             decision = None
             for j, block in enumerate(stage.blocks):
-                local = sched.predictor_before(j) if sched is not None else None
+                local = self.predictor_at(i, j)
                 if local is not None:
                     decision = self.decide_at(i, local, x, hw_shape)
                 x = block(x, hw_shape, decision)
@@ -260,26 +259,17 @@ class DynamicSwinTransformer(DynamicBackbone):
         windows, grid = pool_windows(x, hw_shape, self.window_size)
         return self.decide(stage, local_index, windows, grid, window_size=self.window_size)
 
-    def _freeze_stages(self) -> None:
-        """Freeze the patch embedding (``frozen_stages >= 0``) and stages 1..frozen_stages with
-        their output norms, predictors and fast paths (as mmseg's Swin)."""
-        frozen: List[nn.Module] = []
+    def frozen_parts(self) -> List[Union[nn.Module, nn.Parameter]]:
+        """The patch embedding (``frozen_stages >= 0``) and stages 1..frozen_stages with their
+        output norms, predictors and fast paths (as mmseg's Swin)."""
+        frozen: List[Union[nn.Module, nn.Parameter]] = []
         if self.frozen_stages >= 0:
             frozen += [self.patch_embed, self.drop_after_pos]
             if self.use_abs_pos_embed:
-                self.absolute_pos_embed.requires_grad = False
+                frozen.append(self.absolute_pos_embed)
         for i in range(self.frozen_stages):
             frozen.append(self.stages[i])
             if i in self.out_indices:
                 frozen.append(getattr(self, f'norm{i}'))
-            if str(i) in self.score_predictors:
-                frozen.append(self.score_predictors[str(i)])
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'DynamicSwinTransformer':
-        super().train(mode)
-        self._freeze_stages()
-        return self
+            frozen += self.stage_predictors(i)
+        return frozen

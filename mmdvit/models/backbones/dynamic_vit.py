@@ -186,7 +186,6 @@ class DynamicViT(DynamicBackbone):
         num = x.shape[1]
         x = torch.cat([self.cls_token.expand(batch, -1, -1), x], dim=1) + self._pos_embed(grid)
         x = self.drop_after_pos(x)
-        sched = self.schedule.get(0)
         # Training: every token stays and attention follows the cumulative keep mask (B, N).
         # Inference: the sequence holds the class token and the patch tokens at the last
         # decision's keep_indices (all N in order before the first predictor).
@@ -195,7 +194,7 @@ class DynamicViT(DynamicBackbone):
         if not self.training and (self.out_type == 'featmap' or self.distill_tokens):
             pruned_map = x.new_zeros(batch, num, x.shape[-1])
         for i, block in enumerate(self.blocks):
-            local = sched.predictor_before(i) if sched is not None else None
+            local = self.predictor_at(0, i)
             if local is not None:
                 previous = self.sparsity_decisions[-1] if self.sparsity_decisions else None
                 decision = self.decide(0, local, x[:, 1:], grid, nested=True)
