@@ -55,6 +55,13 @@ def _tracing() -> bool:
             or torch.onnx.is_in_onnx_export())
 
 
+def _vectorised(x: Tensor) -> bool:
+    """Move tiles with indexing ops rather than a Python loop over tiles: when tracing, and on
+    GPUs, where the loop would launch one small copy per tile (on CPU the loop's plain copies
+    are the faster choice)."""
+    return x.is_cuda or _tracing()
+
+
 def _padded(x: Tensor, block: int, halo: int) -> Tensor:
     """x zero-padded by ``halo`` around and up to whole tiles at the bottom / right."""
     height, width = x.shape[-2:]
@@ -64,7 +71,8 @@ def _padded(x: Tensor, block: int, halo: int) -> Tensor:
 
 
 def gather_tiles_indexed(x: Tensor, tiles: Tensor, block: int, halo: int) -> Tensor:
-    """:func:`gather_tiles` as indexing ops on a strided view of the padded map (traceable)."""
+    """:func:`gather_tiles` as indexing ops on a strided view of the padded map (traceable,
+    and one kernel on a GPU)."""
     rows, cols = block_grid(*x.shape[-2:], block)
     size = block + 2 * halo
     view = _padded(x, block, halo).unfold(2, size, block).unfold(3, size, block)
@@ -80,7 +88,7 @@ def gather_tiles(x: Tensor, tiles: Tensor, block: int, halo: int) -> Tensor:
     Args:
         tiles: (n,) long, flat tile indices ``b * rows * cols + r * cols + c``.
     """
-    if _tracing():
+    if _vectorised(x):
         return gather_tiles_indexed(x, tiles, block, halo)
     batch, channels, height, width = x.shape
     rows, cols = block_grid(height, width, block)
@@ -114,7 +122,7 @@ def paste_tiles(out: Tensor, tiles_out: Tensor, tiles: Tensor) -> Tensor:
     """Write ``tiles_out`` (n, C, T, T) over the tiles ``tiles`` (flat indices, as in
     :func:`gather_tiles`) of out (B, C, H, W) (in place in eager mode); parts of a tile past
     the map are dropped. Returns the map."""
-    if _tracing():
+    if _vectorised(out):
         return paste_tiles_indexed(out, tiles_out, tiles)
     height, width = out.shape[-2:]
     block = tiles_out.shape[-1]
