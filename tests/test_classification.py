@@ -59,6 +59,7 @@ EXPECTED_ZOO = {
     'dynamic-convnext-base-r0.7': ('DynamicConvNeXt', (0.7, 0.5, 0.3), 10.0),
     'dynamic-convnext-base-r0.9': ('DynamicConvNeXt', (0.9, 0.7, 0.5), 10.0),
     'dynamic-deit-base-r0.7': ('DynamicViT', (0.7, 0.49, 0.343), 5.0),
+    'dynamic-deit-256-r0.7': ('DynamicViT', (0.7, 0.49, 0.343), 2.0),
 }
 
 

@@ -157,7 +157,9 @@ def test_converted_backbone_initialises_dense_task_backbones(tmp_path, family):
      dict(type='mmdvit.DynamicConvNeXt', arch='base'), 1024),
     ('vit', deit_layout(768, 12, (3, 6, 9)), dict(type='mmdvit.DynamicViT', arch='deit-base'),
      768),
-], ids=['swin-s', 'swin-b', 'cnn-s', 'cnn-b', 'deit-b'])
+    ('vit', deit_layout(256, 12, (3, 6, 9)), dict(type='mmdvit.DynamicViT', arch='deit-256'),
+     256),
+], ids=['swin-s', 'swin-b', 'cnn-s', 'cnn-b', 'deit-b', 'deit-256'])
 def test_authors_small_and_base_layouts_fit_the_zoo_models(family, layout, backbone, width):
     """Key sets and shapes only (meta tensors): the S / B releases follow the T / S pattern with
     the published predictor placements."""

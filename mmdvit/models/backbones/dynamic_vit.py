@@ -12,9 +12,11 @@ from ..weight_init import trunc_normal_init
 from .base import DynamicBackbone
 from .vit_layers import PatchEmbed, ViTBlock
 
-# (embed_dims, num_layers, num_heads, mlp_ratio), as timm's / mmpretrain's DeiT and ViT.
+# (embed_dims, num_layers, num_heads, mlp_ratio), as timm's / mmpretrain's DeiT and ViT, plus
+# 'deit-256', the narrower DeiT of the DynamicViT paper (in neither library).
 VIT_ARCHS: Dict[str, Dict[str, float]] = {
     'deit-tiny': dict(embed_dims=192, num_layers=12, num_heads=3, mlp_ratio=4.0),
+    'deit-256': dict(embed_dims=256, num_layers=12, num_heads=4, mlp_ratio=4.0),
     'deit-small': dict(embed_dims=384, num_layers=12, num_heads=6, mlp_ratio=4.0),
     'deit-base': dict(embed_dims=768, num_layers=12, num_heads=12, mlp_ratio=4.0),
     'base': dict(embed_dims=768, num_layers=12, num_heads=12, mlp_ratio=4.0),
