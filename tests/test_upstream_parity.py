@@ -195,3 +195,20 @@ def test_convnext_with_conv_pointwise_layers_equals_mmpretrain():
         outs = sparse(x)
     assert [d.num_keep for d in sparse.sparsity_decisions] == [33, 24, 14]  # of 6 x 8 positions
     assert [o.shape for o in outs] == [o.shape for o in ref(x)]
+
+
+def test_swin_without_patch_norm_equals_mmseg():
+    """``patch_norm=False`` drops the norms of the patch embedding and of every patch merging,
+    as in mmseg (whose PatchEmbed / PatchMerging mmdvit uses): same keys, same features."""
+    from mmseg.models.backbones import SwinTransformer
+    torch.manual_seed(0)
+    ref = SwinTransformer(patch_norm=False, **TINY)
+    ref.eval()  # mmseg's train() returns None
+    state = randomize(ref)
+    ours = DynamicSwinTransformer(patch_norm=False, sparse_stages=(), **TINY).eval()
+    assert set(ours.state_dict()) == set(state)
+    ours.load_state_dict(state)
+    x = torch.randn(1, 3, 67, 93)
+    with torch.no_grad():
+        for a, b in zip(ours(x), ref(x)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -1,6 +1,7 @@
 """DynamicConvNeXt: mmpretrain's ConvNeXt with dynamic spatial sparsification."""
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from mmpretrain.models.backbones import ConvNeXt as MMPretrainConvNeXt
 from mmpretrain.models.utils import LayerNorm2d
 from torch import Tensor, nn
 
@@ -12,19 +13,8 @@ from ..weight_init import trunc_normal_init
 from .base import DynamicBackbone
 from .convnext_layers import DynamicConvNeXtBlock
 
-# Widths and depths as mmpretrain's ConvNeXt.arch_settings.
-CONVNEXT_ARCHS: Dict[str, Dict[str, List[int]]] = {
-    'atto': dict(depths=[2, 2, 6, 2], channels=[40, 80, 160, 320]),
-    'femto': dict(depths=[2, 2, 6, 2], channels=[48, 96, 192, 384]),
-    'pico': dict(depths=[2, 2, 6, 2], channels=[64, 128, 256, 512]),
-    'nano': dict(depths=[2, 2, 8, 2], channels=[80, 160, 320, 640]),
-    'tiny': dict(depths=[3, 3, 9, 3], channels=[96, 192, 384, 768]),
-    'small': dict(depths=[3, 3, 27, 3], channels=[96, 192, 384, 768]),
-    'base': dict(depths=[3, 3, 27, 3], channels=[128, 256, 512, 1024]),
-    'large': dict(depths=[3, 3, 27, 3], channels=[192, 384, 768, 1536]),
-    'xlarge': dict(depths=[3, 3, 27, 3], channels=[256, 512, 1024, 2048]),
-    'huge': dict(depths=[3, 3, 27, 3], channels=[352, 704, 1408, 2816]),
-}
+# Widths and depths by name: mmpretrain's own table.
+CONVNEXT_ARCHS: Dict[str, Dict[str, List[int]]] = MMPretrainConvNeXt.arch_settings
 # Published predictor placements by stage depth (0-based block indices; docs/method.md,
 # 'Where the predictors sit').
 CONVNEXT_PRUNING_LOCS: Dict[int, Tuple[int, ...]] = {9: (1, 2, 3), 27: (3, 6, 9)}

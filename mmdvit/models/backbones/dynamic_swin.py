@@ -4,6 +4,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from mmengine.logging import print_log
 from mmpretrain.models.utils import resize_pos_embed
+from mmseg.models.utils.embed import PatchEmbed, PatchMerging
 from torch import Tensor, nn
 
 from ...registry import MODELS
@@ -13,7 +14,7 @@ from ..sparse import SparsityDecision, build_schedule
 from ..sparse.schedule import Locations
 from ..sparse.windows import pool_windows
 from .base import DynamicBackbone
-from .swin_layers import DynamicSwinBlock, PatchEmbed, PatchMerging, init_swin_weights, to_pair
+from .swin_layers import DynamicSwinBlock, init_swin_weights, to_pair
 
 # Published predictor placements by stage depth (0-based block indices; docs/method.md,
 # 'Where the predictors sit').
@@ -136,6 +137,9 @@ class DynamicSwinTransformer(DynamicBackbone):
                            ('drop_path_rate', drop_path_rate)):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f'{name}={rate} must be a probability in [0, 1].')
+        if strides[0] != patch_size:
+            raise ValueError(f'strides[0]={strides[0]} must equal patch_size={patch_size}: '
+                             'Swin embeds non-overlapping patches.')
         if any(s != 2 for s in strides[1:]):
             raise ValueError(f'strides={tuple(strides)}: stages after the first merge 2x2 '
                              'patches, so strides[1:] must all be 2.')
@@ -151,8 +155,9 @@ class DynamicSwinTransformer(DynamicBackbone):
         self.schedule = build_schedule(depths, sparse_stages, pruning_locs, keep_ratios,
                                        SWIN_PRUNING_LOCS)
 
-        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, strides[0],
-                                      patch_norm)
+        norm = dict(type='LN') if patch_norm else None
+        self.patch_embed = PatchEmbed(in_channels, embed_dims, kernel_size=patch_size,
+                                      stride=strides[0], norm_cfg=norm, init_cfg=None)
         self.use_abs_pos_embed = use_abs_pos_embed
         self.abs_pos_grid = (pretrain_hw[0] // patch_size, pretrain_hw[1] // patch_size)
         if use_abs_pos_embed:
@@ -181,7 +186,10 @@ class DynamicSwinTransformer(DynamicBackbone):
                     pad_small_map=pad_small_map,
                     with_cp=with_cp) for j in range(depth)
             ]
-            downsample = PatchMerging(dims, 2 * dims) if i < num_stages - 1 else None
+            downsample = None
+            if i < num_stages - 1:
+                downsample = PatchMerging(dims, 2 * dims, stride=strides[i + 1], norm_cfg=norm,
+                                          init_cfg=None)
             self.stages.append(SwinStage(blocks, downsample))
         for i in self.out_indices:
             self.add_module(f'norm{i}', nn.LayerNorm(self.num_features[i]))

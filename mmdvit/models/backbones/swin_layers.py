@@ -1,6 +1,7 @@
 """Swin Transformer building blocks with mmseg's parameter names, plus the dynamic block.
 
-Key layout (as mmseg's ``SwinTransformer``): ``patch_embed.projection``, ``patch_embed.norm``,
+Key layout (as mmseg's ``SwinTransformer``, whose ``PatchEmbed`` / ``PatchMerging`` mmdvit uses
+unchanged): ``patch_embed.projection``, ``patch_embed.norm``,
 ``blocks.j.attn.w_msa.{qkv,proj,relative_position_bias_table,relative_position_index}``,
 ``blocks.j.norm{1,2}``, ``blocks.j.ffn.layers.{0.0,1}``, ``downsample.{norm,reduction}``;
 the dynamic block adds ``blocks.j.fast_path.{0,1}`` (LayerNorm, Linear).
@@ -77,61 +78,6 @@ def shifted_window_mask(height: int, width: int, window_size: int, shift_size: i
     windows = window_partition(img_mask, window_size).reshape(-1, window_size * window_size)
     mask = windows.unsqueeze(1) - windows.unsqueeze(2)
     return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
-
-
-class PatchEmbed(nn.Module):
-    """Non-overlapping patch embedding; pads bottom/right to a multiple of the patch size.
-
-    Args:
-        in_channels: image channels.
-        embed_dims: output channels C.
-        patch_size: kernel size and stride.
-        patch_norm: apply LayerNorm to the tokens.
-    """
-
-    def __init__(self, in_channels: int, embed_dims: int, patch_size: int, stride: int,
-                 patch_norm: bool = True) -> None:
-        super().__init__()
-        if stride != patch_size:
-            raise ValueError(f'strides[0]={stride} must equal patch_size={patch_size}: '
-                             'overlapping patch embeddings are not supported.')
-        self.patch_size = patch_size
-        self.projection = nn.Conv2d(in_channels, embed_dims, patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dims) if patch_norm else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tuple[Tensor, HW]:
-        """x: (B, 3, H, W) -> tokens (B, H'*W', C) and (H', W') = ceil((H, W) / patch)."""
-        height, width = x.shape[-2:]
-        pad_b = (self.patch_size - height % self.patch_size) % self.patch_size
-        pad_r = (self.patch_size - width % self.patch_size) % self.patch_size
-        if pad_b or pad_r:
-            x = F.pad(x, (0, pad_r, 0, pad_b))
-        x = self.projection(x)
-        hw_shape = (x.shape[2], x.shape[3])
-        return self.norm(x.flatten(2).transpose(1, 2)), hw_shape
-
-
-class PatchMerging(nn.Module):
-    """2x2 patch merging (pads odd sizes), channel order as ``nn.Unfold``: ``c * 4 + 2*kh + kw``.
-
-    Args:
-        in_channels: C.
-        out_channels: channels after the linear reduction (2C in Swin).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(4 * in_channels)
-        self.reduction = nn.Linear(4 * in_channels, out_channels, bias=False)
-
-    def forward(self, x: Tensor, hw_shape: HW) -> Tuple[Tensor, HW]:
-        """x: (B, H*W, C) -> (B, ceil(H/2)*ceil(W/2), out_channels)."""
-        batch, _, channels = x.shape
-        x = pad_to_multiple(x.view(batch, *hw_shape, channels), 2)
-        height, width = x.shape[1] // 2, x.shape[2] // 2
-        x = x.view(batch, height, 2, width, 2, channels).permute(0, 1, 3, 5, 2, 4)
-        x = x.reshape(batch, height * width, 4 * channels)
-        return self.reduction(self.norm(x)), (height, width)
 
 
 class WindowMSA(nn.Module):

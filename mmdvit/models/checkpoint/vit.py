@@ -9,8 +9,7 @@ import math
 import re
 from typing import Dict, List, Tuple
 
-import torch
-import torch.nn.functional as F
+from mmpretrain.models.utils import resize_pos_embed as mmpretrain_resize_pos_embed
 from torch import Tensor
 
 StateDict = Dict[str, Tensor]
@@ -78,17 +77,12 @@ def resize_pos_embed(pos_embed: Tensor, grid: Tuple[int, int]) -> Tensor:
         grid: (h, w), the target patch grid.
 
     Returns:
-        (1, 1 + h * w, C), bicubic interpolation of the patch rows (as timm / mmpretrain).
+        (1, 1 + h * w, C), bicubic interpolation of the patch rows (mmpretrain's
+        ``resize_pos_embed``).
     """
     num_src = pos_embed.shape[1] - 1
     side = math.isqrt(num_src)
     if side * side != num_src:
         raise ValueError(f'pos_embed has {num_src} patch rows, not a square grid: cannot '
                          'resize it.')
-    if (side, side) == tuple(grid):
-        return pos_embed
-    cls_row, patch = pos_embed[:, :1], pos_embed[:, 1:]
-    patch = patch.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
-    patch = F.interpolate(patch, size=tuple(grid), mode='bicubic', align_corners=False)
-    patch = patch.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1).to(pos_embed.dtype)
-    return torch.cat([cls_row, patch], dim=1)
+    return mmpretrain_resize_pos_embed(pos_embed, (side, side), tuple(grid), 'bicubic', 1)

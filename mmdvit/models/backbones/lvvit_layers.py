@@ -1,0 +1,105 @@
+"""LV-ViT building blocks (Jiang et al., 2021, "All Tokens Matter: Token Labeling for Training
+Better Vision Transformers") with the parameter names of the TokenLabeling and DynamicViT
+releases.
+
+Key layout: ``patch_embed.{conv1, bn1, conv2, bn2, conv3, bn3, proj}``,
+``blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}`` (no qkv bias).
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmcv.cnn.bricks import DropPath
+from torch import Tensor, nn
+
+from .vit_layers import HW, Attention, Mlp
+
+
+class ConvPatchEmbed(nn.Module):
+    """LV-ViT's four-convolution patch embedding (``p_emb='4_2'`` in the releases).
+
+    ``conv1`` 7x7 stride 2 -> BN -> ReLU -> ``conv2`` 3x3 -> BN -> ReLU -> ``conv3`` 3x3 -> BN ->
+    ReLU -> ``proj`` (patch_size / 2) x (patch_size / 2) with that stride; the three stem
+    convolutions have no bias. The input is padded at the bottom / right to a multiple of
+    ``patch_size``.
+
+    Args:
+        in_channels: image channels.
+        embed_dims: C.
+        patch_size: total stride (even).
+        stem_channels: width of the three stem convolutions (64 in LV-ViT-S / M).
+    """
+
+    def __init__(self, in_channels: int, embed_dims: int, patch_size: int = 16,
+                 stem_channels: int = 64) -> None:
+        super().__init__()
+        if patch_size % 2:
+            raise ValueError(f'patch_size={patch_size} must be even: the stem halves the image '
+                             'and proj covers patch_size / 2.')
+        self.patch_size = patch_size
+        self.conv1 = nn.Conv2d(in_channels, stem_channels, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem_channels)
+        self.conv2 = nn.Conv2d(stem_channels, stem_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(stem_channels)
+        self.conv3 = nn.Conv2d(stem_channels, stem_channels, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(stem_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.proj = nn.Conv2d(stem_channels, embed_dims, patch_size // 2,
+                              stride=patch_size // 2)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, HW]:
+        """x: (B, 3, H, W) -> tokens (B, h*w, C) and (h, w) = ceil((H, W) / patch)."""
+        height, width = x.shape[-2:]
+        pad_b = (self.patch_size - height % self.patch_size) % self.patch_size
+        pad_r = (self.patch_size - width % self.patch_size) % self.patch_size
+        if pad_b or pad_r:
+            x = F.pad(x, (0, pad_r, 0, pad_b))
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn2(self.conv2(x)))
+        x = self.proj(self.relu(self.bn3(self.conv3(x))))
+        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
+
+
+class LVViTBlock(nn.Module):
+    """Pre-norm transformer block whose residual branches are divided by ``skip_lam``:
+    ``x + attn(norm1(x)) / skip_lam``, then ``x + mlp(norm2(x)) / skip_lam``.
+
+    Attention is :class:`~mmdvit.models.backbones.vit_layers.Attention` (with a ``policy`` no
+    token attends to a pruned one), so sparsification behaves as in DynamicViT.
+
+    Args:
+        embed_dims: C.
+        num_heads: attention heads (head width C / num_heads).
+        mlp_ratio: MLP hidden width as a multiple of C.
+        skip_lam: divisor of both residual branches (2.0 in LV-ViT-S / M).
+        qkv_bias: bias in the qkv projection (none in LV-ViT).
+        drop_rate, attn_drop_rate, drop_path_rate: dropout, attention dropout, stochastic depth.
+        norm_eps: LayerNorm epsilon (1e-5, PyTorch's default, in LV-ViT).
+        with_cp: gradient checkpointing.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float = 3.0,
+                 skip_lam: float = 1.0, qkv_bias: bool = False, drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 norm_eps: float = 1e-5, with_cp: bool = False) -> None:
+        super().__init__()
+        if skip_lam <= 0:
+            raise ValueError(f'skip_lam={skip_lam} must be > 0 (LV-ViT-S / M use 2.0).')
+        self.skip_lam = skip_lam
+        self.with_cp = with_cp
+        self.norm1 = nn.LayerNorm(embed_dims, eps=norm_eps)
+        self.attn = Attention(embed_dims, num_heads, qkv_bias, attn_drop_rate, drop_rate)
+        self.norm2 = nn.LayerNorm(embed_dims, eps=norm_eps)
+        self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), drop_rate)
+        self.drop_path = DropPath(drop_path_rate)
+
+    def forward(self, x: Tensor, policy: Optional[Tensor] = None) -> Tensor:
+        """x: (B, N, C); policy: (B, N, 1) keep mask (training) or None -> (B, N, C)."""
+
+        def inner(x: Tensor) -> Tensor:
+            x = x + self.drop_path(self.attn(self.norm1(x), policy)) / self.skip_lam
+            return x + self.drop_path(self.mlp(self.norm2(x))) / self.skip_lam
+
+        if self.with_cp and x.requires_grad:
+            return torch.utils.checkpoint.checkpoint(inner, x, use_reentrant=False)
+        return inner(x)
