@@ -1,7 +1,9 @@
 """Swin Transformer building blocks with mmseg's parameter names, plus the dynamic block.
 
-Key layout (as mmseg's ``SwinTransformer``, whose ``PatchEmbed`` / ``PatchMerging`` mmdvit uses
-unchanged): ``patch_embed.projection``, ``patch_embed.norm``,
+mmseg's ``PatchEmbed``, ``PatchMerging`` and ``WindowMSA`` and mmcv's ``FFN`` are used
+unchanged; mmdvit owns the shifting, padding and window partitioning around the attention
+(its sparse paths partition once and route whole windows) and the block (slow / fast paths).
+Key layout (as mmseg's ``SwinTransformer``): ``patch_embed.projection``, ``patch_embed.norm``,
 ``blocks.j.attn.w_msa.{qkv,proj,relative_position_bias_table,relative_position_index}``,
 ``blocks.j.norm{1,2}``, ``blocks.j.ffn.layers.{0.0,1}``, ``downsample.{norm,reduction}``;
 the dynamic block adds ``blocks.j.fast_path.{0,1}`` (LayerNorm, Linear).
@@ -11,6 +13,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
+from mmcv.cnn.bricks.transformer import FFN
+from mmseg.models.backbones.swin import WindowMSA
 from torch import Tensor, nn
 
 from ..sparse import SparsityDecision, route_tokens, route_windows
@@ -80,59 +84,6 @@ def shifted_window_mask(height: int, width: int, window_size: int, shift_size: i
     return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
 
 
-class WindowMSA(nn.Module):
-    """Multi-head self-attention inside windows with a relative position bias.
-
-    Args:
-        embed_dims: C.
-        num_heads: attention heads.
-        window_size: side of a square window.
-        qkv_bias: bias in the qkv projection.
-        qk_scale: override of the default head_dim ** -0.5 scale.
-        attn_drop_rate, proj_drop_rate: dropout rates.
-    """
-
-    def __init__(self, embed_dims: int, num_heads: int, window_size: int, qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None, attn_drop_rate: float = 0.0,
-                 proj_drop_rate: float = 0.0) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.window_size = window_size
-        self.scale = qk_scale or (embed_dims // num_heads)**-0.5
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * window_size - 1)**2, num_heads))
-        coords = torch.stack(
-            torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing='ij'))
-        coords = coords.flatten(1)
-        relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + window_size - 1
-        self.register_buffer('relative_position_index',
-                             relative[..., 0] * (2 * window_size - 1) + relative[..., 1])
-        self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop_rate)
-        self.proj = nn.Linear(embed_dims, embed_dims)
-        self.proj_drop = nn.Dropout(proj_drop_rate)
-
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        """x: (B * num_windows, ws*ws, C); mask: (num_windows, ws*ws, ws*ws) or None.
-
-        The softmax is explicit: with 49-position windows, ``F.scaled_dot_product_attention``
-        with the bias as a float mask measured slower (docs/efficiency.md, 'Window attention').
-        """
-        batch, num, channels = x.shape
-        qkv = self.qkv(x).reshape(batch, num, 3, self.num_heads, channels // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        attn = attn + bias.view(num, num, -1).permute(2, 0, 1).unsqueeze(0)
-        if mask is not None:
-            num_windows = mask.shape[0]
-            attn = attn.view(batch // num_windows, num_windows, self.num_heads, num, num)
-            attn = (attn + mask.unsqueeze(1).unsqueeze(0)).view(-1, self.num_heads, num, num)
-        attn = self.attn_drop(attn.softmax(dim=-1))
-        x = (attn @ v).transpose(1, 2).reshape(batch, num, channels)
-        return self.proj_drop(self.proj(x))
-
-
 class ShiftWindowMSA(nn.Module):
     """(Shifted) window attention over an NHWC map of any size (padded inside, cropped after).
 
@@ -141,7 +92,8 @@ class ShiftWindowMSA(nn.Module):
         pad_small_map: True (mmseg): a map no larger than a window is padded and shifted like
             any other. False (official Swin, mmpretrain, timm): a map exactly one window wide
             is not shifted, and a smaller one raises.
-        Others as :class:`WindowMSA`.
+        Others as mmseg's ``WindowMSA`` (used unchanged as ``w_msa``; mmdvit owns the
+        shifting, padding and partitioning around it, which its sparse paths reuse).
     """
 
     def __init__(self, embed_dims: int, num_heads: int, window_size: int, shift_size: int,
@@ -154,8 +106,8 @@ class ShiftWindowMSA(nn.Module):
         self.window_size = window_size
         self.shift_size = shift_size
         self.pad_small_map = pad_small_map
-        self.w_msa = WindowMSA(embed_dims, num_heads, window_size, qkv_bias, qk_scale,
-                               attn_drop_rate, proj_drop_rate)
+        self.w_msa = WindowMSA(embed_dims, num_heads, (window_size, window_size), qkv_bias,
+                               qk_scale, attn_drop_rate, proj_drop_rate)
 
     def effective_shift(self, hw_shape: HW) -> int:
         """The shift used for an (H, W) map (0 for a one-window map without ``pad_small_map``).
@@ -211,23 +163,6 @@ class ShiftWindowMSA(nn.Module):
         return self.merge(out.view(batch, num, tokens, channels), hw_shape, padded, shift)
 
 
-class FFN(nn.Module):
-    """Two-layer MLP with mmcv's ``FFN`` key layout: ``layers.0.0`` (fc1), ``layers.1`` (fc2)."""
-
-    def __init__(self, embed_dims: int, feedforward_channels: int, drop_rate: float = 0.0) -> None:
-        super().__init__()
-        self.embed_dims = embed_dims
-        self.feedforward_channels = feedforward_channels
-        self.layers = nn.Sequential(
-            nn.Sequential(
-                nn.Linear(embed_dims, feedforward_channels), nn.GELU(), nn.Dropout(drop_rate)),
-            nn.Linear(feedforward_channels, embed_dims), nn.Dropout(drop_rate))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x: (B, N, C) -> (B, N, C), the residual branch only."""
-        return self.layers(x)
-
-
 class DynamicSwinBlock(nn.Module):
     """A Swin block with a slow path for kept positions and a fast path (``LayerNorm ->
     Linear``) for pruned ones. Without a decision (dense blocks, or ``sparse=False``) it is
@@ -258,7 +193,10 @@ class DynamicSwinBlock(nn.Module):
                                    window_size // 2 if shift else 0, qkv_bias, qk_scale,
                                    attn_drop_rate, drop_rate, pad_small_map)
         self.norm2 = nn.LayerNorm(embed_dims)
-        self.ffn = FFN(embed_dims, feedforward_channels, drop_rate)
+        # mmcv's FFN (as mmseg), returning the residual branch only: the block adds the
+        # shortcut and drop path itself (the fast path shares them).
+        self.ffn = FFN(embed_dims, feedforward_channels, ffn_drop=drop_rate, add_identity=False,
+                       act_cfg=dict(type='GELU'))
         self.drop_path = DropPath(drop_path_rate)
         self.fast_path = nn.Sequential(nn.LayerNorm(embed_dims),
                                        nn.Linear(embed_dims, embed_dims)) if sparse else None
