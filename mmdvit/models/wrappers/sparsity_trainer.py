@@ -85,10 +85,10 @@ class SparsityTrainer(BaseModel):
         teacher: ``None`` (no distillation) or ``dict(model=<config or None>,
             checkpoint=<path or None>)``. ``model=None`` takes the student's dense twin
             (:func:`~mmdvit.models.dense_twin.dense_twin_config`: sparsification disabled,
-            upstream necks / heads; exactly the upstream dense model). ``checkpoint`` is a full-model checkpoint of the
-            teacher (keys ``backbone.*``, heads); ``None`` initialises the teacher from its
-            config's ``init_cfg`` (e.g. ImageNet backbone weights: then only feature
-            distillation is meaningful).
+            upstream necks / heads; exactly the upstream dense model). ``checkpoint`` is a
+            full-model checkpoint of the teacher (keys ``backbone.*``, heads); ``None``
+            initialises the teacher from its config's ``init_cfg`` (e.g. ImageNet backbone
+            weights: then only feature distillation is meaningful).
         ratio_loss_weight: weight of the keep-ratio loss (published: 10.0 for Swin / ConvNeXt).
         feature_distill_weight: weight of the MSE between student and teacher backbone outputs
             (all ``out_indices``). A backbone may define
