@@ -60,7 +60,11 @@ EXPECTED_ZOO = {
     'dynamic-convnext-base-r0.9': ('DynamicConvNeXt', (0.9, 0.7, 0.5), 10.0),
     'dynamic-deit-base-r0.7': ('DynamicViT', (0.7, 0.49, 0.343), 5.0),
     'dynamic-deit-256-r0.7': ('DynamicViT', (0.7, 0.49, 0.343), 2.0),
+    'dynamic-lvvit-small-r0.5': ('DynamicLVViT', (0.5, 0.25, 0.125), 2.0),
+    'dynamic-lvvit-small-r0.7': ('DynamicLVViT', (0.7, 0.49, 0.343), 2.0),
+    'dynamic-lvvit-medium-r0.7': ('DynamicLVViT', (0.7, 0.49, 0.343), 2.0),
 }
+VIT_HEADS = {'DynamicViT': 'head.layers.head', 'DynamicLVViT': 'head.head'}
 
 
 def test_zoo_is_complete():
@@ -76,11 +80,11 @@ def test_zoo_config_builds_with_the_published_settings(path):
     assert model.backbone.keep_ratios == pytest.approx(list(ratios))
     assert model.ratio_loss_weight == ratio_weight
     assert (model.feature_distill_weight, model.logit_distill_weight) == (0.5, 0.5)
-    head = model.head.layers.head if backbone_type == 'DynamicViT' else model.head.fc
+    head = model.get_submodule(VIT_HEADS.get(backbone_type, 'head.fc'))
     assert head.out_features == 1000
     assert head.in_features == model.backbone.state_dict()[
-        'norm.weight' if backbone_type == 'DynamicViT' else 'norm3.weight'].shape[0]
-    epochs = 30 if backbone_type == 'DynamicViT' else 120
+        'norm.weight' if backbone_type in VIT_HEADS else 'norm3.weight'].shape[0]
+    epochs = 30 if backbone_type in VIT_HEADS else 120
     assert cfg.train_cfg.max_epochs == epochs
     assert cfg.custom_hooks == [dict(type='mmdvit.FreezePretrainedHook', epochs=5)]
 

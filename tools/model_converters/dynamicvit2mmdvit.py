@@ -1,15 +1,17 @@
 """Convert a classifier checkpoint of any supported layout into an mmdvit classifier checkpoint.
 
-    python tools/model_converters/dynamicvit2mmdvit.py SRC DST [--family {swin,convnext,vit}]
+    python tools/model_converters/dynamicvit2mmdvit.py SRC DST [--family {convnext,lvvit,swin,vit}]
                                                        [--config CONFIG] [--force]
                                                        [--trust-checkpoint]
 
-SRC: the DynamicViT authors' releases (DynamicSwin-T/S/B, DynamicCNN-T/S/B, DynamicViT-DeiT-S/B:
-``{'model': state_dict}``), official Swin (Microsoft) / ConvNeXt (Meta) / DeiT ImageNet files,
-timm state dicts (Swin, ConvNeXt, DeiT / ViT), and mmpretrain / mmseg / mmdet checkpoints.
+SRC: the DynamicViT authors' releases (DynamicSwin-T/S/B, DynamicCNN-T/S/B, DynamicViT-DeiT-S/B
+/ 256, DynamicViT-LVViT-S/M: ``{'model': state_dict}``), TokenLabeling's LV-ViT releases,
+official Swin (Microsoft) / ConvNeXt (Meta) / DeiT ImageNet files, timm state dicts (Swin,
+ConvNeXt, DeiT / ViT), and mmpretrain / mmseg / mmdet checkpoints.
 DST: ``{'state_dict': ...}`` with mmpretrain ``ImageClassifier`` keys: ``backbone.*`` (mmdvit's
 layout) and the linear classifier as ``head.fc.*`` (Swin / ConvNeXt) or ``head.layers.head.*``
-(DeiT). ``tools/test.py configs/imagenet_dvit_*.py DST`` evaluates it, and its backbone part
+(DeiT), or for LV-ViT ``head.head.*`` and ``head.aux_head.*`` (``LVViTClsHead``).
+``tools/test.py configs/imagenet_dvit_*.py DST`` evaluates it, and its backbone part
 initialises the dense-task configs with
 ``init_cfg=dict(type='Pretrained', checkpoint=DST, prefix='backbone.')``.
 
@@ -41,7 +43,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('src', help='source checkpoint (any supported layout)')
     parser.add_argument('dst', help='where to write the mmdvit checkpoint')
-    parser.add_argument('--family', choices=sorted(CONVERTERS),
+    parser.add_argument('--family', choices=sorted([*CONVERTERS, 'lvvit']),
                         help='model family (default: detected from the keys)')
     parser.add_argument('--config', help='also check the result against this config\'s model')
     parser.add_argument('--force', action='store_true', help='replace DST if it exists')

@@ -13,6 +13,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from torch import Tensor
 
 from .convnext import convert_convnext_checkpoint
+from .lvvit import STEM_KEY, convert_lvvit_classifier_checkpoint
 from .swin import convert_swin_checkpoint
 from .vit import convert_vit_checkpoint
 
@@ -38,7 +39,7 @@ class ClassifierConversion:
 
     Attributes:
         state: ``backbone.*`` and ``head.*`` keys of an mmpretrain ``ImageClassifier``.
-        family: ``'swin'``, ``'convnext'`` or ``'vit'``.
+        family: ``'swin'``, ``'convnext'``, ``'vit'`` or ``'lvvit'``.
         layout: the backbone layout that was detected (``official``, ``timm``, ``mmseg``...).
         unmapped: source keys that have no place in the classifier (e.g. a segmentor's
             ``decode_head.*``, a timm ``fc_norm``); empty for every supported classifier layout.
@@ -86,12 +87,21 @@ def convert_classifier_checkpoint(state: StateDict,
     Args:
         state: the raw state dict (already unwrapped from ``{'model': ...}`` /
             ``{'state_dict': ...}``).
-        family: ``'swin'``, ``'convnext'`` or ``'vit'``; detected from the keys when ``None``.
+        family: ``'swin'``, ``'convnext'``, ``'vit'`` or ``'lvvit'`` (LV-ViT releases: class-token
+            and token-labelling heads as ``head.head`` / ``head.aux_head``, see
+            :func:`~mmdvit.models.checkpoint.lvvit.convert_lvvit_classifier_checkpoint`);
+            detected from the keys when ``None``.
 
     Returns:
         A :class:`ClassifierConversion`.
     """
     backbone, head, other = _split(state)
+    if family == 'lvvit' or (family is None and STEM_KEY in backbone):
+        if other or any(k.startswith('backbone.') for k in state):
+            raise ValueError('an LV-ViT checkpoint must be a release state dict (TokenLabeling or '
+                             'DynamicViT-LVViT), not an OpenMMLab model')
+        converted, layout = convert_lvvit_classifier_checkpoint(state)
+        return ClassifierConversion(converted, 'lvvit', layout)
     family = family or detect_family(backbone)
     if family not in CONVERTERS:
         raise ValueError(f'family={family!r}; use one of {sorted(CONVERTERS)}.')
