@@ -13,7 +13,8 @@ from .base import DynamicBackbone
 from .vit_layers import PatchEmbed, ViTBlock
 
 # (embed_dims, num_layers, num_heads, mlp_ratio), as timm's / mmpretrain's DeiT and ViT, plus
-# 'deit-256', the narrower DeiT of the DynamicViT paper (in neither library).
+# 'deit-256', the narrower DeiT of the DynamicViT paper (in neither library, hence a table of
+# mmdvit's own).
 VIT_ARCHS: Dict[str, Dict[str, float]] = {
     'deit-tiny': dict(embed_dims=192, num_layers=12, num_heads=3, mlp_ratio=4.0),
     'deit-256': dict(embed_dims=256, num_layers=12, num_heads=4, mlp_ratio=4.0),

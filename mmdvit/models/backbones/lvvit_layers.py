@@ -10,9 +10,10 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
+from timm.layers import Mlp
 from torch import Tensor, nn
 
-from .vit_layers import HW, Attention, Mlp
+from .vit_layers import HW, Attention
 
 
 class ConvPatchEmbed(nn.Module):
@@ -90,7 +91,7 @@ class LVViTBlock(nn.Module):
         self.norm1 = nn.LayerNorm(embed_dims, eps=norm_eps)
         self.attn = Attention(embed_dims, num_heads, qkv_bias, attn_drop_rate, drop_rate)
         self.norm2 = nn.LayerNorm(embed_dims, eps=norm_eps)
-        self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), drop_rate)
+        self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), drop=drop_rate)
         self.drop_path = DropPath(drop_path_rate)
 
     def forward(self, x: Tensor, policy: Optional[Tensor] = None) -> Tensor:

@@ -1,13 +1,15 @@
 """Plain ViT building blocks with timm's parameter names, and attention that ignores pruned tokens.
 
 Key layout (as timm's ``VisionTransformer`` / DeiT): ``patch_embed.proj``,
-``blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``.
+``blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``. timm's ``Mlp`` and mmcv's
+``DropPath`` are used unchanged; the attention is mmdvit's (it masks pruned tokens in training).
 """
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
+from timm.layers import Mlp
 from torch import Tensor, nn
 
 HW = Tuple[int, int]
@@ -40,6 +42,9 @@ def policy_softmax(attn: Tensor, policy: Tensor, eps: float = 1e-6) -> Tensor:
 
 class PatchEmbed(nn.Module):
     """Non-overlapping patch embedding; pads bottom/right to a multiple of the patch size.
+
+    mmdvit's own (timm's returns the tokens only): the pruning and the ``featmap`` output need
+    the (h, w) patch grid it returns.
 
     Args:
         in_channels: image channels.
@@ -114,20 +119,6 @@ class Attention(nn.Module):
         return self.attn_drop(attn) @ v
 
 
-class Mlp(nn.Module):
-    """``fc1 -> GELU -> fc2`` with dropout. x: (B, N, C) -> (B, N, C)."""
-
-    def __init__(self, embed_dims: int, hidden_dims: int, drop_rate: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(embed_dims, hidden_dims)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dims, embed_dims)
-        self.drop = nn.Dropout(drop_rate)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
 class ViTBlock(nn.Module):
     """Pre-norm transformer block (timm's ``Block`` without layer scale).
 
@@ -150,7 +141,7 @@ class ViTBlock(nn.Module):
         self.norm1 = nn.LayerNorm(embed_dims, eps=norm_eps)
         self.attn = Attention(embed_dims, num_heads, qkv_bias, attn_drop_rate, drop_rate)
         self.norm2 = nn.LayerNorm(embed_dims, eps=norm_eps)
-        self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), drop_rate)
+        self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), drop=drop_rate)
         self.drop_path = DropPath(drop_path_rate)
 
     def forward(self, x: Tensor, policy: Optional[Tensor] = None) -> Tensor:
