@@ -18,10 +18,10 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
+from ..models.dense_twin import backbone_config, dense_twin_config, upstream_heads_config
 from ..models.sparse import SparseConvGate
 from .flops import count_macs
 from .inputs import model_inputs
-from ..models.dense_twin import backbone_config, dense_twin_config, upstream_heads_config
 from .models import (build_model, build_upstream_backbone, copy_shared_weights, default_scope,
                      model_config, upstream_backbone_config)
 
