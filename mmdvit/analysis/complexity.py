@@ -6,10 +6,10 @@ import numpy as np
 from mmengine.config import Config
 from torch import nn
 
+from ..models.dense_twin import dense_twin_config
 from ..models.sparse import SparsityDecision, decision_label, model_decisions, sparse_children
 from .flops import count_macs
 from .inputs import model_inputs
-from ..models.dense_twin import dense_twin_config
 from .models import build_model, copy_shared_weights, default_scope, load_weights, model_config
 
 CONVENTION = (

@@ -21,7 +21,6 @@ from ..sparse import SparsityDecision, route_tokens, route_windows
 from ..sparse.windows import shifted_decision
 from ..weight_init import trunc_normal_init
 
-
 HW = Tuple[int, int]
 
 
