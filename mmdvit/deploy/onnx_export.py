@@ -182,10 +182,20 @@ def flatten_outputs(out: Any) -> List[Tensor]:
 
 def exportable(model: nn.Module) -> nn.Module:
     """The module to export: a backbone as it is, a whole OpenMMLab model (one with a data
-    preprocessor and a backbone) wrapped in :class:`TensorMode`."""
+    preprocessor and a backbone) wrapped in :class:`TensorMode`.
+
+    Raises:
+        OnnxExportError: for whole mmdet detectors (their tensor mode needs image metas and
+            runs NMS).
+    """
     if isinstance(model, TensorMode):
         return model
     if hasattr(model, 'backbone') and hasattr(model, 'data_preprocessor'):
+        if type(model).__module__.startswith('mmdet'):
+            raise OnnxExportError(
+                f'whole mmdet detectors ({type(model).__name__}) are not exported: their tensor '
+                "mode needs image metas and runs the RPN's proposal selection (NMS, mmcv ops), "
+                'which this exporter does not handle. Export the backbone (--part backbone).')
         return TensorMode(model)
     return model
 
@@ -337,7 +347,8 @@ def verify_onnx(onnx_model: OnnxModel, model: nn.Module, inputs: Sequence[Tensor
         OnnxMismatchError: an output count or shape differs (the difference is measured and
             reported in the returned check otherwise; see :attr:`OnnxCheck.passed`).
     """
-    module = exportable(model).eval()
+    module = exportable(model)
+    module.eval()  # not chained: some upstream train() overrides return None
     session = ort_session(onnx_model, threads or torch.get_num_threads())
     name = session.get_inputs()[0].name
     max_abs = max_rel = 0.0
@@ -444,7 +455,8 @@ def export_and_verify(model: nn.Module, path: PathLike, shape: Sequence[int] = (
                               'it, or choose another output file.')
     require('onnx')
     require('onnxruntime')
-    module = exportable(model).eval()
+    module = exportable(model)
+    module.eval()  # not chained: some upstream train() overrides return None
     if inputs is None:
         inputs = check_inputs(module, shape, batch)
     inputs = [x.detach().float().cpu().contiguous() for x in inputs]
