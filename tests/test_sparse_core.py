@@ -161,3 +161,13 @@ def test_nested_training_masks_stay_inside_the_previous_mask():
     assert second.keep_mask.sum() < first.keep_mask.sum()
     second.keep_mask.sum().backward()
     assert log_probs.grad.abs().sum() > 0
+
+
+def test_inference_ranks_confident_keeps_by_their_margin():
+    """Logit margins of 20-40: float32 log_softmax gives log p(keep) == 0.0 for all of them, yet
+    the kept set is the k largest margins (not the sort's tie-break)."""
+    margins = torch.tensor([[20.0, 40.0, 25.0, 35.0, 30.0, -5.0]])
+    log_probs = torch.stack([margins, torch.zeros_like(margins)], -1).log_softmax(-1)
+    assert (log_probs[0, :5, 0] == 0).all()  # saturated keep scores
+    decision = decide(log_probs, 0.5, False, 0, 0, (2, 3))
+    assert decision.keep_indices[0].tolist() == [1, 3, 4]

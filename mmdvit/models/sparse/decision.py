@@ -86,6 +86,18 @@ def num_kept(num_positions: int, keep_ratio: float) -> int:
     return int(num_positions * keep_ratio)
 
 
+def keep_margin(log_probs: Tensor) -> Tensor:
+    """The ranking score of inference: ``log p(keep) - log p(prune)`` in float32, (B, N).
+
+    It orders positions as the keep log-probability does, but does not saturate: for a
+    confident keep (logit margin above ~17) float32 ``log_softmax`` returns exactly 0 for
+    ``log p(keep)``, so ranking by it would tie every such position and leave the kept set to
+    the sort's tie-break.
+    """
+    log_probs = log_probs.float()
+    return log_probs[..., 0] - log_probs[..., 1]
+
+
 def decide(log_probs: Optional[Tensor], keep_ratio: float, training: bool, stage: int,
            index: int, hw_shape: Tuple[int, int],
            previous: Optional[SparsityDecision] = None) -> SparsityDecision:
@@ -98,7 +110,7 @@ def decide(log_probs: Optional[Tensor], keep_ratio: float, training: bool, stage
             n (nothing more to prune, the predictor need not run).
         keep_ratio: target fraction of kept positions (of all N), in (0, 1].
         training: draw a straight-through Gumbel-softmax hard mask (tau=1) if True; keep the
-            top-k positions by keep score otherwise.
+            top-k positions by keep score otherwise (ranked by :func:`keep_margin`).
         stage, index, hw_shape: recorded in the decision.
         previous: the decision this one nests in (plain ViTs: a pruned token never returns).
             Training: the hard mask is multiplied by ``previous.keep_mask``. Inference: only
@@ -118,7 +130,7 @@ def decide(log_probs: Optional[Tensor], keep_ratio: float, training: bool, stage
     if k in (0, num):
         mask = log_probs.new_full((batch, num), float(k == num), dtype=torch.float32)
         return SparsityDecision(stage, index, keep_ratio, hw_shape, log_probs, mask, None, k)
-    order = torch.topk(log_probs[..., 0].float(), num, dim=1, sorted=True).indices
+    order = torch.topk(keep_margin(log_probs), num, dim=1, sorted=True).indices
     mask = torch.zeros(batch, num, device=log_probs.device).scatter_(1, order[:, :k], 1.0)
     return SparsityDecision(stage, index, keep_ratio, hw_shape, log_probs, mask, order, k)
 
@@ -138,7 +150,7 @@ def _decide_nested(log_probs: Optional[Tensor], keep_ratio: float, stage: int, i
         if log_probs.shape[1] != present.shape[1]:
             raise ValueError(f'nested decision: scores for {log_probs.shape[1]} positions, '
                              f'but the previous decision kept {present.shape[1]}')
-        top = torch.topk(log_probs[..., 0].float(), k, dim=1, sorted=True).indices
+        top = torch.topk(keep_margin(log_probs), k, dim=1, sorted=True).indices
         kept = present.gather(1, top)
         full_log_probs = log_probs.new_tensor([float('-inf'), 0.0]).repeat(batch, num, 1)
         full_log_probs = full_log_probs.scatter(1, present.unsqueeze(-1).expand(-1, -1, 2),
