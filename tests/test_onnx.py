@@ -27,7 +27,7 @@ from mmdvit.deploy import (OnnxExportError, export_and_verify, onnx_macs,  # noq
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORT_TOOL = ROOT / 'tools' / 'deployment' / 'pytorch2onnx.py'
-BENCH_TOOL = ROOT / 'tools' / 'deployment' / 'benchmark_onnx.py'
+BENCH_TOOL = ROOT / 'tools' / 'analysis_tools' / 'benchmark.py'
 
 WINDOW_SWIN = dict(PRESETS['swin-test'], granularity='window', sparse_stages=(0, 1, 2, 3),
                    pruning_locs=((0, ), (0, ), (0, ), (0, )), keep_ratios=(0.6, 0.6, 0.5, 0.5))
@@ -230,16 +230,33 @@ def test_export_tool_loads_checkpoint_and_forces(tmp_path):
                    str(tmp_path / 'other.onnx')])
 
 
-def test_benchmark_tool_rows(tmp_path):
+def test_benchmark_backends_onnxruntime_and_compile(tmp_path):
+    """``benchmark.py --backend onnxruntime`` exports dense, twin and dynamic at each batch size
+    and times them in ONNX Runtime (the dynamic graph keeps its TopK); ``--compile`` times
+    torch.compile versions. Both compute what the eager models compute."""
+    from mmdvit.analysis.benchmark import backend_calls, build_subject
+    from mmdvit.analysis.inputs import sample_photos
+    from mmdvit.analysis.models import load_config
     tool = load_tool(BENCH_TOOL)
-    out = tmp_path / 'bench.json'
+    onnx_dir, out = tmp_path / 'graphs', tmp_path / 'bench.json'
     result = tool.main(['deit-test', '--shape', '64', '--batches', '2', '--threads', '1',
-                        '--warmup', '1', '--iters', '3', '--no-upstream', '--out', str(out)])
-    assert out.is_file()
+                        '--warmup', '1', '--iters', '3', '--backend', 'onnxruntime',
+                        '--onnx-dir', str(onnx_dir), '--out', str(out)])
     (row, ) = result['rows']
-    models = row['models']
-    assert set(models) == {'dynamic', 'twin'}
-    assert models['dynamic']['gmacs'] < models['twin']['gmacs']
-    assert row['ideal_vs_twin'] == pytest.approx(models['twin']['gmacs'] /
-                                                 models['dynamic']['gmacs'])
-    assert all(m['ips'] > 0 and m['max_rel_diff'] < 1e-4 for m in models.values())
+    assert row['backend'] == 'onnxruntime' and row['dtype'] == 'float32'
+    assert row['ideal_speedup'] > 1 and all(row[k] > 0 for k in ('dense_ips', 'dynamic_ips'))
+    graphs = sorted(p.name for p in onnx_dir.iterdir())
+    assert graphs == [f'deit-test_backbone_{w}_b2.onnx' for w in ('dense', 'dynamic', 'twin')]
+    assert onnx_op_counts(str(onnx_dir / graphs[1]))['TopK'] >= 3  # one per predictor at least
+    assert onnx_op_counts(str(onnx_dir / graphs[2]))['TopK'] == 0
+    with pytest.raises(SystemExit):
+        tool.parse_args(['deit-test', '--backend', 'onnxruntime', '--dtypes', 'amp'])
+
+    subject = build_subject(load_config('convnext-test'), 'c', 'backbone', sample_photos(1)[0],
+                            (64, 64), twin=False)
+    eager, compiled = (backend_calls(subject, 1, b) for b in ('pytorch', 'compile'))
+    with torch.no_grad():
+        for which in ('dense', 'dynamic'):
+            for a, b in zip(eager[which](), compiled[which]()):
+                torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+

@@ -8,6 +8,7 @@ sparsification disabled, which separates the sparse path's gain from implementat
 differences with upstream).
 """
 import contextlib
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ from .models import (build_model, build_upstream_backbone, copy_shared_weights, 
                      model_config, upstream_backbone_config)
 
 PARTS = ('backbone', 'model')
+# How the models run: eager PyTorch, torch.compile (inductor, one graph per input shape), or
+# exported to ONNX and run in ONNX Runtime (CPU, float32).
+BACKENDS = ('pytorch', 'compile', 'onnxruntime')
 # A call slower than this multiple of the model's fastest one counts as disturbed by foreign
 # load.
 QUIET_TOLERANCE = 1.25
@@ -178,6 +182,45 @@ def build_conv_subject(preset: str, keep_ratio: float, block: int,
     return subject
 
 
+def backend_calls(subject: Subject, batch: int, backend: str, folder: Optional[str] = None,
+                  threads: Optional[int] = None) -> Dict[str, Callable[[], Any]]:
+    """``{model: call}`` running each model of ``subject`` on a batch through ``backend``.
+
+    ``'compile'``: ``torch.compile(model, dynamic=False)`` (compiled at the first, untimed
+    call). ``'onnxruntime'``: each model exported at this batch size with
+    :func:`mmdvit.deploy.export_and_verify` (``verify=False``: the export tool and its tests
+    check correctness; with untrained predictors near-tied scores may pick other positions in
+    ONNX Runtime, which does not change the cost) into ``folder`` and run in an ONNX Runtime
+    CPU session with ``threads`` threads.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f'backend={backend!r}: use one of {BACKENDS}')
+    if backend == 'pytorch':
+        return {w: subject.call(w, batch) for w in subject.models}
+    if backend == 'compile':
+        compiled = subject.__dict__.setdefault('compiled', {})
+        calls = {}
+        for which, model in subject.models.items():
+            if which not in compiled:
+                compiled[which] = torch.compile(model, dynamic=False)
+            args, kwargs = subject.inputs[which](batch)
+            calls[which] = (lambda f=compiled[which], a=args, k=kwargs: f(*a, **k))
+        return calls
+    from ..deploy import export_and_verify, ort_session
+    if folder is None:
+        raise ValueError('backend onnxruntime needs a folder for the exported graphs')
+    calls = {}
+    for which, model in subject.models.items():
+        image = subject.inputs[which](batch)[0][0].float().cpu().contiguous()
+        path = os.path.join(folder, f'{subject.name}_{subject.part}_{which}_b{batch}.onnx')
+        export_and_verify(model, path, tuple(image.shape[-2:]), batch, overwrite=True,
+                          verify=False, inputs=[image])
+        session = ort_session(path, threads)
+        feed = {session.get_inputs()[0].name: image.numpy()}
+        calls[which] = (lambda s=session, f=feed: s.run(None, f))
+    return calls
+
+
 def flops_per_image(subject: Subject, which: str) -> float:
     """GFLOPs (GMACs) of one image through ``which`` model of the subject."""
     return count_macs(subject.call(which, 1)) / 1e9
@@ -284,8 +327,10 @@ def _figures(timings: Timings, batch: int, gflops: Dict[str, float]) -> dict:
 def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int],
                    dtypes: Sequence[str], device: str, warmup: int, iters: int,
                    max_seconds: float,
-                   report: Optional[Callable[[dict], None]] = None) -> List[dict]:
-    """One result row per (dtype, batch).
+                   report: Optional[Callable[[dict], None]] = None,
+                   backend: str = 'pytorch', folder: Optional[str] = None) -> List[dict]:
+    """One result row per (dtype, batch), the models run through ``backend`` (see
+    :func:`backend_calls`; ONNX Runtime rows are float32 on CPU only).
 
     Wall clock: ``*_ips`` = batch / median seconds over the model's quiet calls (see
     :func:`quiet_calls`), ``*_ips_best`` from its fastest call; ``speedup`` (dynamic over the
@@ -302,10 +347,18 @@ def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int
     rows = []
     for dtype in dtypes:
         for batch in batches:
-            calls = {w: subject.call(w, batch) for w in subject.models}
             row = dict(name=subject.name, device=device, dtype=amp_dtype_name(device, dtype),
-                       part=subject.part, batch=batch, shape=list(shape))
+                       part=subject.part, batch=batch, shape=list(shape), backend=backend)
+            if backend == 'onnxruntime' and (dtype != 'float32' or device != 'cpu'):
+                row.update(skipped='onnxruntime rows run in float32 on CPU only',
+                           **{k: None for k in ('dense_ips', 'dynamic_ips', 'speedup',
+                                                'ideal_speedup', 'realisation')})
+                rows.append(row)
+                if report is not None:
+                    report(row)
+                continue
             try:
+                calls = backend_calls(subject, batch, backend, folder, torch.get_num_threads())
                 with precision(device, dtype):
                     timings = time_interleaved(calls, device, warmup, iters, max_seconds)
             except RuntimeError as err:  # e.g. an upstream op without a kernel for the dtype

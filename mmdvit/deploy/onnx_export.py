@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from ..analysis.inputs import SAMPLE_PHOTOS, model_inputs, sample_photos
 from ..models.checkpoint import write_atomic
 from ..models.sparse import ScorePredictor
-from ..models.sparse.decision import SparsityDecision, model_decisions
+from ..models.sparse.decision import SparsityDecision, keep_margin, model_decisions
 
 INSTALL_HINT = 'pip install onnx onnxruntime onnxscript'
 EXPORTERS = ('torchscript', 'dynamo')
@@ -300,7 +300,7 @@ def _margin(decisions: Sequence[SparsityDecision]) -> Optional[float]:
     for d in decisions:
         if d.log_probs is None:
             continue
-        scores = d.log_probs[..., 0].float().gather(1, d.order)
+        scores = keep_margin(d.log_probs).gather(1, d.order)
         kept, pruned = scores[:, :d.num_keep], scores[:, d.num_keep:]
         pruned = pruned.masked_fill(~torch.isfinite(pruned), float('-inf'))
         gap = kept.min(dim=1).values - pruned.max(dim=1).values

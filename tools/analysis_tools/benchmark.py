@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 
 import torch
 from mmengine.config import DictAction
@@ -64,10 +65,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                         choices=['backbone', 'model'])
     parser.add_argument('--shape', type=int, nargs='+', default=[224, 224], help='H [W]')
     parser.add_argument('--batches', type=int, nargs='+', default=[1, 8, 32])
-    parser.add_argument('--dtypes', nargs='+', default=['float32', 'amp'],
+    parser.add_argument('--dtypes', nargs='+',
                         choices=['float32', 'amp'],
-                        help='amp: autocast to bfloat16 on CPU, float16 on CUDA')
+                        help='amp: autocast to bfloat16 on CPU, float16 on CUDA (default: '
+                        'float32 amp; onnxruntime: float32 only)')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--backend', default='pytorch', choices=['pytorch', 'onnxruntime'],
+                        help='onnxruntime: export every model at each batch size (ONNX, '
+                        'mmdvit.deploy) and time it in ONNX Runtime on CPU, float32')
+    parser.add_argument('--compile', action='store_true',
+                        help='time torch.compile (inductor) versions of the models')
+    parser.add_argument('--onnx-dir', help='keep the exported .onnx files here (default: a '
+                        'temporary folder)')
     parser.add_argument('--keep-ratios', type=float, nargs='+',
                         help="override the backbone's keep ratios")
     parser.add_argument('--warmup', type=int, default=1, help='untimed rounds per row')
@@ -100,6 +109,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.shape = args.shape * 2
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device is visible to torch')
+    if args.compile and args.backend != 'pytorch':
+        parser.error('--compile applies to the pytorch backend, not --backend onnxruntime')
+    if args.backend == 'onnxruntime':
+        if args.device != 'cpu':
+            parser.error('--backend onnxruntime runs on CPU (--device cpu)')
+        if args.dtypes not in (None, ['float32']):
+            parser.error('--backend onnxruntime times float32 graphs: drop --dtypes '
+                         f'{" ".join(args.dtypes)}')
+    if args.dtypes is None:
+        args.dtypes = ['float32'] if args.backend == 'onnxruntime' else ['float32', 'amp']
+    args.backend = 'compile' if args.compile else args.backend
     return args
 
 
@@ -139,19 +159,19 @@ def format_row(row: dict) -> str:
             f"{row['speedup']:9.3f}{row['ideal_speedup']:7.3f}{row['realisation']:8.3f}{cpu}")
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def measure(args: argparse.Namespace, onnx_dir: str) -> dict:
+    """Every row the arguments ask for (ONNX graphs go to ``onnx_dir``)."""
     image = sample_photos(1)[0]
-    result = dict(machine=machine(), method=METHOD, rows=[], memory=[])
-    print(f"machine: {result['machine']}\nimages/s (higher is better)\n{HEADER}")
+    result = dict(machine=machine(), method=METHOD, backend=args.backend, rows=[], memory=[])
+    print(f"machine: {result['machine']}\nbackend: {args.backend}\n"
+          f"images/s (higher is better)\n{HEADER}")
     for preset in args.convs:
         subject = build_conv_subject(preset, args.conv_keep_ratio, args.conv_block, args.device)
         shape = list(CONV_PRESETS[preset]['size'])
         rows = benchmark_rows(subject, shape, args.batches, args.dtypes, args.device,
                               args.warmup, args.iters, args.max_seconds,
-                              report=lambda r: print(format_row(r), flush=True))
+                              report=lambda r: print(format_row(r), flush=True),
+                              backend=args.backend, folder=onnx_dir)
         for row in rows:
             row.update(keep_ratio=args.conv_keep_ratio, block=args.conv_block,
                        channels=[CONV_PRESETS[preset]['in_channels'],
@@ -167,7 +187,8 @@ def main(argv=None) -> dict:
                                     device=args.device, channels_last=args.channels_last)
             rows = benchmark_rows(subject, args.shape, args.batches, args.dtypes, args.device,
                                   args.warmup, args.iters, args.max_seconds,
-                                  report=lambda r: print(format_row(r), flush=True))
+                                  report=lambda r: print(format_row(r), flush=True),
+                                  backend=args.backend, folder=onnx_dir)
             dynamic = subject.models['dynamic']
             ratios = ({'backbone': list(dynamic.keep_ratios)} if part == 'backbone' else
                       {name: list(child.keep_ratios) for name, child in sparse_children(dynamic)})
@@ -191,6 +212,17 @@ def main(argv=None) -> dict:
             print(f"training-step memory, {label} backbone, batch {batch}: dense "
                   f"{entry['dense_step_mib']:.0f} MiB, dynamic {entry['dynamic_step_mib']:.0f} "
                   f"MiB ({entry['step_ratio']:.2f}x; {entry['method']})", flush=True)
+    return result
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_dir = args.onnx_dir or tmp
+        os.makedirs(onnx_dir, exist_ok=True)
+        result = measure(args, onnx_dir)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:
