@@ -175,7 +175,8 @@ def test_config_builds_and_runs(path):
                 assert isinstance(out, tuple) and len(out) > 0
     assert len(model.backbone.sparsity_decisions) == len(model.backbone.keep_ratios)
     if teacher is not None:
-        assert set(teacher.backbone.keep_ratios) == {1.0}
+        # The dense twin: sparsification disabled, no predictors.
+        assert teacher.backbone.keep_ratios == [] and len(teacher.backbone.score_predictors) == 0
         assert not any(p.requires_grad for p in teacher.parameters())
 
 
@@ -233,9 +234,9 @@ def test_full_size_architecture_matches_the_file_name(path):
 
 @pytest.mark.parametrize('name', sorted(CANONICAL) + sorted(WHOLE))
 def test_canonical_config_builds_at_full_size_and_fits_upstream_checkpoints(tmp_path, name):
-    """The student and the dense teacher have the upstream dense model's state dict plus the
-    sparsity modules only; an upstream dense checkpoint loaded into the teacher reproduces the
-    upstream backbone's outputs."""
+    """The student has the upstream dense model's state dict plus the sparsity modules only, the
+    dense teacher exactly the upstream one; an upstream dense checkpoint loaded into the teacher
+    reproduces the upstream backbone's outputs."""
     cfg = Config.fromfile(str(ROOT / 'configs' / name))
     cfg.model.student.backbone.init_cfg = None
     cfg.model.teacher.checkpoint = None
@@ -247,12 +248,14 @@ def test_canonical_config_builds_at_full_size_and_fits_upstream_checkpoints(tmp_
         dense = MODELS.build(upstream.model).eval()
         teacher = model.build_teacher()
     dense_state = dense.state_dict()
-    for state in (model.state_dict(), teacher.state_dict()):
-        ours = {k: v.shape for k, v in state.items() if not any(m in k for m in NEW_MODULES)}
-        assert ours == {k: v.shape for k, v in dense_state.items()}
-        assert any(k.startswith('backbone.score_predictors.2.2.') for k in state)
-    missing, unexpected = teacher.load_state_dict(dense_state, strict=False)
-    assert not unexpected and all(any(m in k for m in NEW_MODULES) for k in missing)
+    dense_shapes = {k: v.shape for k, v in dense_state.items()}
+    student = model.state_dict()
+    ours = {k: v.shape for k, v in student.items() if not any(m in k for m in NEW_MODULES)}
+    assert ours == dense_shapes
+    assert any(k.startswith('backbone.score_predictors.2.2.') for k in student)
+    # The teacher is the dense twin: exactly the upstream model's tensors, which load strictly.
+    assert {k: v.shape for k, v in teacher.state_dict().items()} == dense_shapes
+    teacher.load_state_dict(dense_state)
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         for ours, ref in zip(teacher.backbone(x), dense.backbone(x)):

@@ -4,8 +4,8 @@
 # blocks), 64x64 inputs, 5 classes, 2 epochs of batch 8 with the pretrained weights frozen in
 # the first. It starts from random weights and a random dense teacher (teacher.checkpoint=None),
 # so every loss term runs but the distillation targets mean nothing: set `pretrained` (a
-# converted checkpoint of the same widths) for a real run. Only data, widths and schedule differ
-# from the canonical config.
+# converted checkpoint of the same widths) for a real run. Only data, widths and schedule
+# (no warm-up, no EMA) differ from the canonical config.
 _base_ = '../imagenet_dvit_convnext.py'
 
 data_root = 'data/demo/imagenet'

@@ -4,7 +4,8 @@
 # 5 classes, 2 epochs of batch 8 with the pretrained weights frozen in the first. It starts from
 # random weights and a random dense teacher (teacher.checkpoint=None), so every loss term runs
 # but the distillation targets mean nothing: set `pretrained` (a converted checkpoint of the
-# same widths) for a real run. Only data, widths and schedule differ from the canonical config.
+# same widths) for a real run. Only data, widths and schedule (no warm-up, no EMA) differ from
+# the canonical config.
 _base_ = '../imagenet_dvit_deit.py'
 
 data_root = 'data/demo/imagenet'

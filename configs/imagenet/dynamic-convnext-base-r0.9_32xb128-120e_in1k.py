@@ -1,7 +1,10 @@
-# DynamicCNN-B (ConvNeXt-B, rho 0.9: predictors before stage-3 blocks 3, 6, 9 keep
-# 0.9, 0.7, 0.5) on ImageNet-1k: configs/imagenet_dvit_convnext.py with the ConvNeXt-B
-# backbone, mmpretrain's ConvNeXt-B stochastic depth (0.5) and its dense teacher. Published:
+# DynamicCNN-B (ConvNeXt-B, rho 0.9: predictors before stage-3 blocks 3, 6, 9 keep 0.9, 0.7, 0.5) on
+# ImageNet-1k: configs/imagenet_dvit_convnext.py with the ConvNeXt-B backbone, the authors' drop
+# path 0.5 (README `--drop_path 0.5`, as mmpretrain's ConvNeXt-B) and its dense teacher. Published:
 # 83.96 top-1.
+# Optimisation as the authors' script, and its remaining differences (frozen weights without AdamW
+# moments until epoch 5, warm-up from 1e-6 x the rate instead of 0, EMA-only validation,
+# mmpretrain's augmentations): configs/imagenet_dvit_convnext.py.
 #   checkpoints/convnext-base_in1k_mmdvit.pth
 #       python tools/model_converters/dynamicvit2mmdvit.py \
 #           convnext_base_1k_224_ema.pth checkpoints/convnext-base_in1k_mmdvit.pth

@@ -7,7 +7,19 @@
 # logits, keep-ratio loss 2.0, KL to the dense teacher's class-token logits 0.5. Difference: their
 # second distillation term (KL between the auxiliary-head token logits of student and teacher at
 # the tokens kept last, weight 0.5) is mmdvit.SparsityTrainer's token term here, the MSE of the
-# final tokens kept last (weight 0.5). Optimizer and schedule as configs/imagenet_dvit_deit.py.
+# final tokens kept last (weight 0.5).
+# Optimisation as the authors' script (main.py, optim_factory.py, engine.py, the README's
+# LV-ViT-S command), as configs/imagenet_dvit_deit.py: total batch 1024, lr 1e-3, pretrained
+# weights at 0.01x and frozen for 5 epochs, 5 warm-up epochs then cosine to 1e-6 per iteration,
+# no gradient clipping, EMA (decay 0.9999 per step; the stem's BatchNorm statistics averaged
+# too, as timm's ModelEma) evaluated each epoch, no drop path (main.py builds LV-ViT without
+# it), cls_token / pos_embed never updated, no weight decay on 1-D parameters and biases.
+# Remaining differences (those of configs/imagenet_dvit_deit.py; a config cannot express them):
+# frozen weights get no gradient instead of lr 0 (their AdamW moments start at epoch 5), warm-up
+# starts at 1e-6 x the rate instead of 0, validation sees the EMA weights only (checkpoints hold
+# them in `state_dict`), cls_token / pos_embed sit in the optimizer at lr 0 (so the logged `lr`
+# is 0; `base_lr`, the pretrained weights' scheduled rate, is the one to watch), mmpretrain's
+# augmentations, not timm's.
 # Local weights (nothing is downloaded; docs/lvvit.md, 'Checkpoints', says how to make the file):
 #   checkpoints/lvvit-small_in1k_mmdvit.pth   TokenLabeling's lvvit_s-26M-224-83.3.pth.tar,
 #       converted with mmdvit.models.backbones.dynamic_lvvit.convert_lvvit_classifier_checkpoint
@@ -32,6 +44,7 @@ model = dict(
             out_type='raw',
             keep_ratios=(rho, rho**2, rho**3),
             distill_tokens=True,
+            drop_path_rate=0.0,  # main.py builds LV-ViT without drop_path_rate
             init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
         head=dict(
             type='mmdvit.LVViTClsHead',
@@ -45,16 +58,44 @@ model = dict(
     logit_distill_weight=0.5)
 train_dataloader = dict(batch_size=128)
 
-# Base lr = the pretrained weights' rate; the predictors get lr_mult 100 (= 1 / 0.01). Norms,
-# biases, cls_token and pos_embed keep mmpretrain's zero weight decay.
+# The authors' parameter groups (optim_factory.py): predictors at lr, every other weight at
+# 0.01 lr (lr_mult 100 on a base rate of 0.01 lr); no weight decay on 1-D parameters and biases;
+# cls_token / pos_embed not trained. mmengine applies the longest matching custom key and then
+# ignores norm_ / bias_ / flat_decay_mult, so the predictors' LayerNorm and biases get their own.
 optim_wrapper = dict(
-    optimizer=dict(lr=lr * 0.01),
-    paramwise_cfg=dict(custom_keys={'score_predictors': dict(lr_mult=100.0)}))
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=lr * 0.01, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),
+    paramwise_cfg=dict(
+        norm_decay_mult=0.0,
+        bias_decay_mult=0.0,
+        flat_decay_mult=0.0,
+        custom_keys={
+            'predictors': dict(lr_mult=100.0),  # backbone.score_predictors.*
+            **{key: dict(lr_mult=100.0, decay_mult=0.0)
+               for key in ('.in_conv.0.', '.in_conv.1.bias', '.out_conv.0.bias',
+                           '.out_conv.2.bias', '.out_conv.4.bias')},
+            '.cls_token': dict(lr_mult=0.0, decay_mult=0.0),
+            '.pos_embed': dict(lr_mult=0.0, decay_mult=0.0),
+        }))
+# No clip_grad: the authors' --clip_grad defaults to None.
+max_epochs = 30
+warmup_epochs = 5  # README: --warmup_epochs 5
+min_lr = 1e-6  # main.py --min_lr; eta_min_ratio makes it the predictors' final rate and
+# 1e-6 x 0.01 the pretrained weights', as the authors scale the scheduled value per group
 param_scheduler = [
-    dict(type='CosineAnnealingLR', by_epoch=True, T_max=30, eta_min_ratio=1e-2,
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=True, begin=0, end=warmup_epochs,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=warmup_epochs, end=max_epochs,
+         T_max=max_epochs - warmup_epochs, eta_min_ratio=min_lr / lr,
          convert_to_iter_based=True)
 ]
-train_cfg = dict(by_epoch=True, max_epochs=30, val_interval=1)
-custom_hooks = [dict(type='mmdvit.FreezePretrainedHook', epochs=5)]
+train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)
+custom_hooks = [
+    dict(type='mmdvit.FreezePretrainedHook', epochs=5),
+    # timm's ModelEma(decay=0.9999) averages the whole state dict after every optimizer step;
+    # mmengine's momentum is 1 - decay. Validation and test use the EMA weights.
+    dict(type='EMAHook', momentum=1e-4, update_buffers=True, priority='ABOVE_NORMAL'),
+]
 # Frozen weights get no gradient in the first epochs.
 find_unused_parameters = True
