@@ -259,4 +259,3 @@ def test_benchmark_backends_onnxruntime_and_compile(tmp_path):
         for which in ('dense', 'dynamic'):
             for a, b in zip(eager[which](), compiled[which]()):
                 torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
-
