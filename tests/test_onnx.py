@@ -35,7 +35,7 @@ TINY_VIT = dict(type='mmdvit.DynamicViT', arch=dict(embed_dims=32, num_layers=4,
                 img_size=64, pruning_locs=(1, 2, 3), keep_ratios=(0.7, 0.49, 0.343))
 # name -> (backbone config, input (H, W), exporter the automatic choice must use)
 CASES = {
-    'convnext': (PRESETS['convnext-test'], (64, 64), 'torchscript'),
+    'convnext': (PRESETS['convnext-test'], (64, 64), 'dynamo'),
     'swin-token': (PRESETS['swin-test'], (64, 64), 'dynamo'),
     'swin-window': (WINDOW_SWIN, (128, 128), 'dynamo'),
     'vit': (TINY_VIT, (64, 64), 'dynamo'),
@@ -160,8 +160,8 @@ def test_both_exporter_failures_are_named(tmp_path, monkeypatch):
 def test_exporter_choice():
     swin, convnext = build(PRESETS['swin-test']), build(PRESETS['convnext-test'])
     assert onnx_export.exporter_order(swin) == ['dynamo', 'torchscript']
-    assert onnx_export.exporter_order(convnext) == ['torchscript', 'dynamo']
-    assert onnx_export.exporter_order(convnext, dynamo=True) == ['dynamo']
+    assert onnx_export.exporter_order(convnext) == ['dynamo', 'torchscript']
+    assert onnx_export.exporter_order(convnext, dynamo=False) == ['torchscript']
 
 
 def test_missing_packages_and_detectors_give_clear_errors(monkeypatch):
@@ -187,7 +187,7 @@ def test_export_tool_end_to_end(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS='1')
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert 'torchscript exporter' in run.stdout and ': OK' in run.stdout
+    assert 'dynamo exporter' in run.stdout and ': OK' in run.stdout
     session = ort_session(out)
     assert session.get_inputs()[0].shape == [2, 3, 64, 64]
     content = out.read_bytes()

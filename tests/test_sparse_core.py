@@ -171,3 +171,15 @@ def test_inference_ranks_confident_keeps_by_their_margin():
     assert (log_probs[0, :5, 0] == 0).all()  # saturated keep scores
     decision = decide(log_probs, 0.5, False, 0, 0, (2, 3))
     assert decision.keep_indices[0].tolist() == [1, 3, 4]
+
+
+def test_exactly_tied_scores_keep_the_lower_positions():
+    """Identical positions score exactly alike; the kept ones are the first in position order
+    (ONNX TopK's tie-break), at any N, also when nested."""
+    torch.manual_seed(0)
+    for num in (10, 257, 4096):
+        log_probs = torch.zeros(2, num, 2).log_softmax(-1)  # every score tied
+        decision = decide(log_probs, 0.5, False, 0, 0, (1, num))
+        assert decision.keep_indices.tolist() == [list(range(num // 2))] * 2
+        nested = decide(log_probs[:, :num // 2], 0.25, False, 0, 1, (1, num), previous=decision)
+        assert nested.keep_indices.tolist() == [list(range(int(num * 0.25)))] * 2

@@ -98,6 +98,13 @@ def keep_margin(log_probs: Tensor) -> Tensor:
     return log_probs[..., 0] - log_probs[..., 1]
 
 
+def rank(scores: Tensor) -> Tensor:
+    """(B, N) -> (B, N) positions by descending score, equal scores in position order (a
+    stable sort: the tie-break of ONNX ``TopK``, so exported graphs keep the same positions as
+    PyTorch when two positions score exactly alike, e.g. identical tiles)."""
+    return torch.sort(scores, dim=1, descending=True, stable=True).indices
+
+
 def decide(log_probs: Optional[Tensor], keep_ratio: float, training: bool, stage: int,
            index: int, hw_shape: Tuple[int, int],
            previous: Optional[SparsityDecision] = None) -> SparsityDecision:
@@ -130,7 +137,7 @@ def decide(log_probs: Optional[Tensor], keep_ratio: float, training: bool, stage
     if k in (0, num):
         mask = log_probs.new_full((batch, num), float(k == num), dtype=torch.float32)
         return SparsityDecision(stage, index, keep_ratio, hw_shape, log_probs, mask, None, k)
-    order = torch.topk(keep_margin(log_probs), num, dim=1, sorted=True).indices
+    order = rank(keep_margin(log_probs))
     mask = torch.zeros(batch, num, device=log_probs.device).scatter_(1, order[:, :k], 1.0)
     return SparsityDecision(stage, index, keep_ratio, hw_shape, log_probs, mask, order, k)
 
@@ -150,7 +157,7 @@ def _decide_nested(log_probs: Optional[Tensor], keep_ratio: float, stage: int, i
         if log_probs.shape[1] != present.shape[1]:
             raise ValueError(f'nested decision: scores for {log_probs.shape[1]} positions, '
                              f'but the previous decision kept {present.shape[1]}')
-        top = torch.topk(keep_margin(log_probs), k, dim=1, sorted=True).indices
+        top = rank(keep_margin(log_probs))[:, :k]
         kept = present.gather(1, top)
         full_log_probs = log_probs.new_tensor([float('-inf'), 0.0]).repeat(batch, num, 1)
         full_log_probs = full_log_probs.scatter(1, present.unsqueeze(-1).expand(-1, -1, 2),
