@@ -3,16 +3,14 @@ drops patch tokens as it goes, as the DynamicViT authors' ``LVViTDiffPruning``
 (docs/lvvit.md)."""
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-import torch
 from torch import Tensor, nn
 
 from ...registry import MODELS
 from ..checkpoint.lvvit import convert_lvvit_checkpoint
 from ..checkpoint.vit import resize_pos_embed
-from ..sparse import build_schedule
 from ..weight_init import trunc_normal_init
 from .base import DynamicBackbone
-from .dynamic_vit import OUT_TYPES, VIT_PRUNING_LOCS, DynamicViT
+from .dynamic_vit import DynamicViT
 from .lvvit_layers import ConvPatchEmbed, LVViTBlock
 
 StateDict = Dict[str, Tensor]
@@ -94,40 +92,11 @@ class DynamicLVViT(DynamicViT):
         # DynamicViT's forward is reused as is; its constructor (DeiT stem and blocks) is not.
         DynamicBackbone.__init__(self, init_cfg=init_cfg)
         settings = self._arch_settings(arch)
-        self.embed_dims = int(settings['embed_dims'])
-        num_layers, num_heads = int(settings['num_layers']), int(settings['num_heads'])
-        if out_type not in OUT_TYPES:
-            raise ValueError(f'out_type={out_type!r} is not supported; use one of {OUT_TYPES} '
-                             "('raw' for mmdvit.LVViTClsHead).")
-        self.out_type = out_type
-        self.distill_tokens = distill_tokens
-        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        if len(img_size) != 2 or any(s % patch_size for s in img_size):
-            raise ValueError(f'img_size={img_size} must be one or two multiples of '
-                             f'patch_size={patch_size}.')
-        self.patch_resolution = (img_size[0] // patch_size, img_size[1] // patch_size)
-
-        keep_ratios = tuple(float(r) for r in keep_ratios)
-        if pruning_locs is not None and len(pruning_locs) == 0:
-            if keep_ratios:
-                raise ValueError(f'pruning_locs=() builds the dense LV-ViT, so keep_ratios must '
-                                 f'be () too (got {keep_ratios}).')
-            self.schedule = {}
-        else:
-            self.schedule = build_schedule([num_layers], (0, ), pruning_locs, keep_ratios,
-                                           VIT_PRUNING_LOCS)
-        if any(b > a for a, b in zip(keep_ratios, keep_ratios[1:])):
-            raise ValueError(f'keep_ratios={keep_ratios} must be non-increasing: the masks are '
-                             'nested and each ratio is a fraction of all patch tokens (published: '
-                             '(rho, rho**2, rho**3)).')
-
+        num_layers, num_heads = self._setup(settings, img_size, patch_size, out_type,
+                                            distill_tokens, keep_ratios, pruning_locs)
         self.patch_embed = ConvPatchEmbed(in_channels, self.embed_dims, patch_size,
                                           stem_channels)
-        num_patches = self.patch_resolution[0] * self.patch_resolution[1]
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, self.embed_dims))
-        self.drop_after_pos = nn.Dropout(drop_rate)
-        dpr = [drop_path_rate * i / max(num_layers - 1, 1) for i in range(num_layers)]
+        dpr = self._add_tokens(num_layers, drop_rate, drop_path_rate)
         self.blocks = nn.ModuleList([
             LVViTBlock(self.embed_dims, num_heads, float(settings.get('mlp_ratio', 3.0)),
                        float(settings.get('skip_lam', 1.0)), qkv_bias, drop_rate,

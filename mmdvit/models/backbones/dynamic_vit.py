@@ -1,5 +1,5 @@
 """DynamicViT: a DeiT-style plain ViT that drops patch tokens as it goes (docs/method.md)."""
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -102,6 +102,24 @@ class DynamicViT(DynamicBackbone):
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         settings = self._arch_settings(arch)
+        num_layers, num_heads = self._setup(settings, img_size, patch_size, out_type,
+                                            distill_tokens, keep_ratios, pruning_locs)
+        self.patch_embed = PatchEmbed(in_channels, self.embed_dims, patch_size)
+        dpr = self._add_tokens(num_layers, drop_rate, drop_path_rate)
+        self.blocks = nn.ModuleList([
+            ViTBlock(self.embed_dims, num_heads, float(settings.get('mlp_ratio', 4.0)),
+                     qkv_bias, drop_rate, attn_drop_rate, dpr[i], 1e-6, with_cp)
+            for i in range(num_layers)
+        ])
+        self.norm = nn.LayerNorm(self.embed_dims, eps=1e-6) if final_norm else nn.Identity()
+        self.build_predictors([self.embed_dims], eps=1e-5)
+        self.reset_parameters()
+
+    def _setup(self, settings: dict, img_size: Union[int, Sequence[int]], patch_size: int,
+               out_type: str, distill_tokens: bool, keep_ratios: Sequence[float],
+               pruning_locs: Optional[Sequence[int]]) -> Tuple[int, int]:
+        """Validate the arguments shared by plain ViTs and set ``embed_dims``, ``out_type``,
+        ``distill_tokens``, ``patch_resolution`` and ``schedule``; returns (layers, heads)."""
         self.embed_dims = int(settings['embed_dims'])
         num_layers, num_heads = int(settings['num_layers']), int(settings['num_heads'])
         if out_type not in OUT_TYPES:
@@ -113,12 +131,11 @@ class DynamicViT(DynamicBackbone):
             raise ValueError(f'img_size={img_size} must be one or two multiples of '
                              f'patch_size={patch_size}.')
         self.patch_resolution = (img_size[0] // patch_size, img_size[1] // patch_size)
-
         keep_ratios = tuple(float(r) for r in keep_ratios)
         if pruning_locs is not None and len(pruning_locs) == 0:
             if keep_ratios:
-                raise ValueError(f'pruning_locs=() builds the dense ViT, so keep_ratios must be '
-                                 f'() too (got {keep_ratios}).')
+                raise ValueError(f'pruning_locs=() builds the dense {type(self).__name__}, so '
+                                 f'keep_ratios must be () too (got {keep_ratios}).')
             self.schedule = {}
         else:
             self.schedule = build_schedule([num_layers], (0, ), pruning_locs, keep_ratios,
@@ -127,21 +144,17 @@ class DynamicViT(DynamicBackbone):
             raise ValueError(f'keep_ratios={keep_ratios} must be non-increasing: the masks are '
                              'nested and each ratio is a fraction of all patch tokens (published: '
                              '(rho, rho**2, rho**3)).')
+        return num_layers, num_heads
 
-        self.patch_embed = PatchEmbed(in_channels, self.embed_dims, patch_size)
+    def _add_tokens(self, num_layers: int, drop_rate: float,
+                    drop_path_rate: float) -> List[float]:
+        """Register ``cls_token``, ``pos_embed`` and ``drop_after_pos``; returns the blocks'
+        stochastic-depth rates (linear over depth)."""
         num_patches = self.patch_resolution[0] * self.patch_resolution[1]
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, self.embed_dims))
         self.drop_after_pos = nn.Dropout(drop_rate)
-        dpr = [drop_path_rate * i / max(num_layers - 1, 1) for i in range(num_layers)]
-        self.blocks = nn.ModuleList([
-            ViTBlock(self.embed_dims, num_heads, float(settings.get('mlp_ratio', 4.0)),
-                     qkv_bias, drop_rate, attn_drop_rate, dpr[i], 1e-6, with_cp)
-            for i in range(num_layers)
-        ])
-        self.norm = nn.LayerNorm(self.embed_dims, eps=1e-6) if final_norm else nn.Identity()
-        self.build_predictors([self.embed_dims], eps=1e-5)
-        self.reset_parameters()
+        return [drop_path_rate * i / max(num_layers - 1, 1) for i in range(num_layers)]
 
     @staticmethod
     def _arch_settings(arch: Union[str, dict]) -> dict:
