@@ -23,21 +23,18 @@
 # Local weights (nothing is downloaded; docs/lvvit.md, 'Checkpoints', says how to make the file):
 #   checkpoints/lvvit-small_in1k_mmdvit.pth   TokenLabeling's lvvit_s-26M-224-83.3.pth.tar,
 #       converted with mmdvit.models.backbones.dynamic_lvvit.convert_lvvit_classifier_checkpoint
-_base_ = 'mmpretrain::deit/deit-small_4xb256_in1k.py'
+_base_ = '../imagenet_dvit_deit.py'  # the optimiser groups, schedule, EMA and hooks
 
 pretrained = 'checkpoints/lvvit-small_in1k_mmdvit.pth'
 rho = 0.7
-lr = 1e-3  # the new modules' rate for a total batch of 1024; pretrained weights get 0.01x
 
 # Student: an mmpretrain ImageClassifier with the dynamic LV-ViT (the releases' key layout) and
 # LV-ViT's two classifiers, initialised from the converted dense LV-ViT-S; the teacher is that
 # dense model (the student's dense twin).
 model = dict(
-    _delete_=True,
-    type='mmdvit.SparsityTrainer',
     student=dict(
-        _base_.model,
         backbone=dict(
+            _delete_=True,
             type='mmdvit.DynamicLVViT',
             arch='lvvit-s',
             img_size=224,
@@ -47,55 +44,11 @@ model = dict(
             drop_path_rate=0.0,  # main.py builds LV-ViT without drop_path_rate
             init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
         head=dict(
+            _delete_=True,
             type='mmdvit.LVViTClsHead',
             num_classes=1000,
             in_channels=384,
-            loss=_base_.model.head.loss,
+            loss=_base_.model.student.head.loss,
             init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='head.'))),
-    teacher=dict(model=None, checkpoint=pretrained),
-    ratio_loss_weight=2.0,
-    feature_distill_weight=0.5,
-    logit_distill_weight=0.5)
+    teacher=dict(checkpoint=pretrained))
 train_dataloader = dict(batch_size=128)
-
-# The authors' parameter groups (optim_factory.py): predictors at lr, every other weight at
-# 0.01 lr (lr_mult 100 on a base rate of 0.01 lr); no weight decay on 1-D parameters and biases;
-# cls_token / pos_embed not trained. mmengine applies the longest matching custom key and then
-# ignores norm_ / bias_ / flat_decay_mult, so the predictors' LayerNorm and biases get their own.
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=lr * 0.01, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),
-    paramwise_cfg=dict(
-        norm_decay_mult=0.0,
-        bias_decay_mult=0.0,
-        flat_decay_mult=0.0,
-        custom_keys={
-            'predictors': dict(lr_mult=100.0),  # backbone.score_predictors.*
-            **{key: dict(lr_mult=100.0, decay_mult=0.0)
-               for key in ('.in_conv.0.', '.in_conv.1.bias', '.out_conv.0.bias',
-                           '.out_conv.2.bias', '.out_conv.4.bias')},
-            '.cls_token': dict(lr_mult=0.0, decay_mult=0.0),
-            '.pos_embed': dict(lr_mult=0.0, decay_mult=0.0),
-        }))
-# No clip_grad: the authors' --clip_grad defaults to None.
-max_epochs = 30
-warmup_epochs = 5  # README: --warmup_epochs 5
-min_lr = 1e-6  # main.py --min_lr; eta_min_ratio makes it the predictors' final rate and
-# 1e-6 x 0.01 the pretrained weights', as the authors scale the scheduled value per group
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=True, begin=0, end=warmup_epochs,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=warmup_epochs, end=max_epochs,
-         T_max=max_epochs - warmup_epochs, eta_min_ratio=min_lr / lr,
-         convert_to_iter_based=True)
-]
-train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)
-custom_hooks = [
-    dict(type='mmdvit.FreezePretrainedHook', epochs=5),
-    # timm's ModelEma(decay=0.9999) averages the whole state dict after every optimizer step;
-    # mmengine's momentum is 1 - decay. Validation and test use the EMA weights.
-    dict(type='EMAHook', momentum=1e-4, update_buffers=True, priority='ABOVE_NORMAL'),
-]
-# Frozen weights get no gradient in the first epochs.
-find_unused_parameters = True

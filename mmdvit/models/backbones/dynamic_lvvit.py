@@ -11,7 +11,8 @@ from ..checkpoint.vit import resize_pos_embed
 from ..weight_init import trunc_normal_init
 from .base import DynamicBackbone
 from .dynamic_vit import DynamicViT
-from .lvvit_layers import ConvPatchEmbed, LVViTBlock
+from .lvvit_layers import ConvPatchEmbed
+from .vit_layers import ViTBlock
 
 StateDict = Dict[str, Tensor]
 
@@ -30,7 +31,7 @@ class DynamicLVViT(DynamicViT):
     The architecture of TokenLabeling's ``lvvit_s`` / ``lvvit_m``: a four-convolution patch
     embedding (:class:`~mmdvit.models.backbones.lvvit_layers.ConvPatchEmbed`), a class token, a
     learned position embedding, pre-norm blocks without qkv bias whose residual branches are
-    divided by ``skip_lam`` (:class:`~mmdvit.models.backbones.lvvit_layers.LVViTBlock`) and a
+    divided by ``skip_lam`` (:class:`~mmdvit.models.backbones.vit_layers.ViTBlock`) and a
     final LayerNorm (eps 1e-5 throughout). The forward pass, and so the sparsification, is
     :class:`~mmdvit.models.backbones.dynamic_vit.DynamicViT`'s: nested keep masks and masked
     attention in training, the top ``int(N * keep_ratios[i])`` patch tokens gathered at
@@ -98,9 +99,9 @@ class DynamicLVViT(DynamicViT):
                                           stem_channels)
         dpr = self._add_tokens(num_layers, drop_rate, drop_path_rate)
         self.blocks = nn.ModuleList([
-            LVViTBlock(self.embed_dims, num_heads, float(settings.get('mlp_ratio', 3.0)),
-                       float(settings.get('skip_lam', 1.0)), qkv_bias, drop_rate,
-                       attn_drop_rate, dpr[i], 1e-5, with_cp)
+            ViTBlock(self.embed_dims, num_heads, float(settings.get('mlp_ratio', 3.0)), qkv_bias,
+                     drop_rate, attn_drop_rate, dpr[i], 1e-5, with_cp,
+                     float(settings.get('skip_lam', 1.0)))
             for i in range(num_layers)
         ])
         self.norm = nn.LayerNorm(self.embed_dims) if final_norm else nn.Identity()

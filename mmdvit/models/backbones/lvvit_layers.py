@@ -3,17 +3,15 @@ Better Vision Transformers") with the parameter names of the TokenLabeling and D
 releases.
 
 Key layout: ``patch_embed.{conv1, bn1, conv2, bn2, conv3, bn3, proj}``,
-``blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}`` (no qkv bias).
+``blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}`` (no qkv bias). The blocks
+are :class:`~mmdvit.models.backbones.vit_layers.ViTBlock` with ``skip_lam``.
 """
-from typing import Optional, Tuple
+from typing import Tuple
 
-import torch
 import torch.nn.functional as F
-from mmcv.cnn.bricks import DropPath
-from timm.layers import Mlp
 from torch import Tensor, nn
 
-from .vit_layers import HW, Attention
+from .vit_layers import HW
 
 
 class ConvPatchEmbed(nn.Module):
@@ -59,48 +57,3 @@ class ConvPatchEmbed(nn.Module):
         x = self.relu(self.bn2(self.conv2(x)))
         x = self.proj(self.relu(self.bn3(self.conv3(x))))
         return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
-
-
-class LVViTBlock(nn.Module):
-    """Pre-norm transformer block whose residual branches are divided by ``skip_lam``:
-    ``x + attn(norm1(x)) / skip_lam``, then ``x + mlp(norm2(x)) / skip_lam``.
-
-    Attention is :class:`~mmdvit.models.backbones.vit_layers.Attention` (with a ``policy`` no
-    token attends to a pruned one), so sparsification behaves as in DynamicViT.
-
-    Args:
-        embed_dims: C.
-        num_heads: attention heads (head width C / num_heads).
-        mlp_ratio: MLP hidden width as a multiple of C.
-        skip_lam: divisor of both residual branches (2.0 in LV-ViT-S / M).
-        qkv_bias: bias in the qkv projection (none in LV-ViT).
-        drop_rate, attn_drop_rate, drop_path_rate: dropout, attention dropout, stochastic depth.
-        norm_eps: LayerNorm epsilon (1e-5, PyTorch's default, in LV-ViT).
-        with_cp: gradient checkpointing.
-    """
-
-    def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float = 3.0,
-                 skip_lam: float = 1.0, qkv_bias: bool = False, drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 norm_eps: float = 1e-5, with_cp: bool = False) -> None:
-        super().__init__()
-        if skip_lam <= 0:
-            raise ValueError(f'skip_lam={skip_lam} must be > 0 (LV-ViT-S / M use 2.0).')
-        self.skip_lam = skip_lam
-        self.with_cp = with_cp
-        self.norm1 = nn.LayerNorm(embed_dims, eps=norm_eps)
-        self.attn = Attention(embed_dims, num_heads, qkv_bias, attn_drop_rate, drop_rate)
-        self.norm2 = nn.LayerNorm(embed_dims, eps=norm_eps)
-        self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), drop=drop_rate)
-        self.drop_path = DropPath(drop_path_rate)
-
-    def forward(self, x: Tensor, policy: Optional[Tensor] = None) -> Tensor:
-        """x: (B, N, C); policy: (B, N, 1) keep mask (training) or None -> (B, N, C)."""
-
-        def inner(x: Tensor) -> Tensor:
-            x = x + self.drop_path(self.attn(self.norm1(x), policy)) / self.skip_lam
-            return x + self.drop_path(self.mlp(self.norm2(x))) / self.skip_lam
-
-        if self.with_cp and x.requires_grad:
-            return torch.utils.checkpoint.checkpoint(inner, x, use_reentrant=False)
-        return inner(x)

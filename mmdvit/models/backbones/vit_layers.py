@@ -120,7 +120,8 @@ class Attention(nn.Module):
 
 
 class ViTBlock(nn.Module):
-    """Pre-norm transformer block (timm's ``Block`` without layer scale).
+    """Pre-norm transformer block (timm's ``Block`` without layer scale):
+    ``x + attn(norm1(x)) / skip_lam``, then ``x + mlp(norm2(x)) / skip_lam``.
 
     Args:
         embed_dims: C.
@@ -128,15 +129,19 @@ class ViTBlock(nn.Module):
         mlp_ratio: MLP hidden width as a multiple of C.
         qkv_bias: bias in the qkv projection.
         drop_rate, attn_drop_rate, drop_path_rate: dropout, attention dropout, stochastic depth.
-        norm_eps: LayerNorm epsilon (1e-6 in DeiT).
+        norm_eps: LayerNorm epsilon (1e-6 in DeiT, 1e-5 in LV-ViT).
         with_cp: gradient checkpointing.
+        skip_lam: divisor of both residual branches (1.0 in DeiT, 2.0 in LV-ViT-S / M).
     """
 
     def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, norm_eps: float = 1e-6,
-                 with_cp: bool = False) -> None:
+                 with_cp: bool = False, skip_lam: float = 1.0) -> None:
         super().__init__()
+        if skip_lam <= 0:
+            raise ValueError(f'skip_lam={skip_lam} must be > 0 (LV-ViT-S / M use 2.0).')
+        self.skip_lam = skip_lam
         self.with_cp = with_cp
         self.norm1 = nn.LayerNorm(embed_dims, eps=norm_eps)
         self.attn = Attention(embed_dims, num_heads, qkv_bias, attn_drop_rate, drop_rate)
@@ -148,8 +153,8 @@ class ViTBlock(nn.Module):
         """x: (B, N, C); policy: (B, N, 1) keep mask (training) or None -> (B, N, C)."""
 
         def inner(x: Tensor) -> Tensor:
-            x = x + self.drop_path(self.attn(self.norm1(x), policy))
-            return x + self.drop_path(self.mlp(self.norm2(x)))
+            x = x + self.drop_path(self.attn(self.norm1(x), policy)) / self.skip_lam
+            return x + self.drop_path(self.mlp(self.norm2(x))) / self.skip_lam
 
         if self.with_cp and x.requires_grad:
             return torch.utils.checkpoint.checkpoint(inner, x, use_reentrant=False)
