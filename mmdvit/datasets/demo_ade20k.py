@@ -11,7 +11,7 @@ Label PNGs hold ADE20K's 150-class indices with ``reduce_zero_label`` semantics:
 """
 import os.path as osp
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 import cv2
 import numpy as np
@@ -23,6 +23,8 @@ ADE20K_LABELS: Dict[str, int] = {
     'tree': 5, 'sky': 3, 'road': 7, 'grass': 10, 'person': 13, 'car': 21, 'water': 22,
 }
 ADE20K_KINDS = ('person', 'car', 'tree')
+# draw(rng, height, width) -> (BGR image, label map)
+SceneDrawer = Callable[[np.random.Generator, int, int], Tuple[np.ndarray, np.ndarray]]
 
 
 def _label_map(scene) -> np.ndarray:
@@ -34,12 +36,17 @@ def _label_map(scene) -> np.ndarray:
     return label
 
 
-def make_ade20k_demo(root: str, num_train: int = 64, num_val: int = 16, seed: int = 0,
-                     size_range: Tuple[int, int] = (128, 192)) -> Dict[str, int]:
-    """Write ``num_train`` + ``num_val`` scenes under ``root`` in the ADE20K layout.
+def write_ade20k(root: str, num_train: int, num_val: int, seed: int,
+                 size_range: Tuple[int, int], draw: SceneDrawer) -> Dict[str, int]:
+    """Write ``num_train`` + ``num_val`` images drawn by ``draw`` under ``root`` in the ADE20K
+    layout.
 
-    Image heights and widths are drawn from ``size_range``; the same ``seed`` writes the same
-    files. Returns the number of images per split.
+    Args:
+        size_range: image heights and widths are drawn from ``[low, high)``.
+        draw: ``draw(rng, height, width)`` -> ((H, W, 3) uint8 BGR image, (H, W) uint8 label
+            map of PNG values).
+
+    Returns the number of images per split.
     """
     rng = np.random.default_rng(seed)
     for split, prefix, count in (('training', 'ADE_train', num_train),
@@ -50,9 +57,24 @@ def make_ade20k_demo(root: str, num_train: int = 64, num_val: int = 16, seed: in
         ann_dir.mkdir(parents=True, exist_ok=True)
         for i in range(1, count + 1):
             height, width = (int(v) for v in rng.integers(*size_range, size=2))
-            scene = render_scene(rng, height, width, list(ADE20K_KINDS))
+            image, label = draw(rng, height, width)
             name = f'{prefix}_{i:08d}'
-            cv2.imwrite(osp.join(img_dir, name + '.jpg'), scene.image,
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
-            cv2.imwrite(osp.join(ann_dir, name + '.png'), _label_map(scene))
+            cv2.imwrite(osp.join(img_dir, name + '.jpg'), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            cv2.imwrite(osp.join(ann_dir, name + '.png'), label)
     return {'training': num_train, 'validation': num_val}
+
+
+def _draw_demo(rng: np.random.Generator, height: int, width: int
+               ) -> Tuple[np.ndarray, np.ndarray]:
+    scene = render_scene(rng, height, width, list(ADE20K_KINDS))
+    return scene.image, _label_map(scene)
+
+
+def make_ade20k_demo(root: str, num_train: int = 64, num_val: int = 16, seed: int = 0,
+                     size_range: Tuple[int, int] = (128, 192)) -> Dict[str, int]:
+    """Write ``num_train`` + ``num_val`` scenes under ``root`` in the ADE20K layout.
+
+    Image heights and widths are drawn from ``size_range``; the same ``seed`` writes the same
+    files. Returns the number of images per split.
+    """
+    return write_ade20k(root, num_train, num_val, seed, size_range, _draw_demo)

@@ -12,12 +12,12 @@ polygon mask; objects never overlap, so the polygon is the visible region.
 import json
 import os.path as osp
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import cv2
 import numpy as np
 
-from .demo_scenes import render_scene
+from .demo_scenes import SceneObject, render_scene
 
 COCO_CLASSES = (
     'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat',
@@ -36,27 +36,36 @@ COCO_KINDS: Dict[str, str] = {
     'person': 'person', 'car': 'car', 'ball': 'sports ball', 'kite': 'kite'}
 
 
-def _annotations(scene, image_id: int, first_ann_id: int) -> list:
-    """COCO annotation dicts of one scene's objects."""
+def _annotations(objects: List[SceneObject], image_id: int, first_ann_id: int,
+                 kinds: Dict[str, str]) -> list:
+    """COCO annotation dicts of one scene's objects; ``kinds`` maps their kinds to COCO names."""
     cat_id = dict(zip(COCO_CLASSES, COCO_IDS))
     anns = []
-    for k, obj in enumerate(scene.objects):
+    for k, obj in enumerate(objects):
         x0, y0 = obj.polygon.min(0)
         x1, y1 = obj.polygon.max(0)
         anns.append(dict(
-            id=first_ann_id + k, image_id=image_id, category_id=cat_id[COCO_KINDS[obj.kind]],
+            id=first_ann_id + k, image_id=image_id, category_id=cat_id[kinds[obj.kind]],
             bbox=[round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
             segmentation=[[round(float(v), 2) for v in obj.polygon.reshape(-1)]],
             area=float(obj.mask.sum()), iscrowd=0))
     return anns
 
 
-def make_coco_demo(root: str, num_train: int = 48, num_val: int = 16, seed: int = 0,
-                   height_range: Tuple[int, int] = (128, 176),
-                   width_range: Tuple[int, int] = (160, 224)) -> Dict[str, int]:
-    """Write ``num_train`` + ``num_val`` scenes under ``root`` in the COCO 2017 layout.
+def write_coco(root: str, num_train: int, num_val: int, seed: int,
+               height_range: Tuple[int, int], width_range: Tuple[int, int],
+               draw: Callable[[np.random.Generator, int, int], Tuple[np.ndarray, List[SceneObject]]],
+               kinds: Dict[str, str]) -> Dict[str, int]:
+    """Write ``num_train`` + ``num_val`` images drawn by ``draw`` under ``root`` in the COCO 2017
+    layout.
 
-    The same ``seed`` writes the same files. Returns the number of objects per split.
+    Args:
+        height_range, width_range: image heights / widths are drawn from ``[low, high)``.
+        draw: ``draw(rng, height, width)`` -> ((H, W, 3) uint8 BGR image, its objects, which
+            must not overlap: each polygon is the object's visible region).
+        kinds: object kind -> COCO category name (of :data:`COCO_CLASSES`).
+
+    Returns the number of objects per split.
     """
     rng = np.random.default_rng(seed)
     categories = [dict(id=i, name=n, supercategory='demo') for i, n in zip(COCO_IDS, COCO_CLASSES)]
@@ -67,13 +76,29 @@ def make_coco_demo(root: str, num_train: int = 48, num_val: int = 16, seed: int 
         images, anns = [], []
         for image_id in range(1, count + 1):
             height, width = int(rng.integers(*height_range)), int(rng.integers(*width_range))
-            scene = render_scene(rng, height, width, list(COCO_KINDS))
+            image, objects = draw(rng, height, width)
             file_name = f'{image_id:012d}.jpg'
-            cv2.imwrite(osp.join(root, split, file_name), scene.image,
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+            cv2.imwrite(osp.join(root, split, file_name), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
             images.append(dict(id=image_id, file_name=file_name, height=height, width=width))
-            anns += _annotations(scene, image_id, len(anns) + 1)
+            anns += _annotations(objects, image_id, len(anns) + 1, kinds)
         with open(osp.join(root, 'annotations', f'instances_{split}.json'), 'w') as f:
             json.dump(dict(images=images, annotations=anns, categories=categories), f)
         counts[split] = len(anns)
     return counts
+
+
+def _draw_demo(rng: np.random.Generator, height: int, width: int
+               ) -> Tuple[np.ndarray, List[SceneObject]]:
+    scene = render_scene(rng, height, width, list(COCO_KINDS))
+    return scene.image, scene.objects
+
+
+def make_coco_demo(root: str, num_train: int = 48, num_val: int = 16, seed: int = 0,
+                   height_range: Tuple[int, int] = (128, 176),
+                   width_range: Tuple[int, int] = (160, 224)) -> Dict[str, int]:
+    """Write ``num_train`` + ``num_val`` scenes under ``root`` in the COCO 2017 layout.
+
+    The same ``seed`` writes the same files. Returns the number of objects per split.
+    """
+    return write_coco(root, num_train, num_val, seed, height_range, width_range, _draw_demo,
+                      COCO_KINDS)

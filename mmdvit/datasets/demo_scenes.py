@@ -7,7 +7,7 @@ seed gives the same images on every machine. The ADE20K and COCO writers turn a 
 their on-disk formats.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -58,7 +58,7 @@ class Scene:
     clutter: np.ndarray
 
 
-def _outline(shape: str, cx: float, cy: float, size: float) -> np.ndarray:
+def outline(shape: str, cx: float, cy: float, size: float) -> np.ndarray:
     """(P, 2) polygon of ``shape`` centred at (cx, cy) with its longer side ``size``."""
     if shape in ('disk', 'tall_ellipse'):
         angles = np.linspace(0, 2 * np.pi, 20, endpoint=False)
@@ -73,7 +73,7 @@ def _outline(shape: str, cx: float, cy: float, size: float) -> np.ndarray:
     raise ValueError(f'unknown shape {shape!r}')
 
 
-def _texture(rng: np.random.Generator, height: int, width: int, amplitude: float) -> np.ndarray:
+def texture(rng: np.random.Generator, height: int, width: int, amplitude: float) -> np.ndarray:
     """(H, W, 1) smooth noise in [-amplitude, amplitude]: upsampled coarse noise plus grain."""
     coarse = rng.uniform(-1, 1, (max(height // 8, 2), max(width // 8, 2))).astype(np.float32)
     smooth = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
@@ -81,13 +81,19 @@ def _texture(rng: np.random.Generator, height: int, width: int, amplitude: float
     return (amplitude * np.clip(smooth + grain, -1, 1))[..., None]
 
 
-def _free_spot(rng: np.random.Generator, taken: np.ndarray, polygon_fn, height: int,
-               width: int, size: float, tries: int = 20):
+def free_spot(rng: np.random.Generator, taken: np.ndarray, polygon_fn, height: int,
+              width: int, size: float, tries: int = 20,
+              y_range: Optional[Tuple[float, float]] = None):
     """A polygon of the given size inside the image that overlaps nothing in ``taken`` (with a
-    2-pixel margin), or ``None`` after ``tries`` attempts."""
+    2-pixel margin), or ``None`` after ``tries`` attempts.
+
+    Args:
+        y_range: the rows the centre is drawn from (default: wherever the polygon fits).
+    """
+    low, high = (size / 2, height - size / 2) if y_range is None else y_range
     for _ in range(tries):
         cx = rng.uniform(size / 2, width - size / 2)
-        cy = rng.uniform(size / 2, height - size / 2)
+        cy = rng.uniform(low, high)
         polygon = polygon_fn(cx, cy)
         mask = np.zeros((height, width), np.uint8)
         cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
@@ -95,6 +101,36 @@ def _free_spot(rng: np.random.Generator, taken: np.ndarray, polygon_fn, height: 
         if mask.any() and not (grown.astype(bool) & taken).any():
             return polygon, mask.astype(bool)
     return None
+
+
+def draw_background(rng: np.random.Generator, height: int, width: int,
+                    horizon_range: Tuple[float, float] = (0.3, 0.6)
+                    ) -> Tuple[np.ndarray, np.ndarray, int]:
+    """A sky (vertical gradient) above one textured ground kind of :data:`GROUNDS` (a road gets
+    lane markings).
+
+    Args:
+        horizon_range: the horizon's row is drawn uniformly in this range, as a fraction of
+            the height.
+
+    Returns:
+        (H, W, 3) float32 BGR image, (H, W) array of background names (``'sky'`` or the ground
+        kind), and the horizon row (the first ground row).
+    """
+    horizon = int(rng.uniform(*horizon_range) * height)
+    ground = list(GROUNDS)[rng.integers(len(GROUNDS))]
+    background = np.full((height, width), ground, dtype=object)
+    background[:horizon] = 'sky'
+    sky = np.linspace(230, 160, height, dtype=np.float32)[:, None, None] * np.array(
+        [1.0, 0.8, 0.55], np.float32)
+    image = np.broadcast_to(sky, (height, width, 3)).copy()
+    base, amplitude = GROUNDS[ground]
+    image[horizon:] = np.array(base, np.float32) + texture(rng, height - horizon, width, amplitude)
+    if ground == 'road':  # lane markings
+        for x in range(int(rng.integers(0, 24)), width, 24):
+            image[horizon + (height - horizon) // 2 - 1:horizon + (height - horizon) // 2 + 1,
+                  x:x + 12] = 235
+    return image, background, horizon
 
 
 def render_scene(rng: np.random.Generator, height: int, width: int, kinds: List[str],
@@ -106,33 +142,20 @@ def render_scene(rng: np.random.Generator, height: int, width: int, kinds: List[
         kinds: object kinds (keys of :data:`OBJECTS`) to choose from.
         clutter_patches: number of small random-coloured squares that belong to no class.
     """
-    horizon = int(rng.uniform(0.3, 0.6) * height)
-    ground = list(GROUNDS)[rng.integers(len(GROUNDS))]
-    background = np.full((height, width), ground, dtype=object)
-    background[:horizon] = 'sky'
-    sky = np.linspace(230, 160, height, dtype=np.float32)[:, None, None] * np.array(
-        [1.0, 0.8, 0.55], np.float32)
-    image = np.broadcast_to(sky, (height, width, 3)).copy()
-    base, amplitude = GROUNDS[ground]
-    image[horizon:] = np.array(base, np.float32) + _texture(rng, height - horizon, width, amplitude)
-    if ground == 'road':  # lane markings
-        for x in range(int(rng.integers(0, 24)), width, 24):
-            image[horizon + (height - horizon) // 2 - 1:horizon + (height - horizon) // 2 + 1,
-                  x:x + 12] = 235
-
+    image, background, _ = draw_background(rng, height, width)
     taken = np.zeros((height, width), bool)
     objects = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         kind = kinds[rng.integers(len(kinds))]
         shape, colour, (lo, hi) = OBJECTS[kind]
         size = rng.uniform(lo, hi) * min(height, width)
-        found = _free_spot(rng, taken, lambda cx, cy: _outline(shape, cx, cy, size), height,
+        found = free_spot(rng, taken, lambda cx, cy: outline(shape, cx, cy, size), height,
                            width, size)
         if found is None:
             continue
         polygon, mask = found
         jitter = rng.uniform(-25, 25, 3)
-        shading = _texture(rng, height, width, 15.0)
+        shading = texture(rng, height, width, 15.0)
         image[mask] = (np.array(colour, np.float32) + jitter + shading[mask]).reshape(-1, 3)
         taken |= mask
         objects.append(SceneObject(kind, polygon.astype(np.float32), mask))
@@ -140,7 +163,7 @@ def render_scene(rng: np.random.Generator, height: int, width: int, kinds: List[
     clutter = np.zeros((height, width), bool)
     for _ in range(clutter_patches):
         side = int(rng.integers(4, 10))
-        found = _free_spot(rng, taken, lambda cx, cy: _outline('square', cx, cy, side), height,
+        found = free_spot(rng, taken, lambda cx, cy: outline('square', cx, cy, side), height,
                            width, side)
         if found is None:
             continue

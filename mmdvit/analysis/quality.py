@@ -1,0 +1,516 @@
+"""The fine-structure quality benchmark: a sparse student against a dense model trained as long.
+
+With equal training: a dense teacher trained for T iterations, then from its checkpoint N more
+iterations of (a) the dense model and (b) the sparse student (distilled from and started at the
+teacher), the same schedule and seed. Every stage runs the repository's tools in subprocesses
+(``tools/train.py``, ``tools/test.py``, ``tools/analysis_tools/get_flops.py``), as a user
+would; each records its command and inputs in ``<stage dir>/stage.json`` and is skipped when
+its output exists with the same record. ``tools/analysis_tools/quality_benchmark.py`` is the
+command line.
+
+Per-class IoU is recomputed from the label maps ``tools/test.py --out`` writes (mmseg's
+``IoUMetric`` with ``output_dir``) and the annotation PNGs, as mmseg computes it (pixels
+labelled 0 ignored, classes with an empty union left out of the mean); the recomputed mIoU must
+match the one ``tools/test.py`` prints.
+"""
+import json
+import os
+import os.path as osp
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..datasets.fine_structure import FINE_GROUPS, META_FILE
+
+ROOT = Path(__file__).resolve().parents[2]
+NUM_VALUES = 256  # label PNG values are uint8
+MIOU_TOLERANCE = 0.02  # tools/test.py prints mIoU rounded to 2 decimals
+WARMUP_ITERS = 30  # the demo schedule: linear warm-up, then poly decay to 0
+
+
+class BenchmarkError(RuntimeError):
+    """A stage failed or the work dir holds results of other settings."""
+
+
+@dataclass
+class Stage:
+    """One step of the benchmark.
+
+    Attributes:
+        name: what it makes (``teacher``, ``dense``, the variant, ``<model> eval``, ...).
+        command: the command (``command[0]`` is the interpreter and is not recorded).
+        output: the file it makes; the stage is done when it exists with a matching record.
+        directory: its folder, holding ``stage.json`` and ``stage.log``.
+        inputs: files it reads that earlier stages make (their size and mtime are recorded).
+        strict: a record with another command is an error (training: results of other
+            settings), rather than a reason to run again (evaluation of a new checkpoint).
+        finish: makes ``output`` from the finished command's log, if the command does not.
+    """
+    name: str
+    command: List[str]
+    output: Path
+    directory: Path
+    inputs: List[Path] = field(default_factory=list)
+    strict: bool = True
+    finish: Optional[Callable[['Stage'], None]] = None
+
+    @property
+    def record_path(self) -> Path:
+        return self.directory / 'stage.json'
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / 'stage.log'
+
+    def record(self) -> dict:
+        """What identifies a run of this stage: its arguments and its inputs' identity."""
+        inputs = []
+        for path in self.inputs:
+            stat = path.stat() if path.is_file() else None
+            inputs.append([str(path), stat and stat.st_size, stat and stat.st_mtime_ns])
+        return dict(command=self.command[1:], inputs=inputs)
+
+
+def is_done(stage: Stage) -> bool:
+    """Whether ``stage`` can be skipped: it finished before (its record exists) with the same
+    command and inputs, and its output is there.
+
+    Raises:
+        BenchmarkError: a strict stage whose folder holds a finished run with another command
+            (other iterations, options or data): the message names the folder and the fix.
+    """
+    if not stage.record_path.is_file():
+        return False
+    recorded = json.loads(stage.record_path.read_text())
+    if recorded['command'] != stage.command[1:]:
+        if stage.strict:
+            raise BenchmarkError(
+                f'{stage.directory} holds a finished {stage.name} run with other settings:\n'
+                f'  recorded: {" ".join(recorded["command"])}\n'
+                f'  now:      {" ".join(stage.command[1:])}\n'
+                'Give another --work-dir (or --variant for a student), or delete that folder '
+                'to run it again.')
+        return False
+    return stage.output.is_file() and recorded['inputs'] == stage.record()['inputs']
+
+
+def tool_env() -> Dict[str, str]:
+    """The environment of the subprocesses: this checkout's ``mmdvit`` first on the path (as
+    ``tools/dist_train.sh`` does)."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (str(ROOT), env.get('PYTHONPATH')) if p)
+    return env
+
+
+def run_stage(stage: Stage, log=print) -> float:
+    """Run ``stage`` unless :func:`is_done`; its output goes to ``stage.log``. Returns the wall
+    time in seconds (the recorded one when skipped).
+
+    Raises:
+        BenchmarkError: the command failed or did not make its output (the message ends with
+            the log's last lines).
+    """
+    if is_done(stage):
+        seconds = json.loads(stage.record_path.read_text()).get('seconds', 0.0)
+        log(f'==> {stage.name}: done before ({stage.output}), skipped')
+        return seconds
+    stage.directory.mkdir(parents=True, exist_ok=True)
+    stage.record_path.unlink(missing_ok=True)
+    log(f'==> {stage.name}: {" ".join(stage.command)}\n    log: {stage.log_path}')
+    start = time.time()
+    with open(stage.log_path, 'w') as out:
+        proc = subprocess.run(stage.command, stdout=out, stderr=subprocess.STDOUT,
+                              env=tool_env())
+    seconds = round(time.time() - start, 1)
+    if proc.returncode == 0 and stage.finish is not None:
+        stage.finish(stage)
+    if proc.returncode != 0 or not stage.output.is_file():
+        tail = ''.join(stage.log_path.read_text().splitlines(keepends=True)[-30:])
+        why = (f'exited with status {proc.returncode}' if proc.returncode else
+               f'did not write {stage.output}')
+        raise BenchmarkError(f'{stage.name} {why}; log: {stage.log_path}\n{tail}')
+    stage.record_path.write_text(json.dumps(dict(stage.record(), seconds=seconds), indent=1))
+    log(f'    {stage.name} done in {seconds:.0f} s')
+    return seconds
+
+
+def schedule_options(iters: int, warmup: int = WARMUP_ITERS) -> List[str]:
+    """``--cfg-options`` giving the demo configs' schedule ``iters`` iterations long: linear
+    warm-up for ``min(warmup, iters // 2)`` iterations, poly decay to 0 at ``iters``; one
+    checkpoint and one validation, at the end."""
+    warm = max(min(warmup, iters // 2), 1)
+    return [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+            f'default_hooks.checkpoint.interval={iters}', f'param_scheduler.0.end={warm}',
+            f'param_scheduler.1.begin={warm}', f'param_scheduler.1.end={iters}']
+
+
+def data_options(data_root: Path) -> List[str]:
+    """``--cfg-options`` pointing the train, val and test dataloaders at ``data_root``."""
+    return [f'{loader}.dataset.data_root={data_root}'
+            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+
+
+def iou_from_predictions(pred_dir: Path, ann_dir: Path) -> Dict[str, np.ndarray]:
+    """Per-value intersection and union of predicted and annotated label PNGs.
+
+    Args:
+        pred_dir: ``<name>.png`` label maps as ``tools/test.py --out`` writes them, one for
+            every annotation.
+        ann_dir: the annotation PNGs ``<name>.png``; value 0 is ignored.
+
+    Returns:
+        ``{'intersect', 'union', 'label_area'}``, each (256,) int64 indexed by PNG value.
+
+    Raises:
+        BenchmarkError: no annotations, a missing prediction or a size mismatch.
+    """
+    anns = sorted(ann_dir.glob('*.png'))
+    if not anns:
+        raise BenchmarkError(f'no annotation PNGs in {ann_dir}')
+    confusion = np.zeros(NUM_VALUES * NUM_VALUES, np.int64)
+    for ann_path in anns:
+        path = pred_dir / ann_path.name
+        if not path.is_file():
+            raise BenchmarkError(f'annotation {ann_path} has no prediction {path}')
+        pred = np.asarray(Image.open(path), np.int64)
+        label = np.asarray(Image.open(ann_path), np.int64)
+        if pred.shape != label.shape:
+            raise BenchmarkError(f'prediction {path} is {pred.shape}, annotation {ann_path} '
+                                 f'{label.shape}')
+        valid = label != 0
+        confusion += np.bincount(label[valid] * NUM_VALUES + pred[valid],
+                                 minlength=NUM_VALUES * NUM_VALUES)
+    confusion = confusion.reshape(NUM_VALUES, NUM_VALUES)  # [label, prediction]
+    intersect = np.diag(confusion).copy()
+    label_area, pred_area = confusion.sum(1), confusion.sum(0)
+    intersect[0] = label_area[0] = pred_area[0] = 0  # 0 is "other": never a class
+    return dict(intersect=intersect, union=label_area + pred_area - intersect,
+                label_area=label_area)
+
+
+def class_ious(areas: Dict[str, np.ndarray], class_names: Sequence[str]) -> Dict[str, object]:
+    """mIoU and IoU (in %) per class from :func:`iou_from_predictions`' areas.
+
+    PNG value ``v`` is class ``class_names[v - 1]`` (ADE20K's ``reduce_zero_label``). As in
+    mmseg, a class whose union is empty has no IoU and stays out of the mean; a class predicted
+    but absent from the annotations scores 0.
+
+    Returns:
+        ``{'mIoU': float, 'per_class': {name: IoU}, 'label_pixels': {name: count}}`` over the
+        classes with a non-empty union.
+    """
+    per_class, pixels = {}, {}
+    for value, name in enumerate(class_names, start=1):
+        union = int(areas['union'][value])
+        if union:
+            per_class[name] = 100.0 * int(areas['intersect'][value]) / union
+            pixels[name] = int(areas['label_area'][value])
+    miou = float(np.mean(list(per_class.values()))) if per_class else float('nan')
+    return dict(mIoU=miou, per_class=per_class, label_pixels=pixels)
+
+
+def parse_metrics(text: str) -> Dict[str, float]:
+    """The last ``metrics: {...}`` line ``tools/test.py`` prints.
+
+    Raises:
+        BenchmarkError: there is none.
+    """
+    lines = [line for line in text.splitlines() if line.startswith('metrics: ')]
+    if not lines:
+        raise BenchmarkError('no "metrics: {...}" line in the output of tools/test.py')
+    return json.loads(lines[-1][len('metrics: '):])
+
+
+def evaluation(log_text: str, pred_dir: Path, ann_dir: Path,
+               class_names: Sequence[str]) -> Dict[str, object]:
+    """The metrics of one evaluation: ``tools/test.py``'s and the per-class IoU recomputed from
+    its predictions.
+
+    Raises:
+        BenchmarkError: the recomputed mIoU differs from the printed one by more than
+            :data:`MIOU_TOLERANCE` (the predictions are not those of the evaluation).
+    """
+    metrics = parse_metrics(log_text)
+    result = class_ious(iou_from_predictions(pred_dir, ann_dir), class_names)
+    if abs(result['mIoU'] - metrics['mIoU']) > MIOU_TOLERANCE:
+        raise BenchmarkError(
+            f'mIoU recomputed from {pred_dir} is {result["mIoU"]:.2f}, tools/test.py printed '
+            f'{metrics["mIoU"]:.2f}: the folder holds other predictions; delete it and run '
+            'again.')
+    return dict(result, metrics=metrics)
+
+
+def group_of(name: str) -> str:
+    """The :data:`FINE_GROUPS` group of a class, or ``'-'``."""
+    return next((group for group, names in FINE_GROUPS.items() if name in names), '-')
+
+
+def group_means(per_class: Dict[str, float]) -> Dict[str, float]:
+    """Mean IoU of each :data:`FINE_GROUPS` group over its classes present in ``per_class``."""
+    means = {}
+    for group, names in FINE_GROUPS.items():
+        values = [per_class[n] for n in names if n in per_class]
+        if values:
+            means[group] = float(np.mean(values))
+    return means
+
+
+def _cell(value: Optional[float]) -> str:
+    return f'{value:8.2f}' if value is not None else f'{"-":>8s}'
+
+
+def _diff(a: Optional[float], b: Optional[float]) -> str:
+    return f'{b - a:+8.2f}' if a is not None and b is not None else f'{"-":>8s}'
+
+
+def format_report(report: dict) -> str:
+    """A side-by-side table of a benchmark report (see :func:`make_report`): mIoU, group means
+    and per-class IoU of the dense reference and the student, their difference, and the
+    student's FLOPs."""
+    settings, models = report['settings'], report['models']
+    variant = settings['variant']
+    dense, student = models['dense'], models[variant]
+    teacher = models.get('teacher')
+    start = f' (mIoU {teacher["mIoU"]:.2f})' if teacher else ''
+    lines = [
+        f'Fine-structure quality benchmark: dense teacher {settings["teacher_iters"]} '
+        f'iterations{start}, then {settings["iters"]} more iterations each of the dense model '
+        f'and of {variant!r} (seed {settings["seed"]}; {settings["data"]["num_val"]} '
+        'validation images). A quality proxy against an equally trained dense model, not '
+        'accuracy.',
+        f'{"":18s}{"group":>7s}{"dense":>8s}{variant[:8]:>8s}{"diff":>8s}',
+        f'{"mIoU":18s}{"":7s}{_cell(dense["mIoU"])}{_cell(student["mIoU"])}'
+        f'{_diff(dense["mIoU"], student["mIoU"])}']
+    dense_groups, student_groups = group_means(dense['per_class']), group_means(
+        student['per_class'])
+    for group in FINE_GROUPS:
+        a, b = dense_groups.get(group), student_groups.get(group)
+        lines.append(f'{group + " (mean)":18s}{"":7s}{_cell(a)}{_cell(b)}{_diff(a, b)}')
+    annotated = sorted({n for m in (dense, student) for n, c in m['label_pixels'].items() if c})
+    order = {n: i for i, g in enumerate(FINE_GROUPS.values()) for n in g}
+    for name in sorted(annotated, key=lambda n: (order.get(n, len(order)), n)):
+        a, b = dense['per_class'].get(name), student['per_class'].get(name)
+        lines.append(f'{name[:18]:18s}{group_of(name):>7s}{_cell(a)}{_cell(b)}{_diff(a, b)}')
+    spurious = [len(set(m['per_class']) - set(annotated)) for m in (dense, student)]
+    if any(spurious):
+        lines.append(f'classes absent from the annotations but predicted (IoU 0, in mIoU as '
+                     f'mmseg counts them): dense {spurious[0]}, {variant} {spurious[1]}')
+    flops = report.get('flops')
+    if flops:
+        height, width = flops['shape']
+        lines.append(f'GFLOPs at {height}x{width}: dense {flops["dense"]:.3f}, {variant} '
+                     f'{flops["dynamic"]:.3f} ({flops["ratio"]:.2f}x fewer)')
+    seconds = report.get('seconds', {})
+    if seconds:
+        lines.append('wall time: ' + ', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())
+                     + f'; total {sum(seconds.values()):.0f} s')
+    return '\n'.join(lines)
+
+
+def machine() -> Dict[str, object]:
+    """What ran the benchmark: CPU model, cores, threads, torch version."""
+    import torch
+    cpu = platform.processor()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next((line.split(':', 1)[1].strip() for line in f
+                        if line.startswith('model name')), cpu)
+    except OSError:
+        pass
+    return dict(cpu=cpu, cores=os.cpu_count(), omp_num_threads=os.environ.get('OMP_NUM_THREADS'),
+                torch=torch.__version__, cuda=torch.cuda.is_available(), python=sys.version.split()[0])
+
+
+def flops_summary(path: Path, shape: Sequence[int]) -> Dict[str, object]:
+    """Whole-model GFLOPs of ``get_flops.py --out`` JSON: dense twin, student and their ratio."""
+    result = json.loads(path.read_text())
+    dense, dynamic = result['model']['dense'], result['model']['dynamic']
+    return dict(shape=list(shape), dense=dense, dynamic=dynamic, ratio=dense / dynamic)
+
+
+def read_data_meta(data_root: Path) -> Optional[dict]:
+    """The generator's ``fine_structure.json`` of a data folder, or ``None`` without one."""
+    path = data_root / META_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` through a temporary file (a reader never sees half of it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def make_report(settings: dict, models: Dict[str, dict], flops: Optional[dict],
+                seconds: Dict[str, float]) -> dict:
+    """The benchmark's JSON report: ``settings`` (must name ``variant``, ``teacher_iters``,
+    ``iters``, ``seed``, ``data``), the evaluations of ``models`` (``teacher``, ``dense`` and
+    the variant), the variant's FLOPs and each stage's wall time."""
+    dense, student = models['dense'], models[settings['variant']]
+    diff = {name: student['per_class'][name] - iou
+            for name, iou in dense['per_class'].items() if name in student['per_class']}
+    return dict(settings=settings, machine=machine(), models=models, flops=flops,
+                difference=dict(mIoU=student['mIoU'] - dense['mIoU'], per_class=diff),
+                seconds=seconds)
+
+
+TOOLS = ROOT / 'tools'
+RESERVED_NAMES = ('teacher', 'dense', 'data')
+
+
+def ensure_data(data_root: Path, num_train: int, num_val: int, seed: int,
+                size_range: Sequence[int], log=print) -> dict:
+    """The data folder's description, writing the fine-structure set there first if the folder
+    does not exist.
+
+    A folder the generator wrote must have been written with these parameters; a folder without
+    its ``fine_structure.json`` (an ADE20K-layout set of the user's) is used as it is.
+
+    Raises:
+        BenchmarkError: the folder was generated with other parameters.
+    """
+    from ..datasets.fine_structure import make_fine_structure_ade20k
+    wanted = dict(seed=seed, num_train=num_train, num_val=num_val, size_range=list(size_range))
+    meta = read_data_meta(data_root)
+    if meta is not None:
+        found = {key: meta.get(key) for key in wanted}
+        if found != wanted:
+            raise BenchmarkError(
+                f'{data_root} holds the fine-structure set written with {found}, not {wanted}: '
+                'give the matching --num-train / --num-val / --data-seed / --size, another '
+                '--data-root, or delete the folder to write it again.')
+        return dict(meta, data_root=str(data_root))
+    if data_root.exists():
+        log(f'note: {data_root} has no {META_FILE} (not written by the fine-structure '
+            'generator): benchmarking on it as it is')
+        num_val = len(list((data_root / 'annotations' / 'validation').glob('*.png')))
+        return dict(data_root=str(data_root), generator=None, num_val=num_val)
+    log(f'==> data: writing the fine-structure set to {data_root}')
+    make_fine_structure_ade20k(str(data_root), num_train, num_val, seed, tuple(size_range))
+    return dict(read_data_meta(data_root), data_root=str(data_root))
+
+
+def check_config(config: str) -> None:
+    """The config must read an ``ADE20KDataset`` and have the demo configs' schedule, which
+    :func:`schedule_options` rescales: an iteration-based ``LinearLR`` warm-up, then
+    ``PolyLR``.
+
+    Raises:
+        BenchmarkError: naming the config and what it has instead.
+    """
+    from mmengine.config import Config
+    cfg = Config.fromfile(config)
+    schedulers = cfg.get('param_scheduler') or []
+    types = [s.get('type') for s in schedulers]
+    by_epoch = any(s.get('by_epoch', True) for s in schedulers)
+    if (types != ['LinearLR', 'PolyLR'] or by_epoch or 'max_iters' not in cfg.train_cfg
+            or cfg.train_cfg.get('type', 'IterBasedTrainLoop') != 'IterBasedTrainLoop'):
+        raise BenchmarkError(
+            f'{config}: the benchmark rescales the demo schedule (IterBasedTrainLoop, an '
+            f'iteration-based LinearLR warm-up, then PolyLR), but this config has schedulers '
+            f'{types} (by_epoch={by_epoch}) and train_cfg {dict(cfg.train_cfg)}. Use a '
+            'configs/demo/upernet_* config or one that inherits it.')
+    dataset = cfg.test_dataloader.dataset.get('type')
+    if dataset != 'ADE20KDataset':
+        raise BenchmarkError(f'{config}: the benchmark evaluates on ADE20K-layout data with '
+                             f"mmseg's ADE20KDataset, but the config's test dataset is "
+                             f'{dataset!r}. Use a configs/demo/upernet_* config.')
+
+
+def _train_stage(args, name: str, config: str, directory: Path, iters: int, extra: List[str],
+                 inputs: List[Path], data_root: Path) -> Stage:
+    command = [args.python, str(TOOLS / 'train.py'), config, '--work-dir', str(directory),
+               '--cfg-options', *data_options(data_root), *schedule_options(iters),
+               f'randomness.seed={args.seed}', *extra]
+    return Stage(name, command, directory / f'iter_{iters}.pth', directory, inputs)
+
+
+def _eval_stage(args, trained: Stage, config: str, extra: List[str], data_root: Path,
+                class_names: Sequence[str]) -> Stage:
+    directory = trained.directory / 'eval'
+    pred_dir = directory / 'pred'
+    command = [args.python, str(TOOLS / 'test.py'), config, str(trained.output), '--work-dir',
+               str(directory / 'test'), '--out', str(pred_dir), '--cfg-options',
+               *data_options(data_root), *extra]
+
+    def finish(stage: Stage) -> None:
+        write_json(stage.output, evaluation(stage.log_path.read_text(), pred_dir,
+                                            data_root / 'annotations' / 'validation',
+                                            class_names))
+
+    return Stage(f'{trained.name} evaluation', command, directory / 'eval.json', directory,
+                 [trained.output], strict=False, finish=finish)
+
+
+def plan(args, class_names: Sequence[str]) -> Dict[str, Stage]:
+    """The benchmark's stages, in order: the three trainings (``teacher``, ``dense``, the
+    variant), their evaluations (``<name> evaluation``) and the variant's FLOPs (``flops``).
+
+    Args:
+        args: the command line of ``tools/analysis_tools/quality_benchmark.py`` (with
+            ``python``, the interpreter of the subprocesses).
+        class_names: the dataset's classes (PNG value ``v`` is ``class_names[v - 1]``).
+    """
+    if args.variant in RESERVED_NAMES or not args.variant.replace('_', '').replace(
+            '-', '').isalnum():
+        raise BenchmarkError(f'--variant {args.variant!r}: use letters, digits, "-" and "_", '
+                             f'and none of {RESERVED_NAMES}')
+    work, data_root = Path(args.work_dir).resolve(), Path(args.data_root).resolve()
+    teacher = _train_stage(args, 'teacher', args.dense_config, work / 'teacher',
+                           args.teacher_iters, [], [], data_root)
+    start = teacher.output
+    dense = _train_stage(args, 'dense', args.dense_config, work / 'dense', args.iters,
+                         [f'load_from={start}'], [start], data_root)
+    student_extra = [f'model.teacher.checkpoint={start}', f'model.student_checkpoint={start}',
+                     *args.student_options]
+    student = _train_stage(args, args.variant, args.student_config, work / args.variant,
+                           args.iters, student_extra, [start], data_root)
+    stages = {'teacher': teacher, 'dense': dense, args.variant: student}
+    for trained, config, extra in ((teacher, args.dense_config, []),
+                                   (dense, args.dense_config, []),
+                                   (student, args.student_config, student_extra)):
+        stage = _eval_stage(args, trained, config, extra, data_root, class_names)
+        stages[stage.name] = stage
+    images = sorted((data_root / 'images' / 'validation').glob('*.jpg'))[:args.flops_images]
+    flops_out = student.directory / 'flops.json'
+    command = [args.python, str(TOOLS / 'analysis_tools' / 'get_flops.py'), args.student_config,
+               '--checkpoint', str(student.output), '--shape',
+               *(str(v) for v in args.flops_shape), '--images', *(str(p) for p in images),
+               '--out', str(flops_out)]
+    if args.student_options:
+        command += ['--cfg-options', *args.student_options]
+    stages['flops'] = Stage(f'{args.variant} FLOPs', command, flops_out,
+                            student.directory / 'flops', [student.output], strict=False)
+    return stages
+
+
+def run_benchmark(args, log=print) -> dict:
+    """Run (or resume) the benchmark of ``args``; print and return the report, also written to
+    ``<work dir>/<variant>/report.json``."""
+    from mmseg.datasets import ADE20KDataset
+    data_root = Path(args.data_root).resolve()
+    data = ensure_data(data_root, args.num_train, args.num_val, args.data_seed, args.size, log)
+    for config in {args.dense_config, args.student_config}:
+        check_config(config)
+    stages = plan(args, ADE20KDataset.METAINFO['classes'])
+    seconds = {name: run_stage(stage, log) for name, stage in stages.items()}
+    models = {name: json.loads(stages[f'{name} evaluation'].output.read_text())
+              for name in ('teacher', 'dense', args.variant)}
+    settings = dict(variant=args.variant, teacher_iters=args.teacher_iters, iters=args.iters,
+                    seed=args.seed, data=data, dense_config=args.dense_config,
+                    student_config=args.student_config, student_options=args.student_options)
+    flops = flops_summary(stages['flops'].output, args.flops_shape)
+    report = make_report(settings, models, flops, seconds)
+    path = stages[args.variant].directory / 'report.json'
+    write_json(path, report)
+    log(format_report(report))
+    log(f'report: {path}')
+    return report
