@@ -12,7 +12,7 @@ polygon mask; objects never overlap, so the polygon is the visible region.
 import json
 import os.path as osp
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple, Union
 
 import cv2
 import numpy as np
@@ -36,26 +36,38 @@ COCO_KINDS: Dict[str, str] = {
     'person': 'person', 'car': 'car', 'ball': 'sports ball', 'kite': 'kite'}
 
 
+def _segmentation(obj: SceneObject, as_rle: bool) -> Tuple[list, Union[list, dict]]:
+    """An object's box ``[x, y, w, h]`` and its mask: its polygon, or with ``as_rle`` its drawn
+    pixels exactly (compressed RLE, the form pycocotools and mmdet decode)."""
+    if not as_rle:
+        x0, y0 = obj.polygon.min(0)
+        x1, y1 = obj.polygon.max(0)
+        return ([round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
+                [[round(float(v), 2) for v in obj.polygon.reshape(-1)]])
+    from pycocotools import mask as mask_utils
+    rle = mask_utils.encode(np.asfortranarray(obj.mask.astype(np.uint8)))
+    bbox = [float(v) for v in mask_utils.toBbox(rle)]
+    return bbox, dict(size=[int(v) for v in rle['size']], counts=rle['counts'].decode('ascii'))
+
+
 def _annotations(objects: List[SceneObject], image_id: int, first_ann_id: int,
-                 kinds: Dict[str, str]) -> list:
-    """COCO annotation dicts of one scene's objects; ``kinds`` maps their kinds to COCO names."""
+                 kinds: Dict[str, str], as_rle: bool = False) -> list:
+    """COCO annotation dicts of one scene's objects; ``kinds`` maps their kinds to COCO names;
+    ``as_rle``: masks as RLE of the drawn pixels instead of polygons."""
     cat_id = dict(zip(COCO_CLASSES, COCO_IDS))
     anns = []
     for k, obj in enumerate(objects):
-        x0, y0 = obj.polygon.min(0)
-        x1, y1 = obj.polygon.max(0)
+        bbox, segmentation = _segmentation(obj, as_rle)
         anns.append(dict(
             id=first_ann_id + k, image_id=image_id, category_id=cat_id[kinds[obj.kind]],
-            bbox=[round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
-            segmentation=[[round(float(v), 2) for v in obj.polygon.reshape(-1)]],
-            area=float(obj.mask.sum()), iscrowd=0))
+            bbox=bbox, segmentation=segmentation, area=float(obj.mask.sum()), iscrowd=0))
     return anns
 
 
 def write_coco(root: str, num_train: int, num_val: int, seed: int,
                height_range: Tuple[int, int], width_range: Tuple[int, int],
                draw: Callable[[np.random.Generator, int, int], Tuple[np.ndarray, List[SceneObject]]],
-               kinds: Dict[str, str]) -> Dict[str, int]:
+               kinds: Dict[str, str], masks_as_rle: bool = False) -> Dict[str, int]:
     """Write ``num_train`` + ``num_val`` images drawn by ``draw`` under ``root`` in the COCO 2017
     layout.
 
@@ -64,6 +76,8 @@ def write_coco(root: str, num_train: int, num_val: int, seed: int,
         draw: ``draw(rng, height, width)`` -> ((H, W, 3) uint8 BGR image, its objects, which
             must not overlap: each polygon is the object's visible region).
         kinds: object kind -> COCO category name (of :data:`COCO_CLASSES`).
+        masks_as_rle: write each mask as the RLE of its drawn pixels (exact for objects of a
+            few pixels, where a polygon rasterises differently) instead of its polygon.
 
     Returns the number of objects per split.
     """
@@ -80,7 +94,7 @@ def write_coco(root: str, num_train: int, num_val: int, seed: int,
             file_name = f'{image_id:012d}.jpg'
             cv2.imwrite(osp.join(root, split, file_name), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
             images.append(dict(id=image_id, file_name=file_name, height=height, width=width))
-            anns += _annotations(objects, image_id, len(anns) + 1, kinds)
+            anns += _annotations(objects, image_id, len(anns) + 1, kinds, masks_as_rle)
         with open(osp.join(root, 'annotations', f'instances_{split}.json'), 'w') as f:
             json.dump(dict(images=images, annotations=anns, categories=categories), f)
         counts[split] = len(anns)

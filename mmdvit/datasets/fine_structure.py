@@ -327,10 +327,11 @@ def make_fine_structure_ade20k(root: str, num_train: int = 200, num_val: int = 5
 def make_fine_structure_coco(root: str, num_train: int = 200, num_val: int = 50, seed: int = 0,
                              size_range: Tuple[int, int] = (128, 192)) -> Dict[str, int]:
     """Write the scenes' small objects as COCO 2017 instances under ``root`` (as
-    :func:`mmdvit.datasets.make_coco_demo`; categories of :data:`FINE_COCO_KINDS`), and
-    ``root/fine_structure.json``. Returns the number of objects per split."""
+    :func:`mmdvit.datasets.make_coco_demo`; categories of :data:`FINE_COCO_KINDS`; masks as RLE
+    of the drawn pixels, boxes around them), and ``root/fine_structure.json``. Returns the
+    number of objects per split."""
     counts = write_coco(root, num_train, num_val, seed, size_range, size_range, _draw_coco,
-                        FINE_COCO_KINDS)
+                        FINE_COCO_KINDS, masks_as_rle=True)
     _write_meta(root, 'coco', seed=seed, num_train=num_train, num_val=num_val,
                 size_range=list(size_range))
     return counts

@@ -33,8 +33,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         '[LOW, HIGH) (default 128 192, as the demo ADE20K set)')
     parser.add_argument('--only', choices=['ade20k', 'coco'], help='write one dataset only')
     args = parser.parse_args(argv)
-    if len(args.size) > 2 or min(args.size) < 32 or args.size[-1] < args.size[0] + (
-            len(args.size) - 1):
+    if len(args.size) > 2 or args.size[0] < 32 or args.size[-1] < args.size[0] + len(
+            args.size) - 1:
         parser.error(f'--size takes S or LOW HIGH with 32 <= S, LOW < HIGH; got {args.size}')
     if args.num_train < 1 or args.num_val < 1:
         parser.error('--num-train and --num-val must be at least 1')
