@@ -138,7 +138,8 @@ def test_coco_instances_are_the_small_objects(tmp_path):
     from mmdet.datasets import CocoDataset
     from mmengine.registry import init_default_scope
     from pycocotools.coco import COCO
-    counts = make_fine_structure_coco(str(tmp_path), num_train=4, num_val=2, seed=3)
+    counts = make_fine_structure_coco(str(tmp_path), num_train=4, num_val=2, seed=3,
+                                      size_range=(140, 170))
     coco = COCO(str(tmp_path / 'annotations' / 'instances_train2017.json'))
     assert len(coco.getImgIds()) == 4 and len(coco.getAnnIds()) == counts['train2017'] >= 20
     names = {coco.loadCats(a['category_id'])[0]['name'] for a in coco.loadAnns(coco.getAnnIds())}
@@ -146,7 +147,7 @@ def test_coco_instances_are_the_small_objects(tmp_path):
     # The first training image is the generator's first scene: pycocotools decodes exactly
     # the drawn objects.
     rng = np.random.default_rng(3)
-    height, width = int(rng.integers(128, 192)), int(rng.integers(128, 192))
+    height, width = int(rng.integers(140, 170)), int(rng.integers(140, 170))
     scene = render_fine_scene(rng, height, width)
     anns = coco.loadAnns(coco.getAnnIds(imgIds=[1]))
     assert len(anns) == len(scene.objects)

@@ -15,7 +15,6 @@ match the one ``tools/test.py`` prints.
 """
 import json
 import os
-import os.path as osp
 import platform
 import subprocess
 import sys
@@ -44,7 +43,7 @@ class Stage:
     """One step of the benchmark.
 
     Attributes:
-        name: what it makes (``teacher``, ``dense``, the variant, ``<model> eval``, ...).
+        name: what it makes (``teacher``, ``dense``, the variant, ``<model> evaluation``, ...).
         command: the command (``command[0]`` is the interpreter and is not recorded).
         output: the file it makes; the stage is done when it exists with a matching record.
         directory: its folder, holding ``stage.json`` and ``stage.log``.
@@ -325,7 +324,8 @@ def machine() -> Dict[str, object]:
     except OSError:
         pass
     return dict(cpu=cpu, cores=os.cpu_count(), omp_num_threads=os.environ.get('OMP_NUM_THREADS'),
-                torch=torch.__version__, cuda=torch.cuda.is_available(), python=sys.version.split()[0])
+                torch=torch.__version__, cuda=torch.cuda.is_available(),
+                python=sys.version.split()[0])
 
 
 def flops_summary(path: Path, shape: Sequence[int]) -> Dict[str, object]:

@@ -32,6 +32,8 @@ COCO_CLASSES = (
     'clock', 'vase', 'scissors', 'teddy bear', 'hair drier', 'toothbrush')
 # Official COCO category ids: 1..90 with ten unused.
 COCO_IDS = tuple(i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83))
+# draw(rng, height, width) -> (BGR image, the objects in it)
+ObjectDrawer = Callable[[np.random.Generator, int, int], Tuple[np.ndarray, List[SceneObject]]]
 COCO_KINDS: Dict[str, str] = {
     'person': 'person', 'car': 'car', 'ball': 'sports ball', 'kite': 'kite'}
 
@@ -66,7 +68,7 @@ def _annotations(objects: List[SceneObject], image_id: int, first_ann_id: int,
 
 def write_coco(root: str, num_train: int, num_val: int, seed: int,
                height_range: Tuple[int, int], width_range: Tuple[int, int],
-               draw: Callable[[np.random.Generator, int, int], Tuple[np.ndarray, List[SceneObject]]],
+               draw: ObjectDrawer,
                kinds: Dict[str, str], masks_as_rle: bool = False) -> Dict[str, int]:
     """Write ``num_train`` + ``num_val`` images drawn by ``draw`` under ``root`` in the COCO 2017
     layout.

@@ -6,12 +6,16 @@ small regions still scores high on them. These scenes are made of what such a mo
 - large regions (``sky``, ``building``, ``road``, ``grass``, ``water``), all textured: the demo
   background (sky gradient, textured ground with lane markings on a road) with cloud texture on
   the sky and buildings with rows of windows standing on the horizon;
-- thin structures: ``pole`` (vertical bars 2-6 px wide), ``fence`` (lattices of 1-2 px bars
+- thin structures: ``pole`` (vertical bars 3-6 px wide), ``fence`` (lattices of 2-px bars
   or diagonal mesh lines; only the lines are labelled, the gaps keep the background) and
-  ``railing`` (wire-thin rails: 2-3 parallel lines 1-2 px thick with 1-px posts);
-- small objects, 3 to 16 px across: ``person`` (standing ellipses), ``car`` (box with a
-  roof), ``animal`` (birds: chevrons in the sky) and ``signboard`` (plates on poles). They never
-  overlap one another and are drawn last, so each one's mask is its visible region.
+  ``railing`` (wire-thin rails: 2-3 parallel 2-px lines with 2-px posts);
+- small objects, 6 to 16 px across: ``person`` (standing ellipses 10-16 px tall, half as
+  wide), ``car`` (box with a roof, 12-16 px long), ``animal`` (birds: chevrons 6-10 px wide in
+  the sky) and ``signboard`` (plates of 7-12 px on poles). They never overlap one another and
+  are drawn last, so each one's mask is its visible region.
+
+At the demo's resolution (images of 128-159 px by default, evaluated at a short side of 128)
+a 3-px pole or a 2-px fence line is narrower than one pixel of UPerNet's 1/4-scale output.
 
 Labels use ADE20K's class indices (:data:`FINE_ADE20K_LABELS`), so the ADE20K-layout writer
 gives a set that mmseg's ``ADE20KDataset`` and the demo configs read with only ``data_root``
@@ -46,19 +50,22 @@ FINE_GROUPS: Dict[str, Tuple[str, ...]] = {
 # Small-object kind -> COCO category name (birds are COCO's 'bird', plates its 'stop sign').
 FINE_COCO_KINDS: Dict[str, str] = {
     'person': 'person', 'car': 'car', 'animal': 'bird', 'signboard': 'stop sign'}
-POLE_WIDTHS = (2, 6)  # inclusive range of a pole's width in pixels
-SMALL_MAX_SIDE = 16  # no small object's bounding box is longer than this, in pixels
+POLE_WIDTHS = (3, 6)  # inclusive range of a pole's width in pixels
+LINE_WIDTH = 2  # width of the lines of fences and railings, in pixels
+SMALL_MAX_SIDE = 18  # no small object's bounding box is longer (drawn size 16, rounding)
 META_FILE = 'fine_structure.json'  # what wrote a folder: written next to the data
 
-# Base BGR colours each part draws one of (plus a per-part jitter and the scene's shading).
+# Base BGR colours each part draws one of (plus a per-part jitter and the scene's shading). The
+# small objects' palettes overlap little (people warm, cars blue / grey / black, signboards
+# green / cyan), so that a small model can learn them in a few hundred iterations.
 PALETTES: Dict[str, Tuple[Tuple[int, int, int], ...]] = {
     'building': ((150, 150, 150), (120, 160, 190), (70, 80, 150), (180, 190, 200)),
-    'pole': ((90, 90, 90), (60, 60, 70), (200, 200, 200)),
-    'fence': ((40, 80, 120), (110, 110, 110), (60, 110, 60)),
-    'railing': ((30, 30, 30), (160, 160, 170)),
-    'signboard': ((200, 60, 20), (40, 40, 210), (40, 200, 230), (60, 160, 40)),
-    'person': ((40, 40, 200), (150, 60, 30), (30, 180, 220), (50, 50, 50)),
-    'car': ((200, 60, 20), (30, 30, 180), (210, 210, 210), (40, 40, 40)),
+    'pole': ((40, 40, 45), (40, 70, 110), (220, 220, 220), (60, 120, 40)),
+    'fence': ((30, 80, 150), (200, 200, 200), (20, 40, 80)),
+    'railing': ((30, 30, 30), (190, 190, 200), (30, 150, 200)),
+    'signboard': ((50, 170, 40), (200, 200, 40), (40, 220, 160)),
+    'person': ((40, 40, 200), (30, 120, 230), (150, 40, 200), (30, 200, 230)),
+    'car': ((200, 60, 20), (220, 220, 220), (40, 40, 40), (170, 170, 170)),
     'animal': ((50, 50, 50), (80, 90, 100)),
 }
 JITTER = 20.0  # per-part colour jitter, uniform in [-JITTER, JITTER] per channel
@@ -147,65 +154,64 @@ def _draw_buildings(canvas: _Canvas) -> None:
 
 
 def _draw_fences(canvas: _Canvas) -> None:
-    """0-2 fences on the ground: vertical bars with two rails, or a diagonal mesh with a top
-    rail; only the lines are fence."""
+    """1-2 fences on the ground: 2-px vertical bars with two rails, or a diagonal mesh of 2-px
+    lines with a top rail; only the lines are fence."""
     rng, height, width, horizon = canvas.rng, canvas.height, canvas.width, canvas.horizon
-    for _ in range(int(rng.integers(0, 3))):
+    for _ in range(int(rng.integers(1, 3))):
         length = int(rng.integers(width // 4, width * 4 // 5))
         x0 = int(rng.integers(0, width - length))
-        fence_height = int(rng.integers(8, 20))
+        fence_height = int(rng.integers(10, 25))
         bottom = int(rng.integers(horizon + 4, height))
         top = max(bottom - fence_height, 0)
         band = np.zeros((bottom - top, length), np.uint8)
-        thickness = int(rng.integers(1, 3))
-        band[:thickness] = 1  # top rail
+        band[:LINE_WIDTH] = 1  # top rail
         if rng.uniform() < 0.5:  # bars and a middle rail
-            gap = int(rng.integers(3, 7))
-            for x in range(int(rng.integers(0, gap)), length, gap + thickness):
-                band[:, x:x + thickness] = 1
+            gap = int(rng.integers(4, 9))
+            for x in range(int(rng.integers(0, gap)), length, gap + LINE_WIDTH):
+                band[:, x:x + LINE_WIDTH] = 1
             middle = (bottom - top) // 2
-            band[middle:middle + thickness] = 1
-        else:  # diagonal mesh, 1-px lines
-            gap = int(rng.integers(5, 9))
+            band[middle:middle + LINE_WIDTH] = 1
+        else:  # diagonal mesh
+            gap = int(rng.integers(6, 11))
             rows = bottom - top
             for x in range(-rows, length + rows, gap):
-                cv2.line(band, (x, 0), (x + rows, rows), 1, 1, cv2.LINE_8)
-                cv2.line(band, (x + rows, 0), (x, rows), 1, 1, cv2.LINE_8)
+                for dx in range(LINE_WIDTH):
+                    cv2.line(band, (x + dx, 0), (x + dx + rows, rows), 1, 1, cv2.LINE_8)
+                    cv2.line(band, (x + dx + rows, 0), (x + dx, rows), 1, 1, cv2.LINE_8)
         mask = canvas.empty()
         mask[top:bottom, x0:x0 + length] = band
         canvas.paint('fence', mask.astype(bool))
 
 
 def _draw_railings(canvas: _Canvas) -> None:
-    """0-2 railings: 2-3 parallel wire-thin rails (1-2 px, slightly sloped) with 1-px posts."""
+    """1-2 railings: 2-3 parallel wire-thin rails (2 px, slightly sloped) with 2-px posts."""
     rng, height, width, horizon = canvas.rng, canvas.height, canvas.width, canvas.horizon
-    for _ in range(int(rng.integers(0, 3))):
+    for _ in range(int(rng.integers(1, 3))):
         length = int(rng.integers(width // 3, width))
         x0 = int(rng.integers(0, width - length + 1))
         x1 = x0 + length - 1
-        y0 = int(rng.integers(max(horizon - 10, 4), height - 12))
+        y0 = int(rng.integers(max(horizon - 10, 4), height - 16))
         y1 = y0 + int(rng.integers(-6, 7))
-        spacing, thickness = int(rng.integers(3, 6)), int(rng.integers(1, 3))
-        num_rails = int(rng.integers(2, 4))
+        spacing, num_rails = int(rng.integers(4, 8)), int(rng.integers(2, 4))
         mask = canvas.empty()
         for k in range(num_rails):
-            for t in range(thickness):
+            for t in range(LINE_WIDTH):
                 dy = k * spacing + t
                 cv2.line(mask, (x0, y0 + dy), (x1, y1 + dy), 1, 1, cv2.LINE_8)
         post_gap = int(rng.integers(10, 20))
-        depth = (num_rails - 1) * spacing + thickness + 3
+        depth = (num_rails - 1) * spacing + LINE_WIDTH + 3
         for x in range(x0, x1 + 1, post_gap):
             y = y0 + round((y1 - y0) * (x - x0) / max(x1 - x0, 1))
-            mask[max(y, 0):max(y + depth, 0), x] = 1
+            mask[max(y, 0):max(y + depth, 0), x:x + LINE_WIDTH] = 1
         canvas.paint('railing', mask.astype(bool))
 
 
 def _draw_poles(canvas: _Canvas) -> None:
-    """1-5 poles, 2-6 px wide, at least 6 px apart, from the ground up past the horizon; about
-    half of them carry a signboard (a small object) near the top."""
+    """2-6 poles, 3-6 px wide, at least 6 px apart, from the ground up past the horizon; 60% of
+    them carry a signboard (a small object) near the top."""
     rng, height, width, horizon = canvas.rng, canvas.height, canvas.width, canvas.horizon
     columns = np.zeros(width, bool)  # columns of poles drawn, grown by 6 px
-    for _ in range(int(rng.integers(1, 6))):
+    for _ in range(int(rng.integers(2, 7))):
         pole_width = int(rng.integers(POLE_WIDTHS[0], POLE_WIDTHS[1] + 1))
         x0 = int(rng.integers(0, width - pole_width))
         if columns[x0:x0 + pole_width].any():
@@ -216,8 +222,8 @@ def _draw_poles(canvas: _Canvas) -> None:
         mask = canvas.empty().astype(bool)
         mask[top:bottom, x0:x0 + pole_width] = True
         canvas.paint('pole', mask)
-        if rng.uniform() < 0.5:
-            plate_w, plate_h = int(rng.integers(5, 13)), int(rng.integers(4, 10))
+        if rng.uniform() < 0.6:
+            plate_w, plate_h = int(rng.integers(7, 13)), int(rng.integers(6, 11))
             cx, y = x0 + pole_width / 2, top + int(rng.integers(0, 8))
             polygon = np.array([[cx - plate_w / 2, y], [cx + plate_w / 2 - 1, y],
                                 [cx + plate_w / 2 - 1, y + plate_h - 1],
@@ -270,7 +276,7 @@ def _scatter(canvas: _Canvas, kind: str, count: int, sizes: Tuple[int, int], sha
 
 def render_fine_scene(rng: np.random.Generator, height: int, width: int) -> FineScene:
     """Draw one fine-structure scene of size (height, width): background, buildings, fences,
-    railings, poles (with signboards), then 2-9 people, 1-6 cars on the ground and 0-7 birds
+    railings, poles (with signboards), then 3-12 people, 2-8 cars on the ground and 1-8 birds
     in the sky."""
     canvas = _Canvas(rng, height, width)
     _draw_buildings(canvas)
@@ -278,11 +284,11 @@ def render_fine_scene(rng: np.random.Generator, height: int, width: int) -> Fine
     _draw_railings(canvas)
     _draw_poles(canvas)
     ground = (canvas.horizon, height)
-    _scatter(canvas, 'person', int(rng.integers(2, 10)), (6, 15),
+    _scatter(canvas, 'person', int(rng.integers(3, 13)), (10, 17),
              lambda cx, cy, size: outline('tall_ellipse', cx, cy, size), ground)
-    _scatter(canvas, 'car', int(rng.integers(1, 7)), (8, 15), car_outline,
+    _scatter(canvas, 'car', int(rng.integers(2, 9)), (12, 17), car_outline,
              ground)
-    _scatter(canvas, 'animal', int(rng.integers(0, 8)), (3, 8), bird_outline,
+    _scatter(canvas, 'animal', int(rng.integers(1, 9)), (6, 11), bird_outline,
              (0, canvas.horizon))
     image = np.clip(canvas.image, 0, 255).astype(np.uint8)
     return FineScene(image, canvas.label, canvas.parts, canvas.objects)
@@ -308,8 +314,8 @@ def _draw_coco(rng: np.random.Generator, height: int, width: int
     return scene.image, scene.objects
 
 
-def make_fine_structure_ade20k(root: str, num_train: int = 200, num_val: int = 50,
-                               seed: int = 0, size_range: Tuple[int, int] = (128, 192)
+def make_fine_structure_ade20k(root: str, num_train: int = 300, num_val: int = 100,
+                               seed: int = 0, size_range: Tuple[int, int] = (128, 160)
                                ) -> Dict[str, int]:
     """Write ``num_train`` + ``num_val`` fine-structure scenes under ``root`` in the ADE20K
     layout (as :func:`mmdvit.datasets.make_ade20k_demo`), and ``root/fine_structure.json``
@@ -324,8 +330,8 @@ def make_fine_structure_ade20k(root: str, num_train: int = 200, num_val: int = 5
     return counts
 
 
-def make_fine_structure_coco(root: str, num_train: int = 200, num_val: int = 50, seed: int = 0,
-                             size_range: Tuple[int, int] = (128, 192)) -> Dict[str, int]:
+def make_fine_structure_coco(root: str, num_train: int = 300, num_val: int = 100, seed: int = 0,
+                             size_range: Tuple[int, int] = (128, 160)) -> Dict[str, int]:
     """Write the scenes' small objects as COCO 2017 instances under ``root`` (as
     :func:`mmdvit.datasets.make_coco_demo`; categories of :data:`FINE_COCO_KINDS`; masks as RLE
     of the drawn pixels, boxes around them), and ``root/fine_structure.json``. Returns the

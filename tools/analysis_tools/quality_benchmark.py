@@ -3,7 +3,7 @@ thin and small things.
 
     python tools/analysis_tools/quality_benchmark.py [--work-dir work_dirs/quality_benchmark]
         [--data-root data/fine_structure/ade20k] [--num-train 300] [--num-val 100]
-        [--data-seed 0] [--size 128 192] [--teacher-iters 600] [--iters 300] [--seed 0]
+        [--data-seed 0] [--size 128 160] [--teacher-iters 600] [--iters 300] [--seed 0]
         [--dense-config configs/demo/upernet_swin_dense_demo.py]
         [--student-config configs/demo/upernet_dvit_swin_whole_demo.py]
         [--variant whole] [--student-options KEY=VALUE ...] [--dry-run]
@@ -42,8 +42,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     data.add_argument('--num-train', type=int, default=300, help='training images (300)')
     data.add_argument('--num-val', type=int, default=100, help='validation images (100)')
     data.add_argument('--data-seed', type=int, default=0, help="the generator's seed (0)")
-    data.add_argument('--size', type=int, nargs=2, default=[128, 192], metavar=('LOW', 'HIGH'),
-                      help='image heights and widths are drawn from [LOW, HIGH) (128 192)')
+    data.add_argument('--size', type=int, nargs=2, default=[128, 160], metavar=('LOW', 'HIGH'),
+                      help='image heights and widths are drawn from [LOW, HIGH) (128 160)')
     train = parser.add_argument_group('training')
     train.add_argument('--teacher-iters', type=int, default=600,
                        help="the dense teacher's iterations (600)")

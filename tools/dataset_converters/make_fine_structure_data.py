@@ -2,7 +2,7 @@
 cars, signboards, birds) over textured backgrounds, in the ADE20K layout and in COCO format.
 
     python tools/dataset_converters/make_fine_structure_data.py [--out data/fine_structure]
-        [--seed 0] [--num-train 200] [--num-val 50] [--size 128 192] [--only {ade20k,coco}]
+        [--seed 0] [--num-train 300] [--num-val 100] [--size 128 160] [--only {ade20k,coco}]
 
 Writes ``OUT/ade20k`` (the demo UPerNet configs read it with ``data_root`` changed; see
 ``tools/analysis_tools/quality_benchmark.py``) and ``OUT/coco`` (the small objects as instances),
@@ -26,11 +26,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out', default='data/fine_structure',
                         help='output folder (default data/fine_structure)')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--num-train', type=int, default=200, help='training images (200)')
-    parser.add_argument('--num-val', type=int, default=50, help='validation images (50)')
-    parser.add_argument('--size', type=int, nargs='+', default=[128, 192],
+    parser.add_argument('--num-train', type=int, default=300, help='training images (300)')
+    parser.add_argument('--num-val', type=int, default=100, help='validation images (100)')
+    parser.add_argument('--size', type=int, nargs='+', default=[128, 160],
                         help='image side S, or LOW HIGH: heights and widths drawn from '
-                        '[LOW, HIGH) (default 128 192, as the demo ADE20K set)')
+                        '[LOW, HIGH) (default 128 160)')
     parser.add_argument('--only', choices=['ade20k', 'coco'], help='write one dataset only')
     args = parser.parse_args(argv)
     if len(args.size) > 2 or args.size[0] < 32 or args.size[-1] < args.size[0] + len(
