@@ -226,6 +226,12 @@ def test_report_table_side_by_side():
     assert any('dense 0.305, whole 0.164 (1.86x fewer)' in line for line in lines)
     assert lines[-1] == 'wall time: teacher 100 s, dense 50 s; total 150 s'
 
+    settings['variant'] = 'whole_nodistill'  # a long name widens the columns
+    models['whole_nodistill'] = models.pop('whole')
+    lines = format_report(make_report(settings, models, None, {})).splitlines()
+    assert lines[1].split() == ['group', 'dense', 'whole_nodistill', 'diff']
+    assert lines[2].split() == ['mIoU', '70.00', '65.50', '-4.50']
+
 
 def test_data_written_once_then_checked(tmp_path):
     notes = []

@@ -261,12 +261,11 @@ def group_means(per_class: Dict[str, float]) -> Dict[str, float]:
     return means
 
 
-def _cell(value: Optional[float]) -> str:
-    return f'{value:8.2f}' if value is not None else f'{"-":>8s}'
-
-
-def _diff(a: Optional[float], b: Optional[float]) -> str:
-    return f'{b - a:+8.2f}' if a is not None and b is not None else f'{"-":>8s}'
+def _row(label: str, group: str, a: Optional[float], b: Optional[float], width: int) -> str:
+    """One table row: dense value, student value and their difference, ``-`` where missing."""
+    cells = [f'{v:{width}.2f}' if v is not None else f'{"-":>{width}s}' for v in (a, b)]
+    diff = f'{b - a:+{width}.2f}' if a is not None and b is not None else f'{"-":>{width}s}'
+    return f'{label[:18]:18s}{group:>7s}{cells[0]}{cells[1]}{diff}'
 
 
 def format_report(report: dict) -> str:
@@ -278,25 +277,25 @@ def format_report(report: dict) -> str:
     dense, student = models['dense'], models[variant]
     teacher = models.get('teacher')
     start = f' (mIoU {teacher["mIoU"]:.2f})' if teacher else ''
+    width = max(8, len(variant) + 2)
     lines = [
         f'Fine-structure quality benchmark: dense teacher {settings["teacher_iters"]} '
         f'iterations{start}, then {settings["iters"]} more iterations each of the dense model '
         f'and of {variant!r} (seed {settings["seed"]}; {settings["data"]["num_val"]} '
         'validation images). A quality proxy against an equally trained dense model, not '
         'accuracy.',
-        f'{"":18s}{"group":>7s}{"dense":>8s}{variant[:8]:>8s}{"diff":>8s}',
-        f'{"mIoU":18s}{"":7s}{_cell(dense["mIoU"])}{_cell(student["mIoU"])}'
-        f'{_diff(dense["mIoU"], student["mIoU"])}']
+        f'{"":18s}{"group":>7s}{"dense":>{width}s}{variant:>{width}s}{"diff":>{width}s}',
+        _row('mIoU', '', dense['mIoU'], student['mIoU'], width)]
     dense_groups, student_groups = group_means(dense['per_class']), group_means(
         student['per_class'])
     for group in FINE_GROUPS:
-        a, b = dense_groups.get(group), student_groups.get(group)
-        lines.append(f'{group + " (mean)":18s}{"":7s}{_cell(a)}{_cell(b)}{_diff(a, b)}')
+        lines.append(_row(f'{group} (mean)', '', dense_groups.get(group),
+                          student_groups.get(group), width))
     annotated = sorted({n for m in (dense, student) for n, c in m['label_pixels'].items() if c})
     order = {n: i for i, g in enumerate(FINE_GROUPS.values()) for n in g}
     for name in sorted(annotated, key=lambda n: (order.get(n, len(order)), n)):
-        a, b = dense['per_class'].get(name), student['per_class'].get(name)
-        lines.append(f'{name[:18]:18s}{group_of(name):>7s}{_cell(a)}{_cell(b)}{_diff(a, b)}')
+        lines.append(_row(name, group_of(name), dense['per_class'].get(name),
+                          student['per_class'].get(name), width))
     spurious = [len(set(m['per_class']) - set(annotated)) for m in (dense, student)]
     if any(spurious):
         lines.append(f'classes absent from the annotations but predicted (IoU 0, in mIoU as '
