@@ -13,6 +13,7 @@ from mmdvit.datasets import (FINE_ADE20K_LABELS, FINE_COCO_KINDS, FINE_GROUPS,
                              make_fine_structure_ade20k, make_fine_structure_coco)
 from mmdvit.datasets.fine_structure import (POLE_WIDTHS, SHADING, SMALL_MAX_SIDE,
                                             render_fine_scene)
+from mmdvit.engine.data_checks import check_coco_json
 
 ROOT = Path(__file__).resolve().parents[1]
 VALUE = FINE_ADE20K_LABELS
@@ -158,6 +159,7 @@ def test_coco_instances_are_the_small_objects(tmp_path):
         ys, xs = np.nonzero(obj.mask)
         assert [x, y, w, h] == [xs.min(), ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1]
 
+    check_coco_json(str(tmp_path / 'annotations' / 'instances_val2017.json'))  # pre-flight
     init_default_scope('mmdet')
     dataset = CocoDataset(data_root=str(tmp_path), ann_file='annotations/instances_val2017.json',
                           data_prefix=dict(img='val2017/'), pipeline=[
