@@ -62,6 +62,8 @@ class SegPredictionWriter(BaseMetric):
         out_dir: the folder the predictions end up in (new or empty).
     """
 
+    default_prefix = 'out'
+
     def __init__(self, out_dir: str, collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)

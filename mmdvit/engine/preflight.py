@@ -342,6 +342,10 @@ def _name(transform: Any) -> str:
     return str(transform.get('type', '')).split('.')[-1] if isinstance(transform, dict) else ''
 
 
+def _is(transform: Any, check: str) -> bool:
+    return isinstance(transform, dict) and transform.get('type') == check
+
+
 def _with_label_check_tta(stages: list, label_check: dict) -> list:
     """``TestTimeAug``'s ``transforms`` (stages of alternatives) with a ``[label_check]`` stage
     after each stage of ``LoadAnnotations``."""
@@ -350,7 +354,7 @@ def _with_label_check_tta(stages: list, label_check: dict) -> list:
         out.append(stage)
         following = stages[i + 1] if i + 1 < len(stages) else []
         if (stage and all(_name(t) == 'LoadAnnotations' for t in stage)
-                and not any(t.get('type') == LABEL_CHECK for t in following)):
+                and not any(_is(t, LABEL_CHECK) for t in following)):
             out.append([dict(label_check)])
     return out
 
@@ -362,15 +366,14 @@ def _with_load_checks(pipeline: list, label_check: Optional[dict]) -> list:
     out: list = []
     for i, transform in enumerate(pipeline):
         name = _name(transform)
-        if name == 'LoadImageFromFile' and not (out and out[-1].get('type') == FILE_CHECK):
+        if name == 'LoadImageFromFile' and not (out and _is(out[-1], FILE_CHECK)):
             out.append(dict(type=FILE_CHECK))
         if name == 'TestTimeAug' and label_check:
             transform = dict(transform, transforms=_with_label_check_tta(
                 transform['transforms'], label_check))
         out.append(transform)
-        following = pipeline[i + 1] if i + 1 < len(pipeline) else {}
-        if (name == 'LoadAnnotations' and label_check
-                and not (isinstance(following, dict) and following.get('type') == LABEL_CHECK)):
+        following = pipeline[i + 1] if i + 1 < len(pipeline) else None
+        if name == 'LoadAnnotations' and label_check and not _is(following, LABEL_CHECK):
             out.append(dict(label_check))
     return out
 
@@ -396,7 +399,8 @@ def add_load_checks(cfg: Config, mode: str) -> None:
             label_check = None
             if _is_a(dataset_cls, 'BaseSegDataset'):
                 classes = _raw_classes(dataset, dataset_cls)
-                label_check = dict(type=LABEL_CHECK, num_classes=len(classes) if classes else None,
+                label_check = dict(type=LABEL_CHECK,
+                                   num_classes=len(classes) if classes else None,
                                    ignore_index=_setting(dataset, dataset_cls, 'ignore_index', 255))
             dataset['pipeline'] = _with_load_checks(list(pipeline), label_check)
 

@@ -31,15 +31,16 @@ def get_random_state() -> Dict[str, Any]:
 
 
 def set_random_state(state: Dict[str, Any]) -> None:
-    """Restore what :func:`get_random_state` returned (the CUDA state, if any, on the current
-    device; ignored without CUDA)."""
+    """Restore what :func:`get_random_state` returned, wherever its tensors were loaded to
+    (mmengine maps a resume checkpoint to the GPU); the CUDA state, if any, goes to the current
+    device, and is ignored without CUDA."""
     python, numpy = state['python'], state['numpy']
     random.setstate((python['version'], tuple(python['state'].tolist()), python['gauss']))
-    np.random.set_state((numpy['kind'], numpy['keys'].numpy().astype(np.uint32), numpy['pos'],
-                         numpy['has_gauss'], numpy['cached_gaussian']))
-    torch.set_rng_state(state['torch'])
+    np.random.set_state((numpy['kind'], numpy['keys'].cpu().numpy().astype(np.uint32),
+                         numpy['pos'], numpy['has_gauss'], numpy['cached_gaussian']))
+    torch.set_rng_state(state['torch'].cpu())
     if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state['cuda'])
+        torch.cuda.set_rng_state(state['cuda'].cpu())
 
 
 class _RestoreBeforeBatch:
