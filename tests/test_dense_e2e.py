@@ -2,7 +2,6 @@
 training of a segmentor and a detector with the wrapper and a dense teacher, evaluation of the
 saved checkpoints, resuming, 2-process CPU runs (gloo), wrapper checkpoints in the plain
 student, and the pre-flight errors."""
-import argparse
 import json
 import os
 import re
@@ -19,7 +18,6 @@ from mmengine.registry import MODELS, DefaultScope
 
 from mmdvit.datasets import make_ade20k_demo, make_coco_demo
 from mmdvit.engine.preflight import PreflightError, check_checkpoints, check_config
-from test_flops import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 KEEP_RATIOS = (0.7, 0.5, 0.3)
@@ -220,8 +218,8 @@ def test_upstream_override_keys_on_a_wrapper_config_fail_with_the_student_key(se
 
 
 def test_two_process_evaluation_writes_predictions_to_a_new_folder(seg):
-    """dist_test.sh ... 2 --out NEWDIR: every rank finds the folder; without PYTHON the script
-    runs the project's .venv/."""
+    """dist_test.sh ... 2 --out NEWDIR: both ranks write into the staging folder, which becomes
+    NEWDIR once complete; without PYTHON the script runs the project's .venv/."""
     tmp, config = seg
     cfg = Config.fromfile(str(config))
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
@@ -235,13 +233,9 @@ def test_two_process_evaluation_writes_predictions_to_a_new_folder(seg):
     proc = run(['bash', 'tools/dist_test.sh', str(config), str(checkpoint), '2', '--work-dir',
                 str(tmp / 'dist_out'), '--out', str(out)], **env)
     assert 0 <= metrics(proc)['mIoU'] <= 100
-    assert len(list(out.glob('*.png'))) == 5  # the 5 validation images, from both ranks
-    # Upstream creates the folder on rank 0 only, racing the other ranks' first writes; the
-    # tool creates it on every rank before the Runner exists.
-    fresh = tmp / 'fresh' / 'predictions'
-    add_outputs = load_tool(str(ROOT / 'tools' / 'test.py')).add_outputs
-    add_outputs(Config.fromfile(str(config)), argparse.Namespace(out=str(fresh), show_dir=None))
-    assert fresh.is_dir()
+    # the 5 validation images, from both ranks; nothing else, and no staging folder left
+    assert sorted(p.suffix for p in out.iterdir()) == ['.png'] * 5
+    assert sorted(p.name for p in out.parent.iterdir()) == ['predictions']
 
 
 @pytest.mark.slow

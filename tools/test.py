@@ -10,7 +10,9 @@ The arguments are those of mmseg's, mmdet's and mmpretrain's ``tools/test.py`` (
 
 - ``--out``: for a segmentation config a folder for the predicted label maps; for a detection
   config a ``.pkl`` file of the results; for a classification config a ``.pkl`` file of the
-  per-image predictions, or of the computed metrics with ``--out-item metrics``.
+  per-image predictions, or of the computed metrics with ``--out-item metrics``. Every file is
+  written atomically; the folder must be new or empty and appears only when complete
+  (``mmdvit/engine/outputs.py``).
 - ``--show`` displays every prediction in a window for ``--wait-time`` seconds (default 2); it
   stops at once when no display is available (``--show-dir`` saves the drawings instead).
   ``--show-dir DIR`` saves every drawn prediction.
@@ -41,7 +43,9 @@ from mmengine.runner import Runner
 from mmdvit.engine.checkpoint_loader import configure_checkpoints
 from mmdvit.engine.cli import add_trust_argument, apply_trust
 from mmdvit.engine.cpu_runtime import close_process_group, prepare_cpu_run
-from mmdvit.engine.preflight import check_config
+from mmdvit.engine.outputs import check_out_folder
+from mmdvit.engine.preflight import add_load_checks, check_config
+from mmdvit.models.checkpoint import write_atomic
 
 PICKLE_EXTENSIONS = ('.pkl', '.pickle')
 # matplotlib backends that draw without a window (mmengine's Visualizer.show would wait for a
@@ -173,14 +177,16 @@ def add_classification_out(cfg: Config, out: str, out_item: Optional[str]) -> No
         check_pickle_path(out, 'classification metrics')
         return
     check_pickle_path(out, 'classification predictions')
-    append_evaluator(cfg, dict(type='DumpResults', out_file_path=out))
+    append_evaluator(cfg, dict(type='mmdvit.AtomicDumpResults', out_file_path=out))
 
 
 def add_outputs(cfg: Config, args: argparse.Namespace) -> None:
-    """``--out`` and ``--show-dir`` as mmseg's / mmdet's / mmpretrain's tools interpret them.
+    """``--out`` and ``--show-dir`` as mmseg's / mmdet's / mmpretrain's tools interpret them,
+    ``--out`` written atomically (:mod:`mmdvit.engine.outputs`).
 
-    The folders they write to are created here, by every process: upstream creates them on
-    rank 0 only, and other ranks of a multi-process run may write first.
+    The folders they write to are created here (or, for segmentation predictions, by the
+    writer), by every process: upstream creates them on rank 0 only, and other ranks of a
+    multi-process run may write first.
     """
     scope = cfg.get('default_scope')
     if args.show_dir:
@@ -191,11 +197,10 @@ def add_outputs(cfg: Config, args: argparse.Namespace) -> None:
         add_classification_out(cfg, args.out, args.out_item)
     elif scope == 'mmdet':
         check_pickle_path(args.out, 'detection results')
-        append_evaluator(cfg, dict(type='DumpDetResults', out_file_path=args.out))
+        append_evaluator(cfg, dict(type='mmdvit.AtomicDumpDetResults', out_file_path=args.out))
     else:
-        cfg.test_evaluator['output_dir'] = args.out
-        cfg.test_evaluator['keep_results'] = True
-        os.makedirs(args.out, exist_ok=True)
+        check_out_folder(args.out)
+        append_evaluator(cfg, dict(type='mmdvit.SegPredictionWriter', out_dir=args.out))
 
 
 def check_out_item(cfg: Config, out_item: Optional[str]) -> None:
@@ -249,13 +254,14 @@ def load_config(args: argparse.Namespace) -> Config:
 def dump_metrics(metrics: Dict[str, Any], args: argparse.Namespace) -> None:
     """``--out-item metrics``: the computed metrics go to the ``--out`` pickle file."""
     if args.out is not None and args.out_item == 'metrics':
-        mmengine.dump(metrics, args.out)
+        write_atomic(args.out, lambda f: mmengine.dump(metrics, f, file_format='pkl'))
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args)
     check_config(cfg, 'test')
+    add_load_checks(cfg, 'test')
     prepare_cpu_run(cfg, args.launcher)
     configure_checkpoints(cfg, 'test', allow_missing_keys=args.allow_missing_keys)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

@@ -11,7 +11,11 @@ The arguments are those of mmseg's and mmdet's ``tools/train.py``; the config's
 missing data or checkpoints, malformed annotations and a ``num_classes`` that does not fit the
 dataset fail at once. Checkpoints are read with ``weights_only=True`` (``--trust-checkpoint``
 for files that need more), a ``load_from`` / ``--resume`` checkpoint must fit the model
-(``--allow-missing-keys`` to relax), and checkpoints are written atomically. Runs without CUDA
+(``--allow-missing-keys`` to relax), and checkpoints are written atomically. Every image and
+label map is checked as it is loaded (``mmdvit/datasets/transforms.py``). At the start, the
+temporary files of saves killed mid-write are removed, an empty ``last_checkpoint`` falls back to
+the newest checkpoint, and checkpoints carry the random state so that a resumed run equals the
+uninterrupted one (``mmdvit/engine/resume.py``). Runs without CUDA
 (single process or torchrun with gloo) work; see ``mmdvit/engine/cpu_runtime.py``. The
 optimizer constructors' per-parameter messages are logged at DEBUG (``log_level='DEBUG'`` shows
 them).
@@ -28,7 +32,8 @@ from mmdvit.engine.checkpoint_loader import configure_checkpoints
 from mmdvit.engine.cli import add_trust_argument, apply_trust
 from mmdvit.engine.cpu_runtime import close_process_group, prepare_cpu_run
 from mmdvit.engine.log_filters import build_optim_wrapper_quietly, quiet_per_parameter_logs
-from mmdvit.engine.preflight import check_config
+from mmdvit.engine.preflight import add_load_checks, check_config
+from mmdvit.engine.resume import prepare_resume
 
 
 def parse_args() -> argparse.Namespace:
@@ -80,7 +85,9 @@ def build_cfg(args: argparse.Namespace) -> Config:
 def main() -> None:
     args = parse_args()
     cfg = build_cfg(args)
+    prepare_resume(cfg)
     check_config(cfg, 'train')
+    add_load_checks(cfg, 'train')
     prepare_cpu_run(cfg, args.launcher)
     configure_checkpoints(cfg, 'train', allow_missing_keys=args.allow_missing_keys)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
