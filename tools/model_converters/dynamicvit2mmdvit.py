@@ -21,8 +21,8 @@ sparsity modules (score predictors, fast paths) the converted checkpoint does no
 for a dense source: the model initialises them), the other model keys it lacks, and the
 converted keys the model does not have.
 
-SRC is read with ``weights_only=True`` (``--trust-checkpoint`` for a trusted file that needs
-full unpickling). DST must differ from SRC and must not exist (``--force`` replaces it); it is
+SRC is a local file, read safely (docs/checkpoints.md; ``--trust-checkpoint`` unpickles it
+fully). DST must differ from SRC and must not exist (``--force`` replaces it); it is
 written to a temporary file in DST's folder and renamed into place, so a failed write leaves
 an existing DST as it was.
 """
@@ -47,7 +47,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help='model family (default: detected from the keys)')
     parser.add_argument('--config', help='also check the result against this config\'s model')
     parser.add_argument('--force', action='store_true', help='replace DST if it exists')
-    add_trust_argument(parser)
+    add_trust_argument(parser, 'SRC')
     args = parser.parse_args(argv)
     if _same_file(args.src, args.dst):
         parser.error(f'DST {args.dst!r} is SRC: converting in place would replace the source '
