@@ -130,8 +130,9 @@ class NumpyArray(Placeholder):
 
     def value(self) -> np.ndarray:
         shape, dtype, fortran, raw = self._built()
-        order = 'F' if fortran else 'C'
-        return np.frombuffer(raw, dtype).reshape(shape, order=order).copy(order=order)
+        order = 'F' if fortran else 'C'  # numpy's own unpickling gives native byte order
+        return np.frombuffer(raw, dtype).reshape(shape, order=order).astype(
+            dtype.newbyteorder('='), order=order)
 
 
 class HistoryBufferState(Placeholder):
