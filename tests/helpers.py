@@ -101,6 +101,10 @@ class Reduce:
         return (self.func, self.args) if self.state is None else (self.func, self.args,
                                                                    self.state)
 
+    def __call__(self, *args):
+        """Never called: callable so that another ``Reduce`` can call what this one builds."""
+        raise TypeError('a Reduce is only pickled')
+
 
 @contextmanager
 def serve_folder(folder: Path) -> Iterator[Tuple[str, List[str]]]:

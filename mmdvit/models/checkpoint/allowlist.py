@@ -12,7 +12,8 @@ written by them) use, functions that build only what those files hold and check 
   dtype need (never a ``buffer=`` or a list of objects);
 - mmengine's ``HistoryBuffer`` (message-hub scalars): 1-D numeric histories of equal length and
   the default statistics methods, nothing else;
-- ``getattr``: only ``HistoryBuffer.min`` / ``max`` / ``current`` / ``mean``.
+- ``getattr``: only ``HistoryBuffer.min`` / ``max`` / ``current`` / ``mean``;
+- ``bytes``: only ``bytes()`` (the data of an empty array).
 
 A pickle builds dtypes, arrays and history buffers in two steps (a call, then ``BUILD`` with the
 state): the calls return placeholders that check the state they are given, and
@@ -231,6 +232,13 @@ def numpy_scalar(dtype: Any, raw: Any = None) -> np.generic:
     return np.frombuffer(raw, dtype.dtype)[0]
 
 
+def empty_bytes(*args: Any) -> bytes:
+    """``bytes()``: how protocol-2 pickles write ``b''`` (the data of an empty array)."""
+    if args:
+        raise refuse(f'bytes called with {_short(args)} (only bytes())')
+    return b''
+
+
 def history_buffer_method(owner: Any, name: Any) -> Any:
     """``getattr`` as a Runner checkpoint uses it, and nothing else: ``HistoryBuffer``
     pickles its statistics methods as ``getattr(HistoryBuffer, name)``. A general ``getattr``
@@ -252,6 +260,7 @@ NARROW_GLOBALS: Dict[str, Any] = {
     'numpy.core.multiarray.scalar': numpy_scalar,
     'mmengine.logging.history_buffer.HistoryBuffer': HistoryBufferState,
     'builtins.getattr': history_buffer_method,
+    'builtins.bytes': empty_bytes,
 }
 PLACEHOLDERS = (NumpyDtype, NumpyArray, HistoryBufferState)
 # id -> pickle name of what the admitted globals evaluate to (for messages)
