@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Dict, Tuple
 
 import numpy as np
-import pytest
 import torch
 from helpers import Reduce
 from mmengine.logging import HistoryBuffer

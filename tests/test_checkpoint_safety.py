@@ -17,12 +17,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import Payload, config_payload, serve_folder
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import HistoryBuffer, MessageHub, MMLogger
 from mmengine.model import BaseModel
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
-from helpers import Payload, config_payload, serve_folder
 from test_converters import converter_tool
 from test_flops import GET_FLOPS, run_tool
 from test_sparsity_trainer import build_trainer, seg_student

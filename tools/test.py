@@ -21,9 +21,9 @@ A checkpoint trained with ``mmdvit.SparsityTrainer`` evaluates with the same con
 is not needed). The metrics are printed at the end as one ``metrics: {...}`` JSON line.
 
 CHECKPOINT is a local file (URLs are refused), read safely (docs/checkpoints.md;
-``--trust-checkpoint`` unpickles it fully, and no other file), and it must fit the model: a checkpoint that leaves model tensors missing or with
-another shape (empty, another backbone, backbone only) stops with an error listing them, unless
-``--allow-missing-keys`` is given.
+``--trust-checkpoint`` unpickles it fully, and no other file), and it must fit the model: a
+checkpoint that leaves model tensors missing or with another shape (empty, another backbone,
+backbone only) stops with an error listing them, unless ``--allow-missing-keys`` is given.
 """
 import argparse
 import json

@@ -80,7 +80,7 @@ class NumpyDtype(Placeholder):
         if not (type(state) is tuple and len(state) == 8 and type(state[0]) is int
                 and state[0] == 3 and type(state[1]) is str and state[1] in BYTE_ORDERS
                 and all(type(a) is type(b) and a == b for a, b in zip(state[2:], plain))):
-            raise refuse(f'numpy dtype state {_short(state)} (only the byte order of a plain '
+            raise refuse(f'numpy dtype state {describe(state)} (only the byte order of a plain '
                           'numeric dtype)')
         ordered = self.dtype.newbyteorder(state[1]) if state[1] in '<>' else self.dtype
         if ordered != self.dtype:  # keep the native dtype itself when the order is native
@@ -107,13 +107,13 @@ class NumpyArray(Placeholder):
     def __setstate__(self, state: Any) -> None:
         if not (type(state) is tuple and len(state) == 5 and type(state[0]) is int
                 and state[0] == 1):
-            raise refuse(f'numpy array state {_short(state)}')
+            raise refuse(f'numpy array state {describe(state)}')
         _, shape, dtype, fortran, raw = state
         shape = _shape(shape)
         if type(dtype) is not NumpyDtype or type(fortran) is not bool:
-            raise refuse(f'numpy array of dtype {_short(dtype)} (only plain numeric dtypes)')
+            raise refuse(f'numpy array of dtype {describe(dtype)} (only plain numeric dtypes)')
         if type(raw) is not bytes or len(raw) != math.prod(shape) * dtype.dtype.itemsize:
-            raise refuse(f'numpy array data of {_short(raw)} for shape {shape} and dtype '
+            raise refuse(f'numpy array data of {describe(raw)} for shape {shape} and dtype '
                           f'{dtype.dtype} (it must be exactly the bytes they need)')
         self.state = (shape, dtype.dtype, fortran, raw)
 
@@ -143,7 +143,7 @@ class HistoryBufferState(Placeholder):
 
     def __new__(cls, *args: Any) -> 'HistoryBufferState':
         if args:
-            raise refuse(f'HistoryBuffer called with {_short(args)}')
+            raise refuse(f'HistoryBuffer called with {describe(args)}')
         self = super().__new__(cls)
         self.state = None  # NEWOBJ makes it without __init__
         return self
@@ -154,12 +154,12 @@ class HistoryBufferState(Placeholder):
     def __setstate__(self, state: Any) -> None:
         keys = {'max_length', '_log_history', '_count_history'}
         if not (type(state) is dict and keys <= set(state) <= keys | {'statistics_methods'}):
-            raise refuse(f'HistoryBuffer state {_short(state)}')
+            raise refuse(f'HistoryBuffer state {describe(state)}')
         methods = state.get('statistics_methods', {})
         default = {name: getattr(HistoryBuffer, name) for name in HISTORY_BUFFER_STATISTICS}
         if type(methods) is not dict or any(
                 type(k) is not str or default.get(k) is not v for k, v in methods.items()):
-            raise refuse(f'HistoryBuffer statistics methods {_short(methods)} (only '
+            raise refuse(f'HistoryBuffer statistics methods {describe(methods)} (only '
                           f'{", ".join(HISTORY_BUFFER_STATISTICS)})')
         log, count, max_length = (state[k] for k in ('_log_history', '_count_history',
                                                      'max_length'))
@@ -183,11 +183,11 @@ class HistoryBufferState(Placeholder):
 def _shape(shape: Any) -> Tuple[int, ...]:
     if (type(shape) is not tuple or len(shape) > MAX_NDIM
             or any(type(n) is not int or n < 0 for n in shape)):
-        raise refuse(f'numpy array shape {_short(shape)}')
+        raise refuse(f'numpy array shape {describe(shape)}')
     return shape
 
 
-def _short(obj: Any) -> str:
+def describe(obj: Any) -> str:
     """What a file passed, in a few characters (it can be large)."""
     if type(obj) in (int, float, bool, str, bytes, type(None)):
         text = repr(obj)
@@ -205,7 +205,7 @@ def numpy_dtype(spec: Any, align: Any = False, copy: Any = True) -> NumpyDtype:
     """``numpy.dtype(spec, align, copy)`` for the plain numeric types only."""
     if (type(spec) is not str or spec not in NUMERIC_DTYPES or type(align) not in (bool, int)
             or align or type(copy) not in (bool, int)):
-        raise refuse(f'numpy.dtype({_short(spec)}, ...) (only {", ".join(NUMERIC_DTYPES)})')
+        raise refuse(f'numpy.dtype({describe(spec)}, ...) (only {", ".join(NUMERIC_DTYPES)})')
     return NumpyDtype(_TOKEN, np.dtype(spec))
 
 
@@ -219,15 +219,15 @@ def numpy_reconstruct(subtype: Any, shape: Any, typecode: Any) -> NumpyArray:
     ``BUILD`` fills (see :class:`NumpyArray`)."""
     if not (subtype is numpy_ndarray and type(shape) is tuple and shape == (0, )
             and type(typecode) is bytes and typecode == b'b'):
-        raise refuse(f'numpy _reconstruct({_short(subtype)}, {_short(shape)}, '
-                      f'{_short(typecode)}) (only plain ndarrays)')
+        raise refuse(f'numpy _reconstruct({describe(subtype)}, {describe(shape)}, '
+                      f'{describe(typecode)}) (only plain ndarrays)')
     return NumpyArray(_TOKEN)
 
 
 def numpy_scalar(dtype: Any, raw: Any = None) -> np.generic:
     """``numpy._core.multiarray.scalar(dtype, raw)``: a numeric scalar from its bytes."""
     if type(dtype) is not NumpyDtype or type(raw) is not bytes or len(raw) != dtype.dtype.itemsize:
-        raise refuse(f'numpy scalar({_short(dtype)}, {_short(raw)}) (only the bytes of a '
+        raise refuse(f'numpy scalar({describe(dtype)}, {describe(raw)}) (only the bytes of a '
                       'plain numeric value)')
     return np.frombuffer(raw, dtype.dtype)[0]
 
@@ -235,7 +235,7 @@ def numpy_scalar(dtype: Any, raw: Any = None) -> np.generic:
 def empty_bytes(*args: Any) -> bytes:
     """``bytes()``: how protocol-2 pickles write ``b''`` (the data of an empty array)."""
     if args:
-        raise refuse(f'bytes called with {_short(args)} (only bytes())')
+        raise refuse(f'bytes called with {describe(args)} (only bytes())')
     return b''
 
 
@@ -245,7 +245,7 @@ def history_buffer_method(owner: Any, name: Any) -> Any:
     would let a file reach any attribute of any object it builds."""
     if owner is HistoryBufferState and type(name) is str and name in HISTORY_BUFFER_STATISTICS:
         return getattr(HistoryBuffer, name)
-    raise refuse(f'getattr({_short(owner)}, {_short(name)}) (only HistoryBuffer.'
+    raise refuse(f'getattr({describe(owner)}, {describe(name)}) (only HistoryBuffer.'
                   f'{{{",".join(HISTORY_BUFFER_STATISTICS)}}})')
 
 

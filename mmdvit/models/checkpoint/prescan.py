@@ -27,8 +27,8 @@ from typing import Any, BinaryIO, Callable, Dict, List, Tuple
 import torch
 from torch._utils import IMPORT_MAPPING, NAME_MAPPING  # the renames torch's unpickler applies
 
-from .allowlist import (NARROW_GLOBALS, PLACEHOLDERS, Inert, RefusedCall, _short, name_globals,
-                        refuse)
+from .allowlist import (NARROW_GLOBALS, PLACEHOLDERS, Inert, RefusedCall, describe,
+                        name_globals, refuse)
 
 MAX_PICKLE_BYTES = 1 << 30
 ZIP_MAGIC = b'PK\x03\x04'
@@ -95,8 +95,8 @@ def _rebuild_tensor_v2(storage: Any, offset: Any, size: Any, stride: Any, requir
     if not (type(storage) is Storage and ints and offset >= 0 and min(size + stride, default=0)
             >= 0 and type(requires_grad) is bool and _empty_hooks(backward_hooks)
             and metadata is None):
-        raise refuse(f'_rebuild_tensor_v2({_short(storage)}, {_short(offset)}, '
-                          f'{_short(size)}, {_short(stride)}, ...) (only a plain tensor)')
+        raise refuse(f'_rebuild_tensor_v2({describe(storage)}, {describe(offset)}, '
+                          f'{describe(size)}, {describe(stride)}, ...) (only a plain tensor)')
     numel = math.prod(size)
     end = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 if numel else 0
     if end > storage.size:
@@ -121,7 +121,7 @@ def _encode(text: Any, encoding: Any = None) -> bytes:
     """``_codecs.encode(text, 'latin1')``: how protocol-2 pickles write bytes."""
     if type(text) is not str or type(encoding) is not str or encoding not in ('latin1',
                                                                                 'latin-1'):
-        raise refuse(f'_codecs.encode({_short(text)}, {_short(encoding)}) (only str to '
+        raise refuse(f'_codecs.encode({describe(text)}, {describe(encoding)}) (only str to '
                           "bytes with 'latin1')")
     return text.encode('latin1')
 
@@ -129,7 +129,7 @@ def _encode(text: Any, encoding: Any = None) -> bytes:
 def _ordered_dict(*args: Any) -> OrderedDict:
     """``collections.OrderedDict()``, as pickles make it (items come by SETITEMS)."""
     if args:
-        raise refuse(f'OrderedDict called with {_short(args)} (only an empty one)')
+        raise refuse(f'OrderedDict called with {describe(args)} (only an empty one)')
     return OrderedDict()
 
 
@@ -205,7 +205,7 @@ class _PrePass:
     def target(self, kinds: Tuple[type, ...]) -> Any:
         target = self.stack[-1]
         if type(target) not in kinds:
-            raise refuse(f'adding items to {_short(target)}')
+            raise refuse(f'adding items to {describe(target)}')
         return target
 
     def global_(self, arg: str) -> None:
@@ -217,13 +217,13 @@ class _PrePass:
     def reduce(self, _: Any) -> None:
         args, func = self.stack.pop(), self.stack[-1]
         if id(func) not in _CALLABLE or type(args) is not tuple:
-            raise refuse(f'calling {_short(func)}')
+            raise refuse(f'calling {describe(func)}')
         self.stack[-1] = _call(func, func, args)
 
     def newobj(self, _: Any) -> None:
         args, cls = self.stack.pop(), self.stack.pop()
         if not any(cls is c for c in PLACEHOLDERS) or type(args) is not tuple:
-            raise refuse(f'creating {_short(cls)}')
+            raise refuse(f'creating {describe(cls)}')
         self.push(_call(cls, cls.__new__, (cls, ) + args))
 
     def build(self, _: Any) -> None:
@@ -233,14 +233,14 @@ class _PrePass:
         elif type(inst) in PLACEHOLDERS:
             inst.__setstate__(state)
         else:
-            raise refuse(f'BUILD on {_short(inst)}')
+            raise refuse(f'BUILD on {describe(inst)}')
 
     def persistent_id(self, _: Any) -> None:
         pid = self.stack.pop()
         if not (type(pid) is tuple and len(pid) == 5 and pid[0] in ('storage', b'storage')
                 and type(pid[1]) is StorageType and type(pid[2]) is str
                 and type(pid[3]) is str and type(pid[4]) is int and pid[4] >= 0):
-            raise refuse(f'persistent id {_short(pid)} (only a storage)')
+            raise refuse(f'persistent id {describe(pid)} (only a storage)')
         _, kind, key, _, numel = pid
         if self.storages.setdefault(key, numel * kind.size) != numel * kind.size:
             raise DeclaredSizeError(f'storage {key!r} is declared twice with different sizes')
@@ -275,7 +275,7 @@ def _call(what: Any, func: Callable[..., Any], args: tuple) -> Any:
     try:
         return func(*args)
     except TypeError as err:  # wrong arguments for an admitted global
-        raise refuse(f'{_short(what)} called with {_short(args)} ({err})') from None
+        raise refuse(f'{describe(what)} called with {describe(args)} ({err})') from None
 
 
 def _tuple_of(n: int) -> Callable[[_PrePass, Any], None]:
