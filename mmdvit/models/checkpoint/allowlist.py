@@ -81,7 +81,7 @@ class NumpyDtype(Placeholder):
                 and state[0] == 3 and type(state[1]) is str and state[1] in BYTE_ORDERS
                 and all(type(a) is type(b) and a == b for a, b in zip(state[2:], plain))):
             raise refuse(f'numpy dtype state {describe(state)} (only the byte order of a plain '
-                          'numeric dtype)')
+                         'numeric dtype)')
         ordered = self.dtype.newbyteorder(state[1]) if state[1] in '<>' else self.dtype
         if ordered != self.dtype:  # keep the native dtype itself when the order is native
             self.dtype = ordered
@@ -114,7 +114,7 @@ class NumpyArray(Placeholder):
             raise refuse(f'numpy array of dtype {describe(dtype)} (only plain numeric dtypes)')
         if type(raw) is not bytes or len(raw) != math.prod(shape) * dtype.dtype.itemsize:
             raise refuse(f'numpy array data of {describe(raw)} for shape {shape} and dtype '
-                          f'{dtype.dtype} (it must be exactly the bytes they need)')
+                         f'{dtype.dtype} (it must be exactly the bytes they need)')
         self.state = (shape, dtype.dtype, fortran, raw)
 
     @property
@@ -160,14 +160,14 @@ class HistoryBufferState(Placeholder):
         if type(methods) is not dict or any(
                 type(k) is not str or default.get(k) is not v for k, v in methods.items()):
             raise refuse(f'HistoryBuffer statistics methods {describe(methods)} (only '
-                          f'{", ".join(HISTORY_BUFFER_STATISTICS)})')
+                         f'{", ".join(HISTORY_BUFFER_STATISTICS)})')
         log, count, max_length = (state[k] for k in ('_log_history', '_count_history',
                                                      'max_length'))
         if (type(log) is not NumpyArray or type(count) is not NumpyArray
                 or len(log.shape) != 1 or log.shape != count.shape
                 or type(max_length) is not int or max_length < 1):
             raise refuse('HistoryBuffer histories that are not two 1-D numeric arrays of '
-                          'equal length with an integer max_length')
+                         'equal length with an integer max_length')
         self.state = (log, count, max_length)
 
     def __repr__(self) -> str:
@@ -220,7 +220,7 @@ def numpy_reconstruct(subtype: Any, shape: Any, typecode: Any) -> NumpyArray:
     if not (subtype is numpy_ndarray and type(shape) is tuple and shape == (0, )
             and type(typecode) is bytes and typecode == b'b'):
         raise refuse(f'numpy _reconstruct({describe(subtype)}, {describe(shape)}, '
-                      f'{describe(typecode)}) (only plain ndarrays)')
+                     f'{describe(typecode)}) (only plain ndarrays)')
     return NumpyArray(_TOKEN)
 
 
@@ -228,7 +228,7 @@ def numpy_scalar(dtype: Any, raw: Any = None) -> np.generic:
     """``numpy._core.multiarray.scalar(dtype, raw)``: a numeric scalar from its bytes."""
     if type(dtype) is not NumpyDtype or type(raw) is not bytes or len(raw) != dtype.dtype.itemsize:
         raise refuse(f'numpy scalar({describe(dtype)}, {describe(raw)}) (only the bytes of a '
-                      'plain numeric value)')
+                     'plain numeric value)')
     return np.frombuffer(raw, dtype.dtype)[0]
 
 
@@ -246,7 +246,7 @@ def history_buffer_method(owner: Any, name: Any) -> Any:
     if owner is HistoryBufferState and type(name) is str and name in HISTORY_BUFFER_STATISTICS:
         return getattr(HistoryBuffer, name)
     raise refuse(f'getattr({describe(owner)}, {describe(name)}) (only HistoryBuffer.'
-                  f'{{{",".join(HISTORY_BUFFER_STATISTICS)}}})')
+                 f'{{{",".join(HISTORY_BUFFER_STATISTICS)}}})')
 
 
 # name in the pickle -> what it builds. numpy >= 2 pickles as ``numpy._core``, files written

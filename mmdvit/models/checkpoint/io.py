@@ -46,11 +46,13 @@ def trusted_by_env(path: str) -> bool:
     value = os.environ.get(TRUST_ENV, '').strip()
     if value.lower() in ('1', 'true', 'yes'):
         return True
-    return any(_same_file(path, listed) for listed in value.split(os.pathsep) if listed.strip())
+    return any(same_file(path, listed.strip()) for listed in value.split(os.pathsep)
+               if listed.strip())
 
 
-def _same_file(a: str, b: str) -> bool:
-    a, b = os.path.expanduser(a), os.path.expanduser(b.strip())
+def same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (through links; by path if one is missing)."""
+    a, b = os.path.expanduser(a), os.path.expanduser(b)
     if os.path.exists(a) and os.path.exists(b):
         return os.path.samefile(a, b)
     return os.path.realpath(a) == os.path.realpath(b)

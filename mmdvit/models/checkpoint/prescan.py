@@ -90,25 +90,25 @@ class Tensor(StandIn):
 def _rebuild_tensor_v2(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any,
                        backward_hooks: Any, metadata: Any = None) -> Tensor:
     """``torch._utils._rebuild_tensor_v2`` of a plain tensor that fits in its storage."""
-    ints = (type(offset) is int and type(size) is tuple and type(stride) is tuple
-            and len(size) == len(stride) and all(type(n) is int for n in size + stride))
-    if not (type(storage) is Storage and ints and offset >= 0 and min(size + stride, default=0)
-            >= 0 and type(requires_grad) is bool and _empty_hooks(backward_hooks)
-            and metadata is None):
+    geometry = (type(offset) is int and type(size) is tuple and type(stride) is tuple
+                and len(size) == len(stride) and all(type(n) is int for n in size + stride)
+                and min((offset, ) + size + stride) >= 0)
+    if not (type(storage) is Storage and geometry and type(requires_grad) is bool
+            and _empty_hooks(backward_hooks) and metadata is None):
         raise refuse(f'_rebuild_tensor_v2({describe(storage)}, {describe(offset)}, '
-                          f'{describe(size)}, {describe(stride)}, ...) (only a plain tensor)')
+                     f'{describe(size)}, {describe(stride)}, ...) (only a plain tensor)')
     numel = math.prod(size)
     end = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 if numel else 0
     if end > storage.size:
         raise refuse(f'a tensor of size {size} and stride {stride} at offset {offset} '
-                          f'reaching past its storage of {storage.size} elements')
+                     f'reaching past its storage of {storage.size} elements')
     return Tensor(numel)
 
 
 def _rebuild_parameter(data: Any, requires_grad: Any, backward_hooks: Any) -> Tensor:
     """``torch._utils._rebuild_parameter`` without hooks."""
-    if type(data) is not Tensor or type(requires_grad) is not bool or not _empty_hooks(
-            backward_hooks):
+    if not (type(data) is Tensor and type(requires_grad) is bool
+            and _empty_hooks(backward_hooks)):
         raise refuse('_rebuild_parameter(...) (only a plain tensor, without hooks)')
     return data
 
@@ -119,10 +119,9 @@ def _empty_hooks(hooks: Any) -> bool:
 
 def _encode(text: Any, encoding: Any = None) -> bytes:
     """``_codecs.encode(text, 'latin1')``: how protocol-2 pickles write bytes."""
-    if type(text) is not str or type(encoding) is not str or encoding not in ('latin1',
-                                                                                'latin-1'):
+    if not (type(text) is str and type(encoding) is str and encoding in ('latin1', 'latin-1')):
         raise refuse(f'_codecs.encode({describe(text)}, {describe(encoding)}) (only str to '
-                          "bytes with 'latin1')")
+                     "bytes with 'latin1')")
     return text.encode('latin1')
 
 
