@@ -24,7 +24,7 @@ from mmengine.model import BaseModel
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from test_converters import converter_tool
-from test_flops import GET_FLOPS, run_tool
+from test_flops import GET_FLOPS, load_tool, run_tool
 from test_sparsity_trainer import build_trainer, seg_student
 from test_visualize import VISUALIZE, write_image
 from torch import nn
@@ -462,6 +462,14 @@ def test_trust_checkpoint_trusts_the_run_checkpoint_only(tmp_path, mmengine_load
     with pytest.raises(UnsafeCheckpointError, match="resume checkpoint '.*run"):
         mmengine_loaders.load_checkpoint(str(paths['run']))
     assert TRUST_ENV not in os.environ
+
+
+def test_train_trust_checkpoint_needs_a_checkpoint_to_start_from(monkeypatch):
+    config = ROOT / 'configs' / 'demo' / 'upernet_swin_dense_demo.py'
+    monkeypatch.setattr(sys, 'argv', ['train.py', str(config), '--trust-checkpoint'])
+    with pytest.raises(SystemExit, match=r'--trust-checkpoint trusts the checkpoint the run '
+                       rf'starts from \(--resume or load_from\).*{TRUST_ENV}=FILE'):
+        load_tool(str(ROOT / 'tools' / 'train.py')).main()
 
 
 def test_configure_checkpoints_sets_roles_strictness_and_atomic_writes(tmp_path,
