@@ -22,11 +22,10 @@ The arguments are those of mmseg's, mmdet's and mmpretrain's ``tools/test.py`` (
 A checkpoint trained with ``mmdvit.SparsityTrainer`` evaluates with the same config (its teacher
 is not needed). The metrics are printed at the end as one ``metrics: {...}`` JSON line.
 
-CHECKPOINT is read with ``weights_only=True`` and an allowlist of the types Runner checkpoints
-hold (``--trust-checkpoint`` or ``MMDVIT_TRUST_CHECKPOINTS=1`` for a trusted file that needs
-more), and it must fit the model: a checkpoint that leaves model tensors missing or with
-another shape (empty, another backbone, backbone only) stops with an error listing them, unless
-``--allow-missing-keys`` is given.
+CHECKPOINT is a local file (URLs are refused), read safely (docs/checkpoints.md;
+``--trust-checkpoint`` unpickles it fully, and no other file), and it must fit the model: a
+checkpoint that leaves model tensors missing or with another shape (empty, another backbone,
+backbone only) stops with an error listing them, unless ``--allow-missing-keys`` is given.
 """
 import argparse
 import json
@@ -41,7 +40,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmdvit.engine.checkpoint_loader import configure_checkpoints
-from mmdvit.engine.cli import add_trust_argument, apply_trust
+from mmdvit.engine.cli import add_trust_argument
 from mmdvit.engine.cpu_runtime import close_process_group, prepare_cpu_run
 from mmdvit.engine.outputs import check_out_folder
 from mmdvit.engine.preflight import add_load_checks, check_config
@@ -82,7 +81,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='evaluate even if the checkpoint leaves model tensors missing or '
                         'with another shape (they keep their initialisation); by default such '
                         'a checkpoint is refused with the list of them')
-    add_trust_argument(parser)
+    add_trust_argument(parser, 'CHECKPOINT')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if args.out_item is not None and args.out is None:
@@ -91,7 +90,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if problem is not None:
         parser.error(f'--show: {problem}, so no window can open. Use --show-dir DIR to save the '
                      'drawn predictions instead (or run where a display is available).')
-    apply_trust(args)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
@@ -263,7 +261,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     check_config(cfg, 'test')
     add_load_checks(cfg, 'test')
     prepare_cpu_run(cfg, args.launcher)
-    configure_checkpoints(cfg, 'test', allow_missing_keys=args.allow_missing_keys)
+    configure_checkpoints(cfg, 'test', allow_missing_keys=args.allow_missing_keys,
+                          trust_run_checkpoint=args.trust_checkpoint)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     metrics = runner.test()
     if runner.rank == 0:

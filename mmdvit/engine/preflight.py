@@ -185,8 +185,24 @@ def _missing_checkpoint_fix(key: str, path: str) -> str:
             f'or point the config elsewhere with --cfg-options {key}=PATH')
 
 
+URL_FIXES = {
+    'checkpoint to evaluate': 'pass the local path as CHECKPOINT',
+    'resume checkpoint': 'pass the local path to --resume',
+}
+
+
+def _url_error(what: str, key: str, path: str) -> PreflightError:
+    fix = URL_FIXES.get(what, f'point the config at it with --cfg-options {key}=PATH')
+    return PreflightError(
+        f'{what} {path!r} is a URL: mmdvit reads local checkpoints only and downloads nothing '
+        'at run time (a downloaded checkpoint would be unpickled before any check). Download '
+        'it yourself (compare its SHA-256 with the checksum its name carries, if any) and '
+        f'{fix}.')
+
+
 def check_checkpoints(cfg: Config, mode: str, skip: Tuple[str, ...] = ()) -> None:
-    """Every local checkpoint the config names must exist (URLs are left to mmengine).
+    """Every checkpoint the config names must be a local file that exists (a URL is refused:
+    nothing is downloaded at run time).
 
     Args:
         mode: ``'train'`` or ``'test'`` (says what ``load_from`` is for).
@@ -194,15 +210,19 @@ def check_checkpoints(cfg: Config, mode: str, skip: Tuple[str, ...] = ()) -> Non
             full checkpoint replaces them).
 
     Raises:
-        PreflightError: naming what the file is for, the path and how to fix it.
+        PreflightError: naming what the file is for (the config key or the tool's argument),
+            the path and how to fix it.
     """
     for key, path in _checkpoints(cfg):
-        if '://' in path or key in skip or osp.isfile(osp.expanduser(path)):
+        if key in skip:
             continue
-        what = f'{key}: checkpoint'
+        what = load_from_role(cfg, mode) if key == 'load_from' else f'{key}: checkpoint'
+        if '://' in path:
+            raise _url_error(what, key, path)
+        if osp.isfile(osp.expanduser(path)):
+            continue
         fix = _missing_checkpoint_fix(key, path)
         if key == 'load_from':
-            what = load_from_role(cfg, mode)
             fix = LOAD_FROM_FIXES.get(what, fix)
         raise PreflightError(f'{what} {path!r} not found. {fix}.')
 

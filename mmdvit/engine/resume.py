@@ -93,17 +93,18 @@ def tolerate_empty_last_checkpoint(cfg: Config) -> None:
     cfg.load_from = newest
 
 
-def adopt_checkpoint_seed(cfg: Config) -> None:
+def adopt_checkpoint_seed(cfg: Config, trust: bool = False) -> None:
     """A resumed run of a config without ``randomness.seed`` gets the seed stored in its
     checkpoint (``meta['seed']``) before anything is built, so that the samplers and the
     dataloader workers draw what the interrupted run drew. Reads the checkpoint once more (with
-    the safe reader); nothing is done when the config sets a seed."""
+    the safe reader, or fully unpickled with ``trust``: ``--trust-checkpoint`` trusts this
+    file); nothing is done when the config sets a seed."""
     if not cfg.get('resume') or (cfg.get('randomness') or {}).get('seed') is not None:
         return
     path = cfg.get('load_from') or find_latest_checkpoint(cfg.work_dir)
     if not path or not osp.isfile(osp.expanduser(path)):
         return
-    checkpoint = load_checkpoint_file(path, load_from_role(cfg, 'train'))
+    checkpoint = load_checkpoint_file(path, load_from_role(cfg, 'train'), trust=trust or None)
     seed = (checkpoint.get('meta') or {}).get('seed') if isinstance(checkpoint, dict) else None
     if isinstance(seed, int):
         cfg.randomness = dict(cfg.get('randomness') or {}, seed=seed)
@@ -111,14 +112,15 @@ def adopt_checkpoint_seed(cfg: Config) -> None:
                   logger='current')
 
 
-def prepare_resume(cfg: Config) -> None:
+def prepare_resume(cfg: Config, trust_run_checkpoint: bool = False) -> None:
     """Everything this module describes, for a training config (in place) before
-    ``check_config``; call it in every process of the run."""
+    ``check_config``; call it in every process of the run. ``trust_run_checkpoint``: the
+    checkpoint the run resumes from is trusted (``--trust-checkpoint``)."""
     for folder in checkpoint_folders(cfg):
         for path in remove_save_leftovers(folder):
             _warn(f'Removed {path!r}, the temporary file of a save that was killed mid-write.')
     tolerate_empty_last_checkpoint(cfg)
-    adopt_checkpoint_seed(cfg)
+    adopt_checkpoint_seed(cfg, trust_run_checkpoint)
     hooks = list(cfg.get('custom_hooks') or [])
     if not any(hook.get('type') == RANDOM_STATE_HOOK for hook in hooks):
         cfg.custom_hooks = hooks + [dict(type=RANDOM_STATE_HOOK)]
