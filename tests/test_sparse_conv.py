@@ -128,7 +128,10 @@ def head_inputs(batch: int = 2):
     return [torch.randn(batch, c, *s) for c, s in zip(HEAD['in_channels'], sizes)]
 
 
-def test_dynamic_uper_head_at_ratio_one_is_mmseg_uper_head():
+@pytest.mark.parametrize('training', [False, True])
+def test_dynamic_uper_head_at_ratio_one_is_mmseg_uper_head(training):
+    """In eval and in train mode (batch statistics in both heads): at ratio 1.0 the
+    predictors are skipped in both."""
     dense = build_head('UPerHead')
     state = randomize(dense)
     dynamic = build_head()
@@ -136,9 +139,11 @@ def test_dynamic_uper_head_at_ratio_one_is_mmseg_uper_head():
     assert not result.unexpected_keys
     assert result.missing_keys and all('.gate.' in k for k in result.missing_keys)
     assert set(dynamic.state_dict()) - set(result.missing_keys) == set(state)
-    dense.eval(), dynamic.eval()
+    dense.train(training), dynamic.train(training)
     with torch.no_grad():
         assert torch.equal(dynamic(head_inputs()), dense(head_inputs()))
+    assert all(d.log_probs is None and bool(d.keep_mask.eq(1).all())
+               for d in dynamic.sparsity_decisions)
     # the fast paths were started from the loaded kernels
     torch.testing.assert_close(dynamic.fpn_bottleneck.gate.fast_path.weight,
                                state['fpn_bottleneck.conv.weight'].sum((2, 3), keepdim=True))
@@ -189,7 +194,7 @@ def test_traceable_gather_and_paste_equal_the_eager_ones(monkeypatch, size, bloc
     keep = random_keep_sets(2, grid[0] * grid[1], [0.4], seed=3)[0]
     eager = sparse_conv2d(x, weight, None, fast_w, None, tile_decision(keep, grid, False),
                           block)
-    monkeypatch.setattr(module, '_tracing', lambda: True)
+    monkeypatch.setattr(module, 'is_tracing', lambda: True)
     traced = sparse_conv2d(x, weight, None, fast_w, None, tile_decision(keep, grid, False),
                            block)
     torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-5)
