@@ -155,10 +155,12 @@ def check_finite_scores(log_probs: Tensor, name: str) -> None:
         log_probs: (B, n, 2) predictor output.
         name: the predictor, as :func:`predictor_name` writes it.
     """
+    if is_tracing():
+        return
     mode = os.environ.get(NONFINITE_ENV, 'error')
     if mode not in NONFINITE_MODES:
         raise ValueError(f'{NONFINITE_ENV}={mode!r}: use one of {NONFINITE_MODES}.')
-    if mode == 'off' or is_tracing() or bool(torch.isfinite(log_probs).all()):
+    if mode == 'off' or bool(torch.isfinite(log_probs).all()):
         return
     message = (f'{name} produced non-finite keep scores (NaN / Inf) at inference; ranking them '
                'would keep arbitrary positions. Likely causes: NaN / Inf weights in the '
