@@ -105,9 +105,13 @@ def shifted_decision(decision: SparsityDecision, window_size: int, shift: int,
     size = _to_shifted_grid(real.new_ones(1, num), decision.hw_shape, window_size, shift, real)
     size = size.clamp_min(1.0)  # real positions per shifted window
     kept = _to_shifted_grid(mask, decision.hw_shape, window_size, shift, real)
-    margin = _to_shifted_grid(keep_margin(decision.log_probs.detach()), decision.hw_shape,
-                              window_size, shift, real) / size
-    order = shifted_order(kept.detach(), margin)
+    # Summed in float64 (exact for float32 margins of similar magnitude, in any summation
+    # order): windows whose means are equal (e.g. shifted windows straddling the same regular
+    # windows alike) stay exactly tied in every runtime, so the tie-break by position decides
+    # them alike (ONNX Runtime included).
+    margin = _to_shifted_grid(keep_margin(decision.log_probs.detach()).double(),
+                              decision.hw_shape, window_size, shift, real) / size
+    order = shifted_order(kept.detach(), margin.float())
     if decision.num_keep is not None:
         k = decision.num_keep
         hard = torch.zeros_like(mask).scatter_(1, order[:, :k], 1.0)
