@@ -301,3 +301,14 @@ def test_exactly_tied_scores_keep_the_lower_positions():
         assert decision.keep_indices.tolist() == [list(range(num // 2))] * 2
         nested = decide(log_probs[:, :num // 2], 0.25, False, 0, 1, (1, num), previous=decision)
         assert nested.keep_indices.tolist() == [list(range(int(num * 0.25)))] * 2
+
+
+def test_inference_decisions_compile_with_fullgraph_without_the_finite_check():
+    """torch.compile(fullgraph=True) traces decide() in one graph: the check of non-finite
+    scores (a host read) is skipped while compiling, as while tracing or exporting."""
+    log_probs = torch.randn(2, 20, 2).log_softmax(-1)
+    compiled = torch.compile(lambda s: decide(s, 0.5, False, 0, 0, (4, 5)).keep_mask,
+                             fullgraph=True, backend='eager')
+    assert torch.equal(compiled(log_probs), decide(log_probs, 0.5, False, 0, 0, (4, 5)).keep_mask)
+    log_probs[0, 3] = float('nan')
+    assert compiled(log_probs).sum(1).tolist() == [10.0, 10.0]
