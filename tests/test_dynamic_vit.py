@@ -72,13 +72,16 @@ def reference_forward(model: DynamicViT, x: Tensor, masks: Optional[List[Tensor]
     return F.layer_norm(x, (dims, ), p['norm.weight'], p['norm.bias'], 1e-6)
 
 
-def test_keep_ratio_one_equals_timm_deit_small():
+@pytest.mark.parametrize('training', [False, True])
+def test_keep_ratio_one_equals_timm_deit_small(training):
+    """In eval and in train mode (no dropout, no drop path): the predictors are skipped in both,
+    and training attention is timm's unmasked one."""
     import timm
-    ref = timm.create_model('deit_small_patch16_224', pretrained=False).eval()
+    ref = timm.create_model('deit_small_patch16_224', pretrained=False).train(training)
     state, layout, dropped = convert_vit_checkpoint(randomize(ref, std=0.02))
     assert layout == 'timm' and dropped == ['head.weight', 'head.bias']
     ours = DynamicViT(arch='deit-small', keep_ratios=(1.0, 1.0, 1.0), out_type='featmap',
-                      distill_tokens=True).eval()
+                      distill_tokens=True).train(training)
     missing, unexpected = ours.load_state_dict(state, strict=False)
     assert not unexpected and all(k.startswith('score_predictors.') for k in missing)
     x = torch.randn(1, 3, 224, 224)
@@ -93,6 +96,8 @@ def test_keep_ratio_one_equals_timm_deit_small():
     assert featmap.shape == (1, 384, 14, 14)
     torch.testing.assert_close(featmap.flatten(2).transpose(1, 2), tokens)
     assert [d.num_keep for d in ours.sparsity_decisions] == [196] * 3
+    assert all(d.log_probs is None and bool(d.keep_mask.eq(1).all())
+               for d in ours.sparsity_decisions)
 
 
 def test_dense_build_has_no_predictors():
