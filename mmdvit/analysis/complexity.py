@@ -23,8 +23,8 @@ CONVENTION = (
     'get_flops); auxiliary heads do not run at inference and are not counted.')
 RANDOM_WEIGHTS_NOTE = (
     'With random weights every image gives the same backbone count: inference keeps a fixed '
-    'k = int(N * ratio) positions per predictor whatever the image. Detector heads can still '
-    'vary with the number of region proposals.')
+    'k = max(1, int(N * ratio)) positions per predictor whatever the image. Detector heads can '
+    'still vary with the number of region proposals.')
 
 
 def backbone_of(model: nn.Module) -> nn.Module:

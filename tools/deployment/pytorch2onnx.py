@@ -12,7 +12,7 @@ Examples::
     python tools/deployment/pytorch2onnx.py configs/upernet_dvit_swin_whole.py CKPT --part model \
         --shape 512 512 --out work_dirs/upernet.onnx
 
-The graph is fixed to the input shape and batch (every predictor keeps k = int(N * ratio)
+The graph is fixed to the input shape and batch (every predictor keeps k = max(1, int(N * ratio))
 positions per image, so all shapes are static); the decision is part of it and recomputed for
 every input. Before the file is written, ONNX Runtime runs it on two batches of different
 photographs and its outputs are compared with PyTorch's (max abs / rel difference printed;

@@ -16,8 +16,8 @@ from ..sparse.predictor import score_in_float32
 
 UNTRAINED_PREDICTORS_WARNING = (
     '{name} is training outside mmdvit.SparsityTrainer: nothing trains its score predictors '
-    '(no keep-ratio loss), yet inference keeps int(N * keep_ratio) positions chosen by their '
-    'untrained scores. To train them, wrap the model in the config:\n'
+    '(no keep-ratio loss), yet inference keeps max(1, int(N * keep_ratio)) positions chosen by '
+    'their untrained scores. To train them, wrap the model in the config:\n'
     "    model = dict(type='mmdvit.SparsityTrainer', student=<this model config>,\n"
     '                 teacher=None, feature_distill_weight=0.0)\n'
     "(README.md, 'Sparsity training'). For a dense backbone set sparse_stages=() "

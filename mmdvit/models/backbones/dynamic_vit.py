@@ -41,8 +41,8 @@ class DynamicViT(DynamicBackbone):
       multiplied into the previous one and attention ignores pruned tokens
       (:func:`~mmdvit.models.backbones.vit_layers.policy_softmax`, float32). The predictor's
       global feature averages the tokens kept so far.
-    - Inference: the top ``k_i = int(N * keep_ratios[i])`` tokens by keep score (N = number of
-      patches) are gathered and the later blocks run on the class token and them only.
+    - Inference: the top ``k_i = max(1, int(N * keep_ratios[i]))`` tokens by keep score (N =
+      number of patches) are gathered and the later blocks run on the class token and them only.
     - A predictor whose ratio keeps every token (1.0) is skipped in both modes, and the blocks
       after it run unmasked, as timm's.
 
