@@ -12,7 +12,7 @@ import subprocess
 import sys
 import zipfile
 from _codecs import encode as codecs_encode
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -156,6 +156,11 @@ def hostile_objects() -> Dict[str, Tuple[object, str]]:
         # torch's globals that mmdvit admits
         'ordered_dict_items': (Reduce(OrderedDict, ([(1, 2)], )),
                                UNSAFE + r'OrderedDict called with <tuple of 1>'),
+        'counter_of_a_string': (Reduce(Counter, ('x' * 64, )),
+                                UNSAFE + r'Counter called with <tuple of 1> \(only a dict of '
+                                r'numbers\)'),
+        'counter_of_objects': (Reduce(Counter, ({'a': [1]}, )),
+                               UNSAFE + r'Counter called with <tuple of 1>'),
         'encode_hex': (Reduce(codecs_encode, ('x' * 64, 'hex')),
                              UNSAFE + r"_codecs\.encode\('x+\.\.\., 'hex'\)"),
         'tensor_past_storage': (Reduce(torch._utils._rebuild_tensor_v2,
@@ -210,6 +215,7 @@ def test_hostile_files_are_refused_by_name_and_the_interpreter_survives(tmp_path
                   'numpy.core.multiarray._reconstruct', 'numpy._core.multiarray.scalar',
                   'numpy.core.multiarray.scalar', 'mmengine.logging.history_buffer.HistoryBuffer',
                   'builtins.getattr', 'builtins.bytes', 'collections.OrderedDict',
+                  'collections.Counter',
                   '_codecs.encode',
                   'torch._utils._rebuild_tensor_v2', 'torch._utils._rebuild_parameter'}
     env = dict(os.environ, OMP_NUM_THREADS='1', MALLOC_ARENA_MAX='2', PYTHONWARNINGS='ignore',

@@ -3,6 +3,7 @@ config stored in a checkpoint is never evaluated), errors name the file and its 
 loads trusted files (per file), strict loading refuses checkpoints that do not fit, and every
 write is atomic (converter, training checkpoints). Hostile calls of the admitted globals and
 oversized files: tests/test_checkpoint_adversarial.py."""
+import collections
 import copy
 import errno
 import logging
@@ -188,14 +189,16 @@ def assert_same(a, b, where: str = 'checkpoint') -> None:
 
 @pytest.fixture
 def runner_checkpoint(tmp_path) -> pathlib.Path:
-    """A checkpoint written by an mmengine Runner (AdamW, a scheduler, the message hub)."""
+    """A checkpoint written by an mmengine Runner (AdamW, the message hub, and the schedulers of
+    mmdet's configs: a linear warm-up and ``MultiStepLR``, whose state holds a ``Counter``)."""
     runner = Runner(
         model=ToyModel(), work_dir=str(tmp_path / 'run'), experiment_name='safety',
         train_dataloader=dict(dataset=[dict(inputs=torch.randn(2)) for _ in range(4)],
                               batch_size=2, sampler=dict(type='DefaultSampler', shuffle=False),
                               collate_fn=dict(type='pseudo_collate')),
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
-        param_scheduler=[dict(type='LinearLR', start_factor=0.1, by_epoch=False, end=2)],
+        param_scheduler=[dict(type='LinearLR', start_factor=0.1, by_epoch=False, end=2),
+                         dict(type='MultiStepLR', milestones=[1], by_epoch=False, end=2)],
         train_cfg=dict(by_epoch=False, max_iters=2), default_scope='mmengine',
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False)))
     runner.train()
@@ -227,6 +230,8 @@ def test_runner_checkpoints_load_without_opt_in_as_full_unpickling_does(tmp_path
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(old))
         assert 'numpy.core.multiarray._reconstruct' in unsafe  # torch alone refuses it
         assert_same(load_checkpoint_file(str(old)), full)
+    schedulers = load_checkpoint_file(str(runner_checkpoint))['param_schedulers']
+    assert schedulers[1]['milestones'] == collections.Counter({1: 1})
     loaded = load_checkpoint_file(str(runner_like))
     assert loaded['message_hub']['log_scalars']['val/mIoU'].mean() == 40.0
     assert loaded['extra']['big'].tolist() == [0, 1, 2, 3]

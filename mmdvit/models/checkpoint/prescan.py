@@ -21,7 +21,7 @@ import math
 import pickle
 import pickletools
 import zipfile
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any, BinaryIO, Callable, Dict, List, Tuple
 
 import torch
@@ -132,9 +132,20 @@ def _ordered_dict(*args: Any) -> OrderedDict:
     return OrderedDict()
 
 
+def _counter(*args: Any) -> Counter:
+    """``collections.Counter(mapping)``, as mmengine's ``MultiStepLR`` state pickles its
+    ``milestones``: one plain dict of numbers (or nothing)."""
+    numbers = (int, float)
+    if not args or (len(args) == 1 and type(args[0]) is dict and all(
+            type(k) in numbers and type(v) in numbers for k, v in args[0].items())):
+        return Counter(*args)
+    raise refuse(f'Counter called with {describe(args)} (only a dict of numbers)')
+
+
 def _torch_globals() -> Dict[str, Any]:
     names = {
         'collections.OrderedDict': _ordered_dict,
+        'collections.Counter': _counter,
         '_codecs.encode': _encode,
         'torch._utils._rebuild_tensor_v2': _rebuild_tensor_v2,
         'torch._utils._rebuild_parameter': _rebuild_parameter,
