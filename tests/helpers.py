@@ -1,5 +1,11 @@
-"""Test helpers: forcing a backbone's decisions, and randomising weights."""
-from typing import Dict, List
+"""Test helpers: forcing a backbone's decisions, randomising weights, and crafting hostile
+checkpoints (pickles that call what they like, a local HTTP server)."""
+import http.server
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -67,3 +73,63 @@ class FixedTileScores(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         logits = torch.where(self.keep, 50.0, -50.0).to(x.device)
         return torch.stack([logits, -logits], dim=-1).log_softmax(-1)
+
+
+class Payload:
+    """Unpickling this runs ``touch <marker>``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}', )
+
+
+def config_payload(marker: Path) -> str:
+    """Python source that creates ``marker`` when evaluated as a config (``meta['config']``)."""
+    return f"_x = __import__('os').system('touch {marker}')\n"
+
+
+class Reduce:
+    """Pickles as ``func(*args)`` (then ``BUILD`` with ``state`` if given): whatever call a
+    hostile file may write."""
+
+    def __init__(self, func: Any, args: tuple, state: Optional[Any] = None) -> None:
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return (self.func, self.args) if self.state is None else (self.func, self.args,
+                                                                   self.state)
+
+    def __call__(self, *args):
+        """Never called: callable so that another ``Reduce`` can call what this one builds."""
+        raise TypeError('a Reduce is only pickled')
+
+
+@contextmanager
+def serve_folder(folder: Path) -> Iterator[Tuple[str, List[str]]]:
+    """Serve ``folder`` over HTTP on 127.0.0.1 from a thread; yields the base URL and the list
+    of paths requested so far. Shut down on exit."""
+    requests: List[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.server_port}', requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -116,15 +116,41 @@ def test_bf16_autocast_stays_close_to_float32(name):
         ref = backbone(x)
         with torch.autocast('cpu', dtype=torch.bfloat16):
             low = backbone(x)
+    assert len(ref) == len(low) == 4
     for a, b in zip(ref, low):
         assert a.shape == b.shape
         rel = (a - b.float()).norm() / a.norm()
         assert rel < 0.05
-    backbone.train()
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        outs = backbone(x)
-        loss = sum(o.float().mean() for o in outs) + keep_ratio_loss(backbone.sparsity_decisions)
-    loss.backward()
+    # Training: the bf16 backward reaches every parameter float32 training reaches, with finite
+    # float32 gradients, and departs from float32's gradients no more than the dense backbone
+    # (the same weights, no sparsity) does under the same autocast.
+    dense = BUILDERS[name](sparse_stages=())
+    dense.load_state_dict(backbone.state_dict(), strict=False)
+    sparse_error = bf16_gradient_error(backbone, x)
+    assert sparse_error < 2 * bf16_gradient_error(dense, x) + 0.05
+
+
+def bf16_gradient_error(backbone, x) -> float:
+    """Relative distance between the gradients of a bf16-autocast and a float32 training step
+    (all parameters flattened together), after checking that both reach the same parameters
+    (fast paths among them, for a sparse backbone) with finite float32 gradients."""
+    grads = {}
+    for precision in ('float32', 'bfloat16'):
+        backbone.zero_grad()
+        backbone.train()
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=precision == 'bfloat16'):
+            loss = sum(o.float().pow(2).mean() for o in backbone(x))
+        loss.backward()
+        grads[precision] = {n: p.grad.clone() for n, p in backbone.named_parameters()
+                            if p.grad is not None}
+    assert grads['bfloat16'].keys() == grads['float32'].keys()
+    sparse = len(getattr(backbone, 'score_predictors', ())) > 0
+    assert any('fast_path' in n for n in grads['float32']) == sparse
+    for n, grad in grads['bfloat16'].items():
+        assert grad.dtype == torch.float32 and bool(torch.isfinite(grad).all()), n
+    ref = torch.cat([g.flatten() for g in grads['float32'].values()])
+    low = torch.cat([g.flatten() for g in grads['bfloat16'].values()])
+    return ((low - ref).norm() / ref.norm()).item()
 
 
 def untied_swaps(ref_decision, low_decision) -> torch.Tensor:
@@ -221,3 +247,51 @@ def test_frozen_stages_do_not_train(name):
 def test_bad_arguments_raise_clear_errors(name, kwargs, message):
     with pytest.raises(ValueError, match=message):
         BUILDERS[name](**kwargs)
+
+
+@pytest.mark.parametrize('name', BUILDERS)
+def test_small_maps_keep_one_position_at_inference(name):
+    """A 32x32 input gives stage 2 a 2x2 map: ratios 0.2 / 0.1 keep one position per image
+    (int(4 * ratio) = 0 would prune the stage whole) chosen by the predictor."""
+    backbone = BUILDERS[name](keep_ratios=(0.2, 0.1, 0.1)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        outs = backbone(x)
+    decisions = backbone.sparsity_decisions
+    assert [d.hw_shape for d in decisions] == [(2, 2)] * 3
+    assert [d.num_keep for d in decisions] == [1] * 3
+    assert all(d.keep_mask.sum(1).tolist() == [1.0, 1.0] for d in decisions)
+    for d in decisions:
+        margin = d.log_probs[..., 0] - d.log_probs[..., 1]
+        assert torch.equal(d.keep_indices[:, 0], margin.argmax(1))
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+@pytest.mark.parametrize('name', BUILDERS)
+def test_non_finite_scores_raise_naming_the_predictor(name, monkeypatch):
+    """NaN weights in one predictor, or Inf in the input, are refused at inference with the
+    predictor named; MMDVIT_NONFINITE_SCORES=warn warns once and ranks them as before."""
+    monkeypatch.delenv('MMDVIT_NONFINITE_SCORES', raising=False)
+    backbone = BUILDERS[name]().eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        backbone.score_predictors['2'][1].out_conv[4].weight[0, 0] = float('nan')
+        with pytest.raises(FloatingPointError,
+                           match=r'backbone predictor 1 \(stage 2\) produced non-finite'):
+            backbone(x)
+        clean = BUILDERS[name]().eval()
+        bad = x.clone()
+        bad[0, :, 5, 7] = float('inf')
+        with pytest.raises(FloatingPointError, match=r'backbone predictor 0 \(stage 2\)'):
+            clean(bad)
+        monkeypatch.setenv('MMDVIT_NONFINITE_SCORES', 'warn')
+        from mmdvit.models.sparse import decision as decision_module
+        monkeypatch.setattr(decision_module, '_warned_nonfinite', set())
+        with pytest.warns(RuntimeWarning, match=r'backbone predictor 1 \(stage 2\)') as record:
+            backbone(x)
+            outs = backbone(x)
+    assert len(record) == 1
+    decision = backbone.sparsity_decisions[1]
+    assert decision.log_probs.isnan().all()  # a NaN weight spreads to every score
+    assert torch.equal(decision.order, torch.arange(decision.order.shape[1]).expand(2, -1))
+    assert all(torch.isfinite(o).all() for o in outs)

@@ -2,10 +2,10 @@
 training of a segmentor and a detector with the wrapper and a dense teacher, evaluation of the
 saved checkpoints, resuming, 2-process CPU runs (gloo), wrapper checkpoints in the plain
 student, and the pre-flight errors."""
-import argparse
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +19,7 @@ from mmengine.registry import MODELS, DefaultScope
 
 from mmdvit.datasets import make_ade20k_demo, make_coco_demo
 from mmdvit.engine.preflight import PreflightError, check_checkpoints, check_config
+from helpers import Payload, config_payload, serve_folder
 from test_flops import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,8 +221,8 @@ def test_upstream_override_keys_on_a_wrapper_config_fail_with_the_student_key(se
 
 
 def test_two_process_evaluation_writes_predictions_to_a_new_folder(seg):
-    """dist_test.sh ... 2 --out NEWDIR: every rank finds the folder; without PYTHON the script
-    runs the project's .venv/."""
+    """dist_test.sh ... 2 --out NEWDIR: both ranks write into the staging folder, which becomes
+    NEWDIR once complete; without PYTHON the script runs the project's .venv/."""
     tmp, config = seg
     cfg = Config.fromfile(str(config))
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
@@ -235,13 +236,9 @@ def test_two_process_evaluation_writes_predictions_to_a_new_folder(seg):
     proc = run(['bash', 'tools/dist_test.sh', str(config), str(checkpoint), '2', '--work-dir',
                 str(tmp / 'dist_out'), '--out', str(out)], **env)
     assert 0 <= metrics(proc)['mIoU'] <= 100
-    assert len(list(out.glob('*.png'))) == 5  # the 5 validation images, from both ranks
-    # Upstream creates the folder on rank 0 only, racing the other ranks' first writes; the
-    # tool creates it on every rank before the Runner exists.
-    fresh = tmp / 'fresh' / 'predictions'
-    add_outputs = load_tool(str(ROOT / 'tools' / 'test.py')).add_outputs
-    add_outputs(Config.fromfile(str(config)), argparse.Namespace(out=str(fresh), show_dir=None))
-    assert fresh.is_dir()
+    # the 5 validation images, from both ranks; nothing else, and no staging folder left
+    assert sorted(p.suffix for p in out.iterdir()) == ['.png'] * 5
+    assert sorted(p.name for p in out.parent.iterdir()) == ['predictions']
 
 
 @pytest.mark.slow
@@ -397,26 +394,15 @@ def test_wrong_num_classes_fails_naming_head_and_counts(seg):
 
 
 # --------------------------------------------------------------------------- checkpoint safety
-class Payload:
-    """Unpickling this runs ``touch <marker>``."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f'touch {self.marker}', )
-
-
 @pytest.mark.slow
 def test_training_checkpoints_load_safely_and_were_written_atomically(seg_run):
     from mmdvit.models.checkpoint import load_checkpoint_file
-    from mmdvit.models.checkpoint.io import RUNNER_CHECKPOINT_GLOBALS
+    from mmdvit.models.checkpoint.prescan import ADMITTED
     work_dir, _ = seg_run
     path = str(work_dir / 'iter_16.pth')
-    needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    assert {'mmengine.logging.history_buffer.HistoryBuffer', 'builtins.getattr'} <= set(needed)
-    with torch.serialization.safe_globals(RUNNER_CHECKPOINT_GLOBALS):
-        assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
+    needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    assert {'mmengine.logging.history_buffer.HistoryBuffer', 'builtins.getattr'} <= needed
+    assert needed <= set(ADMITTED)  # what torch alone refuses, mmdvit's narrow factories build
     checkpoint = load_checkpoint_file(path)
     assert checkpoint['meta']['iter'] == 16 and 'optimizer' in checkpoint
     assert 'mmdvit_atomic_local' in (work_dir / 'seg.py').read_text()  # the dumped config
@@ -476,13 +462,86 @@ def test_resume_refuses_a_crafted_checkpoint_and_trusted_files_evaluate(seg, seg
     assert re.search(r"refusing to load the resume checkpoint '.*resume_payload\.pth': it needs "
                      r'posix\.system', proc.stderr), proc.stderr[-2000:]
     assert not (tmp / 'MARKER_RESUME').exists()
-    # A file that needs a (harmless) global outside the allowlist loads with the opt-in.
+    # A file that needs a (harmless) global outside the allowlist loads with the opt-in; a
+    # config stored in it is still never evaluated.
     from mmdvit.models.checkpoint import load_checkpoint_file
     checkpoint = load_checkpoint_file(str(work_dir / 'iter_16.pth'))
-    checkpoint['meta']['where'] = Path('/somewhere')
+    checkpoint['meta'].update(where=Path('/somewhere'), config=config_payload(tmp / 'MARKER_CFG'))
     trusted = tmp / 'trusted.pth'
     torch.save(checkpoint, trusted)
     proc = run(['tools/test.py', str(config), str(trusted), '--work-dir', str(tmp / 'trusted'),
                 '--trust-checkpoint'])
-    assert 'with full unpickling' in proc.stdout + proc.stderr
-    assert 0 <= metrics(proc)['mIoU'] <= 100
+    log = proc.stdout + proc.stderr
+    assert f"loading checkpoint to evaluate '{trusted}' with full unpickling" in log
+    assert f"checkpoint to evaluate '{trusted}': removed meta['config']" in log
+    assert 0 <= metrics(proc)['mIoU'] <= 100 and not (tmp / 'MARKER_CFG').exists()
+
+
+def stored_config_checkpoint(seg_run, path: Path, marker: Path) -> Path:
+    """iter_8.pth of the run with ``meta['config']`` set to Python source that creates
+    ``marker`` (mmengine's Runner.resume evaluates that key)."""
+    checkpoint = torch.load(seg_run[0] / 'iter_8.pth', weights_only=False)
+    checkpoint['meta']['config'] = config_payload(marker)
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.slow
+def test_resume_auto_resume_and_load_from_never_evaluate_a_stored_config(seg, seg_run):
+    tmp, config = seg
+    marker = tmp / 'MARKER_STORED_CONFIG'
+    payload = stored_config_checkpoint(seg_run, tmp / 'stored_config.pth', marker)
+    auto = tmp / 'auto_stored_config'
+    auto.mkdir()
+    shutil.copy(payload, auto / 'iter_8.pth')
+    (auto / 'last_checkpoint').write_text(str(auto / 'iter_8.pth'))
+    one_more = ['--cfg-options', 'train_cfg.max_iters=9', 'train_cfg.val_interval=100']
+    runs = {
+        'resume': (['--work-dir', str(tmp / 'resume_stored_config'), '--resume', str(payload)],
+                   payload, 'resume checkpoint', 'Iter(train) [9/9]'),
+        'auto-resume': (['--work-dir', str(auto), '--resume'], auto / 'iter_8.pth',
+                        'resume checkpoint', 'Iter(train) [9/9]'),
+        'load_from': (['--work-dir', str(tmp / 'load_stored_config'), '--cfg-options',
+                       f'load_from={payload}', 'train_cfg.max_iters=1'], payload,
+                      'load_from checkpoint', 'Iter(train) [1/1]'),
+    }
+    for name, (args, path, role, progress) in runs.items():
+        cfg_args = one_more if name != 'load_from' else ['train_cfg.val_interval=100']
+        proc = run(['tools/train.py', str(config)] + args + cfg_args)
+        log = proc.stdout + proc.stderr
+        assert f"{role} '{path}': removed meta['config']" in log, (name, log[-3000:])
+        assert progress in log and 'Training done' in proc.stdout, name
+        assert not marker.exists(), name
+
+
+@pytest.mark.slow
+def test_url_checkpoints_are_never_fetched_by_the_tools(seg, monkeypatch):
+    """tools/test.py CHECKPOINT, --resume and load_from URLs stop in the pre-flight naming the
+    argument or key; a URL an automatic resume finds in last_checkpoint stops in the reader.
+    The server (127.0.0.1) serves a pickle that would run a payload: it sees no request."""
+    tmp, config = seg
+    served, marker = tmp / 'served', tmp / 'MARKER_URL'
+    served.mkdir()
+    torch.save({'state_dict': {}, 'meta': {'x': Payload(marker)}}, served / 'iter_8.pth')
+    with serve_folder(served) as (base, requests):
+        url = f'{base}/iter_8.pth'
+        with pytest.raises(PreflightError, match=f"checkpoint to evaluate '{url}' is a URL.*as "
+                           'CHECKPOINT'):
+            load_tool(str(ROOT / 'tools' / 'test.py')).main([str(config), url])
+        train = load_tool(str(ROOT / 'tools' / 'train.py'))
+        for args, message in [(['--resume', url], f"resume checkpoint '{url}' is a URL.*--resume"),
+                              (['--cfg-options', f'load_from={url}'],
+                               f"load_from checkpoint '{url}' is a URL.*load_from=PATH")]:
+            monkeypatch.setattr(sys, 'argv', ['train.py', str(config)] + args)
+            with pytest.raises(PreflightError, match=message):
+                train.main()
+        auto = tmp / 'auto_url'
+        auto.mkdir()
+        (auto / 'last_checkpoint').write_text(url)
+        proc = run(['tools/train.py', str(config), '--work-dir', str(auto), '--resume'],
+                   expect_ok=False)
+        assert proc.returncode != 0
+        assert f"CheckpointError: resume checkpoint '{url}' is a URL" in proc.stderr, (
+            proc.stderr[-3000:])
+        assert requests == []
+    assert not marker.exists()

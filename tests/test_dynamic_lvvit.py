@@ -154,14 +154,18 @@ def nested_sets(batch: int, num: int, counts: List[int], seed: int = 0) -> List[
     return [torch.stack(m) for m in masks]
 
 
-def test_keep_ratio_one_and_dense_build_equal_the_reference():
-    model = tiny_lvvit(keep_ratios=(1.0, 1.0, 1.0)).eval()
-    head = tiny_head().eval()
+@pytest.mark.parametrize('training', [False, True])
+def test_keep_ratio_one_and_dense_build_equal_the_reference(training):
+    """In eval and in train mode (the stem's BatchNorms on batch statistics, no dropout, no
+    drop path): at ratio 1.0 the predictors are skipped in both and attention is unmasked."""
+    model = tiny_lvvit(keep_ratios=(1.0, 1.0, 1.0)).train(training)
+    head = tiny_head().train(training)
     dense = DynamicLVViT(arch=TINY, img_size=64, stem_channels=8, pruning_locs=(),
-                         keep_ratios=()).eval()
+                         keep_ratios=()).train(training)
     dense.load_state_dict(model.state_dict(), strict=False)
     x = torch.randn(2, 3, 64, 64)
-    tokens, _, fused, _ = reference_forward(authors_state(model, head), x, 2, 2.0)
+    tokens, _, fused, _ = reference_forward(authors_state(model, head), x, 2, 2.0,
+                                            training=training)
     for backbone in (model, dense):
         with torch.no_grad():
             feats = backbone(x)
@@ -171,6 +175,9 @@ def test_keep_ratio_one_and_dense_build_equal_the_reference():
             scores = head.predict(feats)[0].pred_score
         torch.testing.assert_close(scores.double(), fused[0].softmax(-1), rtol=0, atol=1e-6)
     assert dense.sparsity_decisions == [] and len(dense.score_predictors) == 0
+    assert len(model.sparsity_decisions) == 3
+    assert all(d.log_probs is None and bool(d.keep_mask.eq(1).all())
+               for d in model.sparsity_decisions)
 
 
 def test_training_with_forced_masks_equals_the_reference():

@@ -79,13 +79,17 @@ def test_flops_fall_as_rho_falls_and_ratio_one_equals_dense(photo, preset):
     assert all(a > b for a, b in zip(counts, counts[1:])), counts
 
 
-def test_counts_gathered_subsets_at_their_size_and_cpu_attention():
-    batch, num, channels, ratio = 2, 40, 8, 0.3
+@pytest.mark.parametrize('hw, ratio, k', [((5, 8), 0.3, 12), ((2, 2), 0.2, 1), ((1, 1), 0.5, 1)])
+def test_counts_gathered_subsets_at_their_size_and_cpu_attention(hw, ratio, k):
+    """The count follows the kept positions, k = max(1, int(N * ratio)) (small grids keep
+    one)."""
+    batch, channels = 2, 8
+    num = hw[0] * hw[1]
     slow = nn.Sequential(nn.Linear(channels, 4 * channels), nn.GELU(),
                          nn.Linear(4 * channels, channels))
     fast = nn.Linear(channels, channels)
-    decision = decide(torch.randn(batch, num, 2).log_softmax(-1), ratio, False, 2, 0, (5, 8))
-    k = decision.num_keep
+    decision = decide(torch.randn(batch, num, 2).log_softmax(-1), ratio, False, 2, 0, hw)
+    assert decision.num_keep == k
     macs = count_macs(route_tokens, torch.randn(batch, num, channels), slow, fast, decision)
     assert macs == batch * (k * 8 * channels**2 + (num - k) * channels**2)
     q, key, v = (torch.randn(2, 3, 10, 4) for _ in range(3))

@@ -64,6 +64,32 @@ def test_convnext_equals_mmpretrain_convnext(mmpretrain_convnext, sparsity):
             assert_same(ours(x), ref(x))
 
 
+@pytest.mark.parametrize('name', ['swin', 'convnext'])
+def test_training_mode_at_ratio_one_equals_the_upstream_backbone(mmseg_swin, mmpretrain_convnext,
+                                                                 name):
+    """In train mode (no dropout, no drop path) ratio 1.0 is still the upstream backbone: the
+    predictors are skipped (no Gumbel draw) and every position takes the slow path."""
+    ref, state = mmseg_swin if name == 'swin' else mmpretrain_convnext
+    if name == 'swin':
+        ours = DynamicSwinTransformer(drop_path_rate=0.0, **SPARSITY['ratio_one'])
+    else:
+        ours = DynamicConvNeXt(arch='tiny', out_indices=(0, 1, 2, 3),
+                               gap_before_final_norm=False, **SPARSITY['ratio_one'])
+    ours.load_state_dict(state, strict=False)
+    ref.train(), ours.train()
+    try:
+        with torch.no_grad():
+            for size in (SIZES[0], SIZES[3]):
+                x = torch.randn(2, 3, *size)
+                assert_same(ours(x), ref(x))
+                decisions = ours.sparsity_decisions
+                assert len(decisions) == 3
+                assert all(d.log_probs is None and bool(d.keep_mask.eq(1).all())
+                           and d.num_keep == d.keep_mask.shape[1] for d in decisions)
+    finally:
+        ref.eval()  # the module-scoped reference stays in eval mode for the other tests
+
+
 @pytest.mark.parametrize('size', [(224, 224), (448, 448)])
 def test_swin_equals_timm_swin_tiny(size):
     """timm rolls before padding where mmseg pads before rolling, so the two agree only where

@@ -5,8 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import FixedTileScores, random_keep_sets, randomize
+from mmcv.cnn import ConvModule
 from mmengine.registry import MODELS, DefaultScope
+from torch import nn
 
+from mmdvit.models.layers import SparseConvModule
+from mmdvit.models.layers.sparse_conv_module import settings
 from mmdvit.models.sparse import SparseConvGate, SparsityDecision, decide, sparse_conv2d
 from mmdvit.models.sparse.predictor import BlockScorePredictor
 from mmdvit.models.sparse.sparse_conv import block_grid, expand_block_mask
@@ -128,7 +132,10 @@ def head_inputs(batch: int = 2):
     return [torch.randn(batch, c, *s) for c, s in zip(HEAD['in_channels'], sizes)]
 
 
-def test_dynamic_uper_head_at_ratio_one_is_mmseg_uper_head():
+@pytest.mark.parametrize('training', [False, True])
+def test_dynamic_uper_head_at_ratio_one_is_mmseg_uper_head(training):
+    """In eval and in train mode (batch statistics in both heads): at ratio 1.0 the
+    predictors are skipped in both."""
     dense = build_head('UPerHead')
     state = randomize(dense)
     dynamic = build_head()
@@ -136,9 +143,11 @@ def test_dynamic_uper_head_at_ratio_one_is_mmseg_uper_head():
     assert not result.unexpected_keys
     assert result.missing_keys and all('.gate.' in k for k in result.missing_keys)
     assert set(dynamic.state_dict()) - set(result.missing_keys) == set(state)
-    dense.eval(), dynamic.eval()
+    dense.train(training), dynamic.train(training)
     with torch.no_grad():
         assert torch.equal(dynamic(head_inputs()), dense(head_inputs()))
+    assert all(d.log_probs is None and bool(d.keep_mask.eq(1).all())
+               for d in dynamic.sparsity_decisions)
     # the fast paths were started from the loaded kernels
     torch.testing.assert_close(dynamic.fpn_bottleneck.gate.fast_path.weight,
                                state['fpn_bottleneck.conv.weight'].sum((2, 3), keepdim=True))
@@ -189,7 +198,108 @@ def test_traceable_gather_and_paste_equal_the_eager_ones(monkeypatch, size, bloc
     keep = random_keep_sets(2, grid[0] * grid[1], [0.4], seed=3)[0]
     eager = sparse_conv2d(x, weight, None, fast_w, None, tile_decision(keep, grid, False),
                           block)
-    monkeypatch.setattr(module, '_tracing', lambda: True)
+    monkeypatch.setattr(module, 'is_tracing', lambda: True)
     traced = sparse_conv2d(x, weight, None, fast_w, None, tile_decision(keep, grid, False),
                            block)
     torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('training', [False, True])
+def test_gate_at_ratio_one_is_the_dense_convolution_without_scoring(training):
+    """In training as at inference, ratio 1.0 keeps every tile (no Gumbel draw) without running
+    the predictor, and the gate computes the dense convolution."""
+    torch.manual_seed(0)
+    gate = SparseConvGate(6, 5, 1.0, block=4, source='neck', index=1, level=1).train(training)
+    calls = []
+    gate.score_predictor.register_forward_hook(lambda *args: calls.append(1))
+    x = torch.randn(3, 6, 13, 17)
+    weight, bias = torch.randn(5, 6, 3, 3), torch.randn(5)
+    for dilation in (1, 2):
+        out = gate(x, weight, bias, dilation)
+        torch.testing.assert_close(out, F.conv2d(x, weight, bias, padding=dilation,
+                                                 dilation=dilation), rtol=0, atol=0)
+        d = gate.decision
+        assert (d.hw_shape, d.num_keep, d.log_probs, d.source) == ((4, 5), 20, None, 'neck')
+        assert torch.equal(d.keep_mask, torch.ones(3, 20))
+    assert not calls
+
+
+def test_dynamic_uper_head_names_a_gate_with_non_finite_scores(monkeypatch):
+    monkeypatch.delenv('MMDVIT_NONFINITE_SCORES', raising=False)
+    head = build_head(keep_ratios=(0.5, 0.5, 0.5)).eval()
+    with torch.no_grad():
+        head.fpn_convs[1].gate.score_predictor.proj.weight[0, 0] = float('nan')
+        with pytest.raises(FloatingPointError, match=r'decode_head gate 1 \(level 1\)'):
+            head(head_inputs())
+
+
+# ------------------------------------------------------------ SparseConvModule.from_dense
+def conv_module(conv_padding_mode=None, **kwargs):
+    """An mmcv ConvModule (6 -> 5 channels, 3x3, padding 1 unless given); with
+    ``conv_padding_mode`` its convolution is swapped for a Conv2d with that padding mode (mmcv
+    2.1's ConvModule accepts padding_mode='circular' but builds a zero-padded Conv2d)."""
+    args = dict(in_channels=6, out_channels=5, kernel_size=3, padding=1)
+    args.update(kwargs)
+    module = ConvModule(**args)
+    if conv_padding_mode is not None:
+        module.conv = nn.Conv2d(6, 5, 3, padding=1, padding_mode=conv_padding_mode)
+    return module
+
+
+@pytest.mark.parametrize('kwargs, problem', [
+    (dict(stride=2), r'stride \(2, 2\)'),
+    (dict(in_channels=6, out_channels=6, groups=2), 'groups 2'),
+    (dict(conv_padding_mode='circular'), "padding_mode 'circular'"),
+    (dict(padding_mode='reflect'), 'padding_mode ReflectionPad2d'),
+    (dict(order=('norm', 'conv', 'act'), norm_cfg=dict(type='BN')),
+     r"order \('norm', 'conv', 'act'\)"),
+    (dict(order=('conv', 'act', 'norm'), norm_cfg=dict(type='BN')),
+     r"order \('conv', 'act', 'norm'\)"),
+    (dict(padding=0), r'padding \(0, 0\) for kernel 3 and dilation 1'),
+    (dict(padding=1, dilation=2), r'padding \(1, 1\) for kernel 3 and dilation 2'),
+    (dict(kernel_size=(3, 5), padding=(1, 2)), r'kernel size \(3, 5\)'),
+    (dict(kernel_size=2, padding=0), r'kernel size \(2, 2\)'),
+    (dict(with_spectral_norm=True), 'spectral norm'),
+    (dict(conv_cfg=dict(type='deconv')), 'a ConvTranspose2d convolution'),
+])
+def test_from_dense_refuses_what_the_sparse_convolution_cannot_compute(kwargs, problem):
+    dense = conv_module(**kwargs)
+    with pytest.raises(ValueError, match=rf"DynamicFoo's conv cannot run sparsely: it has "
+                       rf'.*{problem}.*To use it, remove it from sparse_convs\.'):
+        SparseConvModule.from_dense(dense, 0.5, dict(block=4), name="DynamicFoo's conv",
+                                    fix='remove it from sparse_convs')
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(),
+    dict(bias=False),
+    dict(norm_cfg=dict(type='BN', momentum=0.3, eps=1e-3), act_cfg=dict(type='GELU')),
+    dict(norm_cfg=dict(type='GN', num_groups=5), act_cfg=None, bias=True),
+    dict(kernel_size=5, padding=4, dilation=2, act_cfg=dict(type='LeakyReLU',
+                                                            negative_slope=0.2),
+         inplace=False),
+    dict(kernel_size=1, padding=0, norm_cfg=dict(type='BN'), efficient_conv_bn_eval=True),
+])
+@pytest.mark.parametrize('training', [False, True])
+def test_from_dense_copies_every_setting_and_equals_the_dense_module_at_ratio_one(
+        kwargs, training):
+    dense = conv_module(**kwargs)
+    randomize(dense)
+    sparse = SparseConvModule.from_dense(dense, 1.0, dict(block=4))
+    assert settings(sparse) == settings(dense)
+    assert sparse.conv.stride == dense.conv.stride and sparse.with_bias == dense.with_bias
+    result = sparse.load_state_dict(dense.state_dict(), strict=False)
+    assert not result.unexpected_keys and all('gate.' in k for k in result.missing_keys)
+    dense.train(training), sparse.train(training)
+    x = torch.randn(2, 6, 13, 17)
+    with torch.no_grad():
+        torch.testing.assert_close(sparse(x), dense(x), rtol=1e-5, atol=1e-5)
+    assert sparse.decision.log_probs is None and sparse.decision.num_keep == 4 * 5
+
+
+def test_from_dense_is_used_with_the_owners_name():
+    """DynamicUPerHead replaces its convolutions through from_dense: the modules it builds
+    (mmseg's same-size 3x3 ConvModules) are accepted with every setting copied."""
+    dense, head = build_head('UPerHead'), build_head()
+    for name in SPARSE:
+        assert settings(head.get_submodule(name)) == settings(dense.get_submodule(name))

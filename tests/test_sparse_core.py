@@ -5,6 +5,8 @@ from torch import nn
 
 from mmdvit.models.sparse import (ScorePredictor, build_schedule, decide, drop_pruned,
                                   keep_ratio_loss, route_tokens)
+from mmdvit.models.sparse import decision as decision_module
+from mmdvit.models.sparse.decision import NONFINITE_ENV, num_kept
 
 SWIN_LOCS = {6: (1, 2, 3), 18: (2, 4, 6)}
 
@@ -121,6 +123,122 @@ def test_keep_ratio_loss_is_per_image_then_averaged():
         keep_ratio_loss([])
 
 
+def test_keep_ratio_loss_does_not_count_decisions_that_keep_everything():
+    """A ratio-1.0 decision (predictor skipped) adds no term and does not dilute the others; a
+    model whose ratios are all 1.0 has loss 0 (not an error)."""
+    scores = torch.zeros(2, 10, 2, requires_grad=True)
+    scored = decide(scores, 0.3, True, 2, 0, (2, 5))
+    skipped = decide(scores, 1.0, True, 2, 1, (2, 5))
+    assert skipped.log_probs is None
+    kept = scored.keep_mask.detach().mean(1)
+    expected = ((kept - 0.3)**2).mean()
+    torch.testing.assert_close(keep_ratio_loss([scored, skipped]), expected)
+    keep_ratio_loss([scored, skipped]).backward()
+    assert scores.grad is not None
+    zero = keep_ratio_loss([skipped, decide(scores, 1.0, True, 2, 2, (2, 5))])
+    assert zero.shape == () and zero.item() == 0.0
+
+
+@pytest.mark.parametrize('training', [False, True])
+def test_ratio_one_keeps_everything_without_scoring_in_both_modes(training):
+    """At ratio 1.0 the scores are never computed, in training as at inference: the decision
+    keeps every position (no Gumbel draw) and routing takes the slow path everywhere."""
+    calls = []
+
+    def scores():
+        calls.append(1)
+        return torch.randn(3, 20, 2).log_softmax(-1)
+
+    x = torch.randn(3, 20, 8)
+    d = decide(scores, 1.0, training, 1, 0, (4, 5), like=x, source='backbone', window_size=2)
+    assert not calls
+    assert d.log_probs is None and d.order is None and d.num_keep == 20
+    assert torch.equal(d.keep_mask, torch.ones(3, 20))
+    assert (d.stage, d.index, d.hw_shape, d.window_size) == (1, 0, (4, 5), 2)
+    slow, fast = nn.Linear(8, 8), nn.Linear(8, 8)
+    torch.testing.assert_close(route_tokens(x, slow, fast, d), slow(x), rtol=0, atol=0)
+    # Given as a tensor, the scores are ignored alike: no Gumbel mask at ratio 1.0.
+    assert torch.equal(decide(scores(), 1.0, training, 1, 0, (4, 5)).keep_mask,
+                       torch.ones(3, 20))
+    # Nested in a decision that kept everything, still everything.
+    assert torch.equal(decide(scores, 1.0, training, 1, 1, (4, 5), previous=d).keep_mask,
+                       torch.ones(3, 20))
+    assert len(calls) == 1  # only the explicit call above
+
+
+def test_a_training_decision_at_ratio_one_cannot_nest_in_one_that_prunes():
+    first = decide(torch.zeros(2, 20, 2), 0.5, True, 0, 0, (4, 5))
+    with pytest.raises(ValueError, match='must not increase'):
+        decide(None, 1.0, True, 0, 1, (4, 5), previous=first)
+
+
+@pytest.mark.parametrize('num, ratio, k', [(1, 0.3, 1), (1, 1.0, 1), (4, 0.2, 1), (4, 0.3, 1),
+                                           (4, 0.5, 2), (4, 0.7, 2), (9, 0.1, 1), (196, 0.7, 137),
+                                           (0, 0.5, 0)])
+def test_num_kept_keeps_at_least_one_position_of_a_non_empty_map(num, ratio, k):
+    assert num_kept(num, ratio) == k
+
+
+@pytest.mark.parametrize('grid, ratio', [((1, 1), 0.3), ((2, 2), 0.2), ((2, 2), 0.5)])
+def test_small_grids_keep_at_least_one_position_at_inference(grid, ratio):
+    """A 1x1 or 2x2 grid is never pruned whole at inference (int(N * ratio) would be 0): the
+    best-scored position is kept; a single position is kept without scoring."""
+    num = grid[0] * grid[1]
+    log_probs = torch.randn(3, num, 2).log_softmax(-1)
+    calls = []
+
+    def scores():
+        calls.append(1)
+        return log_probs
+
+    d = decide(scores, ratio, False, 3, 0, grid, like=log_probs)
+    k = max(1, int(num * ratio))
+    assert d.num_keep == k and d.keep_mask.sum(1).tolist() == [float(k)] * 3
+    assert len(calls) == int(k < num)
+    margin = log_probs[..., 0] - log_probs[..., 1]
+    for b in range(3):
+        assert set(d.keep_indices[b].tolist()) == set(margin[b].argsort(descending=True)[:k]
+                                                      .tolist())
+
+
+def test_non_finite_scores_at_inference_raise_naming_the_predictor(monkeypatch):
+    monkeypatch.delenv(NONFINITE_ENV, raising=False)
+    log_probs = torch.randn(2, 20, 2).log_softmax(-1)
+    for bad in (float('nan'), float('inf'), float('-inf')):
+        scores = log_probs.clone()
+        scores[1, 7, 0] = bad
+        with pytest.raises(FloatingPointError, match=r'backbone predictor 2 \(stage 1\)'
+                           r'.*NaN / Inf weights in the checkpoint.*fp16 overflow'):
+            decide(scores, 0.5, False, 1, 2, (4, 5))
+        with pytest.raises(FloatingPointError, match=r'decode_head gate 1 \(level 0\)'):
+            decide(scores, 0.5, False, 0, 1, (4, 5), source='decode_head')
+        first = decide(log_probs, 0.5, False, 0, 0, (4, 5))  # nested: scores of the kept
+        with pytest.raises(FloatingPointError, match='backbone predictor 1'):
+            decide(scores[:, :10], 0.25, False, 0, 1, (4, 5), previous=first)
+    # Nothing to prune: the scores are not computed, so nothing to refuse.
+    assert decide(scores, 1.0, False, 0, 0, (4, 5)).num_keep == 20
+    monkeypatch.setenv(NONFINITE_ENV, 'sometimes')
+    with pytest.raises(ValueError, match=NONFINITE_ENV):
+        decide(scores, 0.5, False, 0, 0, (4, 5))
+
+
+def test_non_finite_scores_warn_once_with_the_option_and_rank_as_before(monkeypatch):
+    monkeypatch.setenv(NONFINITE_ENV, 'warn')
+    monkeypatch.setattr(decision_module, '_warned_nonfinite', set())
+    scores = torch.randn(2, 20, 2).log_softmax(-1)
+    scores[:, 3:9] = float('nan')
+    with pytest.warns(RuntimeWarning, match=r'neck gate 0 \(level 1\)') as record:
+        d = decide(scores, 0.5, False, 1, 0, (4, 5), source='neck')
+        again = decide(scores, 0.5, False, 1, 0, (4, 5), source='neck')
+    assert len(record) == 1
+    expected = torch.sort(scores[..., 0] - scores[..., 1], dim=1, descending=True,
+                          stable=True).indices
+    assert torch.equal(d.order, expected) and torch.equal(again.order, expected)
+    monkeypatch.setenv(NONFINITE_ENV, 'off')
+    assert torch.equal(decide(scores, 0.5, False, 1, 0, (4, 5), source='neck').order,
+                       expected)
+
+
 def test_nested_inference_decisions_choose_among_the_previously_kept():
     """A nested decision keeps, per image, the k = int(N * ratio) best-scored positions among
     those the previous one kept (checked position by position against a brute-force pick), and
@@ -183,3 +301,14 @@ def test_exactly_tied_scores_keep_the_lower_positions():
         assert decision.keep_indices.tolist() == [list(range(num // 2))] * 2
         nested = decide(log_probs[:, :num // 2], 0.25, False, 0, 1, (1, num), previous=decision)
         assert nested.keep_indices.tolist() == [list(range(int(num * 0.25)))] * 2
+
+
+def test_inference_decisions_compile_with_fullgraph_without_the_finite_check():
+    """torch.compile(fullgraph=True) traces decide() in one graph: the check of non-finite
+    scores (a host read) is skipped while compiling, as while tracing or exporting."""
+    log_probs = torch.randn(2, 20, 2).log_softmax(-1)
+    compiled = torch.compile(lambda s: decide(s, 0.5, False, 0, 0, (4, 5)).keep_mask,
+                             fullgraph=True, backend='eager')
+    assert torch.equal(compiled(log_probs), decide(log_probs, 0.5, False, 0, 0, (4, 5)).keep_mask)
+    log_probs[0, 3] = float('nan')
+    assert compiled(log_probs).sum(1).tolist() == [10.0, 10.0]

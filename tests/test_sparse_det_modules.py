@@ -75,8 +75,10 @@ def flat_outputs(module: nn.Module, inputs: List[Tensor]) -> List[Tensor]:
     return list(outs) if isinstance(outs[0], Tensor) else [*outs[0], *outs[1]]
 
 
+@pytest.mark.parametrize('training', [False, True])
 @pytest.mark.parametrize('name, inputs', [('FPN', fpn_inputs), ('RPNHead', rpn_inputs)])
-def test_at_ratio_one_the_module_is_mmdets_and_loads_its_checkpoint(name, inputs):
+def test_at_ratio_one_the_module_is_mmdets_and_loads_its_checkpoint(name, inputs, training):
+    """In eval and in train mode: at ratio 1.0 the predictors are skipped in both."""
     dense = build(name)
     state = randomize(dense)
     dynamic = build(f'mmdvit.Dynamic{name}')
@@ -87,13 +89,14 @@ def test_at_ratio_one_the_module_is_mmdets_and_loads_its_checkpoint(name, inputs
     assert set(result.missing_keys) == {k for k in dynamic.state_dict() if k.startswith(gates)}
     assert all('score_predictor' in k or 'fast_path' in k for k in result.missing_keys)
     assert set(dynamic.state_dict()) - set(result.missing_keys) == set(state)
-    dense.eval(), dynamic.eval()
+    dense.train(training), dynamic.train(training)
     with torch.no_grad():
         expected, actual = flat_outputs(dense, inputs()), flat_outputs(dynamic, inputs())
     assert len(actual) == len(expected)
     assert all(torch.equal(a, e) for a, e in zip(actual, expected))
     decisions = dynamic.sparsity_decisions
     assert [(d.hw_shape, d.num_keep) for d in decisions] == [(g, g[0] * g[1]) for g in GRIDS]
+    assert all(d.log_probs is None and bool(d.keep_mask.eq(1).all()) for d in decisions)
     # the fast paths were started from the loaded kernel, summed over its taps
     prefix = 'rpn_conv.' if name == 'RPNHead' else 'fpn_convs.{}.conv.'
     for level, gate in zip((0, 1), gates_of(dynamic)):

@@ -96,6 +96,19 @@ def test_losses_equal_independent_computations(seg_scope, tmp_path):
     assert trainer.backbone.stages[2].blocks[1].fast_path[1].weight.grad.abs().sum() > 0
 
 
+def test_keep_ratio_loss_is_zero_when_every_ratio_is_one(seg_scope):
+    """A student at ratio 1.0 everywhere skips its predictors in training: the keep-ratio loss
+    is 0 (not an error) and every position is kept."""
+    trainer = seg_scope.build(dict(type='mmdvit.SparsityTrainer',
+                                   student=seg_student(keep_ratios=(1.0, 1.0, 1.0)),
+                                   teacher=None, feature_distill_weight=0.0))
+    trainer.init_weights()
+    trainer.train()
+    losses = trainer(**trainer.data_preprocessor(seg_batch(), True), mode='loss')
+    assert losses['loss_keep_ratio'].item() == 0.0
+    assert [losses[f'kept.{i}'].item() for i in range(3)] == [1.0] * 3
+
+
 def test_gradients_reach_predictors_and_teacher_stays_frozen(seg_scope, tmp_path):
     trainer, _ = build_trainer(seg_scope, tmp_path)
     trainer.init_weights()

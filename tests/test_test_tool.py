@@ -1,20 +1,28 @@
 """tools/test.py's options from upstream's tools: ``--out`` / ``--out-item`` for classification
-configs (mmpretrain), ``--tta`` with the ``mmdvit.SparsityTrainer`` wrapper (mmseg's
+configs (mmpretrain), ``--out`` written atomically (a folder that appears only when complete, a
+pickle that is never torn), ``--tta`` with the ``mmdvit.SparsityTrainer`` wrapper (mmseg's
 SegTTAModel), ``--show`` / ``--wait-time`` and the error without a display."""
 import argparse
+import copy
 import functools
 import pickle
 import re
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
+from PIL import Image
 from test_dense_e2e import metrics, run
 from test_flops import load_tool
 
 from mmdvit.datasets import make_ade20k_demo, make_imagenet_demo
+from mmdvit.engine.data_checks import LABEL_SAMPLE, _spread
+from mmdvit.engine.outputs import (AtomicDumpDetResults, AtomicDumpResults,
+                                   SegPredictionWriter, staging_folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLS_DEMO = ROOT / 'configs/demo/imagenet_dvit_swin_demo.py'
@@ -153,6 +161,130 @@ def test_out_item_without_out_is_a_usage_error(capsys):
     assert cli('--out', 'x.pkl').out_item is None  # the predictions, as mmpretrain
 
 
+# --------------------------------------------------------------------------- --out, atomic
+def seg_samples(reduce_zero_label: bool) -> list:
+    """Predictions as the evaluator hands them to metrics (dicts), of 3 images."""
+    gen = torch.Generator().manual_seed(0)
+    return [dict(img_path=f'/data/images/img_{i}.jpg', reduce_zero_label=reduce_zero_label,
+                 pred_sem_seg=dict(data=torch.randint(0, 150, (1, 6, 9), generator=gen)))
+            for i in range(3)]
+
+
+@pytest.mark.parametrize('reduce_zero_label', [False, True])
+def test_segmentation_predictions_are_mmseg_files_and_appear_only_complete(tmp_path,
+                                                                           reduce_zero_label):
+    from mmseg.evaluation import IoUMetric
+    reference = IoUMetric(output_dir=str(tmp_path / 'mmseg'), format_only=True)
+    reference.dataset_meta = dict(classes=tuple(str(i) for i in range(150)))
+    reference.process({}, seg_samples(reduce_zero_label))
+    out = tmp_path / 'preds'
+    writer = SegPredictionWriter(out_dir=str(out))
+    staging = Path(staging_folder(str(out)))
+    (staging / 'img_7.png').write_bytes(b'from a killed run')
+    writer.process({}, seg_samples(reduce_zero_label))
+    assert not out.exists()  # nothing there until every image is predicted
+    writer.compute_metrics(writer.results)
+    assert not staging.exists()
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ['img_0.png', 'img_1.png', 'img_2.png']  # the killed run's file is gone
+    for name, sample in zip(names, seg_samples(reduce_zero_label)):
+        written = np.asarray(Image.open(out / name))
+        assert np.array_equal(written, np.asarray(Image.open(tmp_path / 'mmseg' / name)))
+        expected = sample['pred_sem_seg']['data'][0].numpy() + int(reduce_zero_label)
+        assert np.array_equal(written, expected)
+
+
+def test_out_folder_of_an_earlier_run_is_refused(tool, tmp_path):
+    cfg = Config.fromfile(str(SEG_DEMO))
+    tool.add_outputs(cfg, cli('--out', str(tmp_path / 'empty')))
+    assert cfg.test_evaluator[-1] == dict(type='mmdvit.SegPredictionWriter',
+                                          out_dir=str(tmp_path / 'empty'))
+    (tmp_path / 'empty').mkdir()
+    tool.add_outputs(Config.fromfile(str(SEG_DEMO)), cli('--out', str(tmp_path / 'empty')))
+    (tmp_path / 'empty' / 'ADE_val_00000001.png').write_bytes(b'')
+    with pytest.raises(ValueError, match=r"--out '.*empty' already holds 1 files \(an earlier "
+                       r'run\?\): predictions go to a new or empty folder, so that two runs '
+                       'never mix'):
+        tool.add_outputs(Config.fromfile(str(SEG_DEMO)), cli('--out', str(tmp_path / 'empty')))
+
+
+def test_a_failing_prediction_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    """A full disk in the middle of a PNG: neither the file nor a temporary file remains."""
+    def save_half(image, f, format=None):
+        f.write(b'\x89PNG half')
+        raise OSError(28, 'No space left on device')
+
+    out = tmp_path / 'preds'
+    writer = SegPredictionWriter(out_dir=str(out))
+    writer.process({}, seg_samples(False)[:1])
+    monkeypatch.setattr(Image.Image, 'save', save_half)
+    with pytest.raises(OSError, match='No space left'):
+        writer.process({}, seg_samples(False)[1:2])
+    assert [p.name for p in Path(staging_folder(str(out))).iterdir()] == ['img_0.png']
+    assert not out.exists()
+
+
+def test_pickles_are_written_atomically(tmp_path):
+    """Classification / detection --out: the file holds the old content or the complete new
+    one (a result that cannot be pickled fails half-way), as upstream's dump metrics write it."""
+    from mmdet.evaluation.metrics import DumpDetResults
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    out = tmp_path / 'results.pkl'
+    AtomicDumpResults(out_file_path=str(out)).compute_metrics([{'score': 1.0}])
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        AtomicDumpResults(out_file_path=str(out)).compute_metrics([{'a': 1}, lambda: 0])
+    assert pickle.loads(out.read_bytes()) == [{'score': 1.0}]
+    assert [p.name for p in tmp_path.iterdir()] == ['results.pkl']
+    sample = DetDataSample(metainfo=dict(img_id=3, img_path='a.jpg'))
+    sample.pred_instances = InstanceData(
+        bboxes=torch.tensor([[1.0, 2.0, 5.0, 7.0]]), scores=torch.tensor([0.5]),
+        labels=torch.tensor([2]), masks=torch.rand(1, 8, 9) > 0.5)
+    sample.gt_instances = InstanceData(bboxes=torch.zeros(1, 4))
+    dumped = []
+    for metric, name in ((AtomicDumpDetResults, 'ours.pkl'), (DumpDetResults, 'mmdet.pkl')):
+        dump = metric(out_file_path=str(tmp_path / name))
+        dump.process({}, [copy.deepcopy(sample).to_dict()])
+        dump.compute_metrics(dump.results)
+        dumped.append(pickle.loads((tmp_path / name).read_bytes()))
+    ours, upstream = dumped
+    assert ours[0].keys() == upstream[0].keys() and 'gt_instances' not in ours[0]
+    assert ours[0]['pred_instances']['masks'] == upstream[0]['pred_instances']['masks']  # RLE
+    assert torch.equal(ours[0]['pred_instances']['bboxes'], upstream[0]['pred_instances']['bboxes'])
+
+
+def test_evaluation_names_a_bad_label_map_and_leaves_no_partial_out_folder(seg, tmp_path):
+    """A map outside the pre-flight's sample holds values outside the classes: evaluation
+    stops naming it (instead of a silently wrong mIoU), and --out does not appear with the
+    predictions of the images before it only. Fixed, the same --out is written complete."""
+    _, _, checkpoint, _ = seg
+    make_ade20k_demo(str(tmp_path / 'ade20k'), num_train=0, num_val=LABEL_SAMPLE + 2, seed=1,
+                     size_range=(32, 40))
+    config = tmp_path / 'seg.py'
+    config.write_text(SEG_CONFIG.format(base=SEG_DEMO, data=tmp_path / 'ade20k'))
+    maps = sorted((tmp_path / 'ade20k/annotations/validation').glob('*.png'))
+    sampled = set(_spread([str(m) for m in maps], LABEL_SAMPLE))
+    bad = next(m for m in maps if str(m) not in sampled)
+    good = np.asarray(Image.open(bad))
+    broken = good.copy()
+    broken[0, :3] = 180
+    Image.fromarray(broken).save(bad)
+    out = tmp_path / 'preds'
+    args = ['tools/test.py', str(config), str(checkpoint), '--work-dir', str(tmp_path / 'w'),
+            '--out', str(out)]
+    proc = run(args, expect_ok=False)
+    assert proc.returncode != 0 and 'metrics:' not in proc.stdout
+    assert re.search(rf"DataError: '.*{bad.name}' holds label values \[180\] that are no class",
+                     proc.stderr), proc.stderr[-3000:]
+    assert not out.exists()
+    before = [m.name for m in maps[:maps.index(bad)]]
+    assert before and sorted(p.name for p in Path(staging_folder(str(out))).iterdir()) == before
+    Image.fromarray(good).save(bad)
+    run(args)
+    assert sorted(p.name for p in out.iterdir()) == [m.name for m in maps]
+    assert not Path(staging_folder(str(out))).exists()
+
+
 # --------------------------------------------------------------------------- --tta
 def test_tta_wraps_the_model_and_replaces_the_test_pipeline(tool):
     cfg = Config.fromfile(str(SEG_DEMO))
@@ -218,8 +350,13 @@ def test_segmentation_tta_evaluates_the_wrapper_checkpoint(seg):
     dumped = Config.fromfile(str(work / 'seg.py'))  # the config the Runner ran
     assert dumped.model.type == 'SegTTAModel'
     assert dumped.model.module.type == 'mmdvit.SparsityTrainer'
-    views = dumped.test_dataloader.dataset.pipeline[1]
-    assert views.type == 'TestTimeAug' and len(views.transforms[0]) == 2
+    pipeline = dumped.test_dataloader.dataset.pipeline
+    assert [t.type for t in pipeline] == ['mmdvit.CheckFilesNotEmpty', 'LoadImageFromFile',
+                                          'TestTimeAug']
+    views = pipeline[2]
+    assert len(views.transforms[0]) == 2  # the label maps are checked after loading:
+    assert [s[0].type for s in views.transforms[-3:]] == ['LoadAnnotations',
+                                                          'mmdvit.CheckLabelMap', 'PackSegInputs']
     assert 'does not fit' not in proc.stderr  # the strict check sees the wrapped model
 
 

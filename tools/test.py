@@ -10,7 +10,9 @@ The arguments are those of mmseg's, mmdet's and mmpretrain's ``tools/test.py`` (
 
 - ``--out``: for a segmentation config a folder for the predicted label maps; for a detection
   config a ``.pkl`` file of the results; for a classification config a ``.pkl`` file of the
-  per-image predictions, or of the computed metrics with ``--out-item metrics``.
+  per-image predictions, or of the computed metrics with ``--out-item metrics``. Every file is
+  written atomically; the folder must be new or empty and appears only when complete
+  (``mmdvit/engine/outputs.py``).
 - ``--show`` displays every prediction in a window for ``--wait-time`` seconds (default 2); it
   stops at once when no display is available (``--show-dir`` saves the drawings instead).
   ``--show-dir DIR`` saves every drawn prediction.
@@ -20,11 +22,10 @@ The arguments are those of mmseg's, mmdet's and mmpretrain's ``tools/test.py`` (
 A checkpoint trained with ``mmdvit.SparsityTrainer`` evaluates with the same config (its teacher
 is not needed). The metrics are printed at the end as one ``metrics: {...}`` JSON line.
 
-CHECKPOINT is read with ``weights_only=True`` and an allowlist of the types Runner checkpoints
-hold (``--trust-checkpoint`` or ``MMDVIT_TRUST_CHECKPOINTS=1`` for a trusted file that needs
-more), and it must fit the model: a checkpoint that leaves model tensors missing or with
-another shape (empty, another backbone, backbone only) stops with an error listing them, unless
-``--allow-missing-keys`` is given.
+CHECKPOINT is a local file (URLs are refused), read safely (docs/checkpoints.md;
+``--trust-checkpoint`` unpickles it fully, and no other file), and it must fit the model: a
+checkpoint that leaves model tensors missing or with another shape (empty, another backbone,
+backbone only) stops with an error listing them, unless ``--allow-missing-keys`` is given.
 """
 import argparse
 import json
@@ -39,9 +40,11 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmdvit.engine.checkpoint_loader import configure_checkpoints
-from mmdvit.engine.cli import add_trust_argument, apply_trust
+from mmdvit.engine.cli import add_trust_argument
 from mmdvit.engine.cpu_runtime import close_process_group, prepare_cpu_run
-from mmdvit.engine.preflight import check_config
+from mmdvit.engine.outputs import check_out_folder
+from mmdvit.engine.preflight import add_load_checks, check_config
+from mmdvit.models.checkpoint import write_atomic
 
 PICKLE_EXTENSIONS = ('.pkl', '.pickle')
 # matplotlib backends that draw without a window (mmengine's Visualizer.show would wait for a
@@ -78,7 +81,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='evaluate even if the checkpoint leaves model tensors missing or '
                         'with another shape (they keep their initialisation); by default such '
                         'a checkpoint is refused with the list of them')
-    add_trust_argument(parser)
+    add_trust_argument(parser, 'CHECKPOINT')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if args.out_item is not None and args.out is None:
@@ -87,7 +90,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if problem is not None:
         parser.error(f'--show: {problem}, so no window can open. Use --show-dir DIR to save the '
                      'drawn predictions instead (or run where a display is available).')
-    apply_trust(args)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
@@ -173,14 +175,16 @@ def add_classification_out(cfg: Config, out: str, out_item: Optional[str]) -> No
         check_pickle_path(out, 'classification metrics')
         return
     check_pickle_path(out, 'classification predictions')
-    append_evaluator(cfg, dict(type='DumpResults', out_file_path=out))
+    append_evaluator(cfg, dict(type='mmdvit.AtomicDumpResults', out_file_path=out))
 
 
 def add_outputs(cfg: Config, args: argparse.Namespace) -> None:
-    """``--out`` and ``--show-dir`` as mmseg's / mmdet's / mmpretrain's tools interpret them.
+    """``--out`` and ``--show-dir`` as mmseg's / mmdet's / mmpretrain's tools interpret them,
+    ``--out`` written atomically (:mod:`mmdvit.engine.outputs`).
 
-    The folders they write to are created here, by every process: upstream creates them on
-    rank 0 only, and other ranks of a multi-process run may write first.
+    The folders they write to are created here (or, for segmentation predictions, by the
+    writer), by every process: upstream creates them on rank 0 only, and other ranks of a
+    multi-process run may write first.
     """
     scope = cfg.get('default_scope')
     if args.show_dir:
@@ -191,11 +195,10 @@ def add_outputs(cfg: Config, args: argparse.Namespace) -> None:
         add_classification_out(cfg, args.out, args.out_item)
     elif scope == 'mmdet':
         check_pickle_path(args.out, 'detection results')
-        append_evaluator(cfg, dict(type='DumpDetResults', out_file_path=args.out))
+        append_evaluator(cfg, dict(type='mmdvit.AtomicDumpDetResults', out_file_path=args.out))
     else:
-        cfg.test_evaluator['output_dir'] = args.out
-        cfg.test_evaluator['keep_results'] = True
-        os.makedirs(args.out, exist_ok=True)
+        check_out_folder(args.out)
+        append_evaluator(cfg, dict(type='mmdvit.SegPredictionWriter', out_dir=args.out))
 
 
 def check_out_item(cfg: Config, out_item: Optional[str]) -> None:
@@ -249,15 +252,17 @@ def load_config(args: argparse.Namespace) -> Config:
 def dump_metrics(metrics: Dict[str, Any], args: argparse.Namespace) -> None:
     """``--out-item metrics``: the computed metrics go to the ``--out`` pickle file."""
     if args.out is not None and args.out_item == 'metrics':
-        mmengine.dump(metrics, args.out)
+        write_atomic(args.out, lambda f: mmengine.dump(metrics, f, file_format='pkl'))
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args)
     check_config(cfg, 'test')
+    add_load_checks(cfg, 'test')
     prepare_cpu_run(cfg, args.launcher)
-    configure_checkpoints(cfg, 'test', allow_missing_keys=args.allow_missing_keys)
+    configure_checkpoints(cfg, 'test', allow_missing_keys=args.allow_missing_keys,
+                          trust_run_checkpoint=args.trust_checkpoint)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     metrics = runner.test()
     if runner.rank == 0:

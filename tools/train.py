@@ -9,9 +9,14 @@ without it warns at the first iteration).
 The arguments are those of mmseg's and mmdet's ``tools/train.py``; the config's
 ``default_scope`` decides which library runs. Before the Runner is built, the config is checked:
 missing data or checkpoints, malformed annotations and a ``num_classes`` that does not fit the
-dataset fail at once. Checkpoints are read with ``weights_only=True`` (``--trust-checkpoint``
-for files that need more), a ``load_from`` / ``--resume`` checkpoint must fit the model
-(``--allow-missing-keys`` to relax), and checkpoints are written atomically. Runs without CUDA
+dataset fail at once. Checkpoints are read safely (docs/checkpoints.md; URLs are refused;
+``--trust-checkpoint`` unpickles the ``--resume`` / ``load_from`` file fully, and no other),
+a ``load_from`` / ``--resume`` checkpoint must fit the model
+(``--allow-missing-keys`` to relax), and checkpoints are written atomically. Every image and
+label map is checked as it is loaded (``mmdvit/datasets/transforms.py``). At the start, the
+temporary files of saves killed mid-write are removed, an empty ``last_checkpoint`` falls back to
+the newest checkpoint, and checkpoints carry the random state so that a resumed run equals the
+uninterrupted one (``mmdvit/engine/resume.py``). Runs without CUDA
 (single process or torchrun with gloo) work; see ``mmdvit/engine/cpu_runtime.py``. The
 optimizer constructors' per-parameter messages are logged at DEBUG (``log_level='DEBUG'`` shows
 them).
@@ -25,10 +30,12 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmdvit.engine.checkpoint_loader import configure_checkpoints
-from mmdvit.engine.cli import add_trust_argument, apply_trust
+from mmdvit.engine.cli import add_trust_argument
 from mmdvit.engine.cpu_runtime import close_process_group, prepare_cpu_run
 from mmdvit.engine.log_filters import build_optim_wrapper_quietly, quiet_per_parameter_logs
-from mmdvit.engine.preflight import check_config
+from mmdvit.engine.preflight import add_load_checks, check_config
+from mmdvit.engine.resume import prepare_resume
+from mmdvit.models.checkpoint import TRUST_ENV
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,10 +56,10 @@ def parse_args() -> argparse.Namespace:
                         help='start from a load_from / --resume checkpoint even if it leaves '
                         'model tensors missing or with another shape (they keep their '
                         'initialisation); by default such a checkpoint stops the run')
-    add_trust_argument(parser)
+    add_trust_argument(parser, 'the checkpoint the run starts from (the --resume checkpoint, '
+                       'or load_from)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
-    apply_trust(args)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
@@ -80,9 +87,16 @@ def build_cfg(args: argparse.Namespace) -> Config:
 def main() -> None:
     args = parse_args()
     cfg = build_cfg(args)
+    if args.trust_checkpoint and not (cfg.get('load_from') or cfg.get('resume')):
+        raise SystemExit('--trust-checkpoint trusts the checkpoint the run starts from (--resume '
+                         'or load_from), and this run has none. For a teacher or init_cfg file, '
+                         f'set {TRUST_ENV}=FILE.')
+    prepare_resume(cfg, trust_run_checkpoint=args.trust_checkpoint)
     check_config(cfg, 'train')
+    add_load_checks(cfg, 'train')
     prepare_cpu_run(cfg, args.launcher)
-    configure_checkpoints(cfg, 'train', allow_missing_keys=args.allow_missing_keys)
+    configure_checkpoints(cfg, 'train', allow_missing_keys=args.allow_missing_keys,
+                          trust_run_checkpoint=args.trust_checkpoint)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     quiet_per_parameter_logs(runner.logger)
     build_optim_wrapper_quietly(runner)

@@ -23,8 +23,8 @@ CONVENTION = (
     'get_flops); auxiliary heads do not run at inference and are not counted.')
 RANDOM_WEIGHTS_NOTE = (
     'With random weights every image gives the same backbone count: inference keeps a fixed '
-    'k = int(N * ratio) positions per predictor whatever the image. Detector heads can still '
-    'vary with the number of region proposals.')
+    'k = max(1, int(N * ratio)) positions per predictor whatever the image. Detector heads can '
+    'still vary with the number of region proposals.')
 
 
 def backbone_of(model: nn.Module) -> nn.Module:
@@ -74,7 +74,7 @@ def kept_positions(model: nn.Module) -> List[Dict[str, Any]]:
 
 
 def complexity(cfg: Config, shape: Optional[Sequence[int]], images: Sequence[np.ndarray],
-               checkpoint: Optional[str] = None) -> Dict[str, Any]:
+               checkpoint: Optional[str] = None, trust: bool = False) -> Dict[str, Any]:
     """FLOPs and parameters of the config's model (dynamic) and of its dense twin.
 
     Args:
@@ -82,6 +82,7 @@ def complexity(cfg: Config, shape: Optional[Sequence[int]], images: Sequence[np.
         shape: (H, W) every image is resized to; ``None`` keeps each image's size.
         images: (H, W, 3) uint8 RGB images; the figures are averages over them.
         checkpoint: optional checkpoint of the model; the dense twin shares its weights.
+        trust: unpickle ``checkpoint`` fully (a file the user trusts).
 
     Returns:
         ``{"shape", "input_shape", "num_images", "backbone": {"dense", "dynamic"},
@@ -93,7 +94,7 @@ def complexity(cfg: Config, shape: Optional[Sequence[int]], images: Sequence[np.
         raise ValueError('give at least one image')
     model_cfg, scope = model_config(cfg), default_scope(cfg)
     dynamic = build_model(model_cfg, scope)
-    load_weights(dynamic, checkpoint)
+    load_weights(dynamic, checkpoint, trust)
     dense = build_model(dense_twin_config(model_cfg), scope)
     copy_shared_weights(dynamic, dense)
     per_model = {}

@@ -133,9 +133,10 @@ def build_model(model_cfg: ConfigDict, scope: str) -> nn.Module:
     return model
 
 
-def load_weights(model: nn.Module, checkpoint: Optional[str]) -> Tuple[int, Sequence[str]]:
+def load_weights(model: nn.Module, checkpoint: Optional[str],
+                 trust: bool = False) -> Tuple[int, Sequence[str]]:
     """Load a model checkpoint (``None`` or ``'none'``: keep the random weights) with
-    mmdvit's safe reader (``MMDVIT_TRUST_CHECKPOINTS=1`` for a trusted file that needs more).
+    mmdvit's safe reader (``trust``: full unpickling, for a file the user trusts).
 
     Returns:
         (number of tensors loaded, the model keys the checkpoint lacks).
@@ -145,7 +146,8 @@ def load_weights(model: nn.Module, checkpoint: Optional[str]) -> Tuple[int, Sequ
     """
     if checkpoint is None or checkpoint.lower() == 'none':
         return 0, []
-    state = extract_state_dict(load_checkpoint_file(checkpoint, 'model checkpoint'))
+    state = extract_state_dict(load_checkpoint_file(checkpoint, 'model checkpoint',
+                                                    trust=trust or None))
     own = model.state_dict()
     matched = {k: v for k, v in state.items() if k in own}
     if not matched:

@@ -1,9 +1,9 @@
 """ONNX export of mmdvit models that keeps the speed-up, checked in ONNX Runtime.
 
-At inference every predictor keeps a fixed k = int(N * keep_ratio) positions per image, so all
-tensor shapes of a forward pass depend on the input size only: the exported graph is static in
-shape, and the decision itself (scores, ``TopK``, the gathers and scatters that route kept and
-pruned positions) is part of it and is recomputed for every input.
+At inference every predictor keeps a fixed k = max(1, int(N * keep_ratio)) positions per image,
+so all tensor shapes of a forward pass depend on the input size only: the exported graph is
+static in shape, and the decision itself (scores, ``TopK``, the gathers and scatters that route
+kept and pruned positions) is part of it and is recomputed for every input.
 
 Exporters (``torch.onnx.export``): the TorchScript exporter (``dynamo=False``) exports
 ``DynamicConvNeXt``; ``DynamicSwinTransformer`` (token granularity) trips an internal

@@ -4,8 +4,10 @@
 mmengine's ``CheckpointHook`` saves through ``Runner.save_checkpoint`` ->
 ``mmengine.runner.save_checkpoint``, which serialises the checkpoint in memory and hands the bytes
 to the file backend of the hook's ``backend_args``. :class:`AtomicLocalBackend` is mmengine's
-local backend whose ``put`` writes through :func:`~mmdvit.models.checkpoint.write_atomic` (a
-temporary file in the same folder, flushed and renamed into place).
+local backend whose ``put`` and ``put_text`` (``last_checkpoint``) write through
+:func:`~mmdvit.models.checkpoint.write_atomic` (a temporary file ``.<name>.<8 characters>.tmp``
+in the same folder, flushed and renamed into place; a hard kill can leave it behind, and
+``tools/train.py`` removes such leftovers at the next start, see :mod:`mmdvit.engine.resume`).
 """
 from pathlib import Path
 from typing import Union
@@ -24,6 +26,9 @@ class AtomicLocalBackend(LocalBackend):
 
     def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
         write_atomic(str(filepath), lambda f: f.write(obj))
+
+    def put_text(self, obj: str, filepath: Union[str, Path], encoding: str = 'utf-8') -> None:
+        self.put(obj.encode(encoding), filepath)
 
 
 def use_atomic_checkpoints(cfg: Config) -> bool:

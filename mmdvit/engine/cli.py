@@ -1,22 +1,21 @@
 """Command-line options about checkpoints that the tools share."""
 import argparse
-import os
 
 from ..models.checkpoint import TRUST_ENV
 
 
-def add_trust_argument(parser: argparse.ArgumentParser) -> None:
-    """``--trust-checkpoint``: the opt-in to full unpickling (see :func:`apply_trust`)."""
+def add_trust_argument(parser: argparse.ArgumentParser, which: str) -> None:
+    """``--trust-checkpoint``: full unpickling for ``which`` file (the one on the command
+    line), and for no other file the tool reads.
+
+    Args:
+        which: the file it trusts, in the help's words, e.g. ``'CHECKPOINT'``.
+    """
     parser.add_argument(
         '--trust-checkpoint', action='store_true',
-        help='load the checkpoints this command reads with full unpickling (weights_only=False), '
-        f'as {TRUST_ENV}=1 does. Only for files you trust: unpickling can run code from the '
-        'file. By default checkpoints load with weights_only=True and an allowlist of the '
-        'types Runner checkpoints hold, and anything else is refused.')
-
-
-def apply_trust(args: argparse.Namespace) -> None:
-    """Export ``--trust-checkpoint`` as ``MMDVIT_TRUST_CHECKPOINTS=1``, which every checkpoint
-    read of this process (and of processes it starts) honours."""
-    if args.trust_checkpoint:
-        os.environ[TRUST_ENV] = '1'
+        help=f'load {which} with full unpickling (weights_only=False). Only for a file you '
+        'trust: unpickling can run code from the file. It trusts that file only (not a '
+        f'teacher, init_cfg or other checkpoint: {TRUST_ENV}=FILE[:FILE...] trusts the files '
+        f'listed, {TRUST_ENV}=1 every file). By default checkpoints load with '
+        'weights_only=True, narrow factories for the values Runner checkpoints hold, and '
+        'their declared sizes checked; anything else is refused.')

@@ -1,7 +1,9 @@
 """Checks of dataset contents before a run: annotation maps whose labels fit the classes, COCO
-json files that parse and hold images, categories and annotations, image folders that hold
-images. Each raises :class:`DataError` naming the file and the fix; the pre-flight
-(:mod:`mmdvit.engine.preflight`) adds the config key."""
+json files that parse, hold images, categories and annotations, and whose annotations name
+images and categories of the file, image folders that hold images. Each raises
+:class:`DataError` naming the file and the fix; the pre-flight (:mod:`mmdvit.engine.preflight`)
+adds the config key. The same label check runs on every map as it is loaded
+(:mod:`mmdvit.datasets.transforms`)."""
 import json
 import os
 from typing import Iterator, List, Sequence
@@ -48,11 +50,36 @@ def _spread(items: List[str], num: int) -> List[str]:
     return [items[round(i * (len(items) - 1) / (num - 1))] for i in range(num)]
 
 
+def bad_label_values(raw: np.ndarray, num_classes: int, reduce_zero_label: bool,
+                     ignore_index: int = 255) -> List[int]:
+    """The distinct raw values of an annotation map that are neither a class id in
+    ``[0, num_classes)`` nor ``ignore_index`` after mmseg's ``reduce_zero_label`` (raw 0 and 255
+    -> 255, others -1), sorted."""
+    raw = np.unique(raw).astype(np.int64)
+    labels = np.where((raw == 0) | (raw == 255), 255, raw - 1) if reduce_zero_label else raw
+    return raw[~(((labels >= 0) & (labels < num_classes)) | (labels == ignore_index))].tolist()
+
+
+def label_values_error(path: str, bad: Sequence[int], num_classes: int,
+                       reduce_zero_label: bool, ignore_index: int = 255) -> DataError:
+    """The error for an annotation map ``path`` that holds the raw label values ``bad``."""
+    raw_range = (f'raw values 1..{num_classes} for the classes and 0 / 255 for ignored pixels, '
+                 'as reduce_zero_label=True maps them' if reduce_zero_label else
+                 f'0..{num_classes - 1} for the classes and {ignore_index} for ignored pixels')
+    return DataError(
+        f'{path!r} holds label values {list(bad)[:10]} that are no class of the dataset '
+        f'({num_classes} classes; valid: {raw_range}). Training would fail on them and '
+        'evaluation would count them wrongly: convert the annotation maps to these ids, or fix '
+        'the dataset (metainfo classes, reduce_zero_label, ignore_index).')
+
+
 def check_label_maps(folder: str, suffix: str, num_classes: int, reduce_zero_label: bool,
                      ignore_index: int = 255, sample: int = LABEL_SAMPLE) -> int:
     """Label values of a sample of ``folder``'s annotation maps must be class ids in
-    ``[0, num_classes)`` or ``ignore_index``, after mmseg's ``reduce_zero_label`` (raw 0 and 255
-    -> 255, others -1). Returns the number of maps read.
+    ``[0, num_classes)`` or ``ignore_index``, after mmseg's ``reduce_zero_label`` (see
+    :func:`bad_label_values`). Returns the number of maps read. A quick check that fails before
+    the Runner is built; every map is checked as it is loaded by
+    :class:`mmdvit.datasets.transforms.CheckLabelMap`.
 
     Raises:
         DataError: no map in the folder, or a map with other values (names the file, the
@@ -64,29 +91,18 @@ def check_label_maps(folder: str, suffix: str, num_classes: int, reduce_zero_lab
                         'there (or fix data_prefix.seg_map_path / seg_map_suffix).')
     sampled = _spread(files, sample)
     for path in sampled:
-        raw = np.unique(np.asarray(Image.open(path))).astype(np.int64)
-        labels = raw
-        if reduce_zero_label:
-            labels = np.where((raw == 0) | (raw == 255), 255, raw - 1)
-        bad = raw[~(((labels >= 0) & (labels < num_classes)) | (labels == ignore_index))]
-        if bad.size:
-            raw_range = (f'raw values 1..{num_classes} for the classes and 0 / 255 for ignored '
-                         'pixels, as reduce_zero_label=True maps them' if reduce_zero_label else
-                         f'0..{num_classes - 1} for the classes and {ignore_index} for ignored '
-                         'pixels')
-            raise DataError(
-                f'{path!r} holds label values {bad.tolist()[:10]} that are no class of the '
-                f'dataset ({num_classes} classes; valid: {raw_range}). Training would fail on '
-                'them and evaluation would count them wrongly: convert the annotation maps to '
-                'these ids, or fix the dataset (metainfo classes, reduce_zero_label, '
-                'ignore_index).')
+        bad = bad_label_values(np.asarray(Image.open(path)), num_classes, reduce_zero_label,
+                               ignore_index)
+        if bad:
+            raise label_values_error(path, bad, num_classes, reduce_zero_label, ignore_index)
     return len(sampled)
 
 
 def check_coco_json(path: str, need_annotations: bool = True) -> None:
     """A COCO annotation file must parse and hold non-empty ``images`` and ``categories``
     lists (and ``annotations``, unless ``need_annotations`` is false, as for test-dev image
-    lists). Files over :data:`JSON_PARSE_LIMIT` are only checked to start like a JSON object.
+    lists), and every annotation must name an image id and a category id of the file. Files
+    over :data:`JSON_PARSE_LIMIT` are only checked to start like a JSON object.
 
     Raises:
         DataError: naming the file, the problem and the fix.
@@ -115,3 +131,29 @@ def check_coco_json(path: str, need_annotations: bool = True) -> None:
         raise DataError(f'{path!r} has no {" / ".join(bad)} (missing or empty list); a COCO '
                         f'annotation file needs non-empty images, categories and annotations: '
                         f'{fix}, or point ann_file at the right file.')
+    _check_coco_ids(path, data)
+
+
+def _check_coco_ids(path: str, data: dict) -> None:
+    """Every annotation must name an image and a category of the file (mmdet and pycocotools
+    drop the others silently).
+
+    Raises:
+        DataError: naming the file, how many annotations are affected, the first one's id and
+            its unknown id, and the fix.
+    """
+    known = {key: {item.get('id') for item in data[field] if isinstance(item, dict)}
+             for key, field in (('image_id', 'images'), ('category_id', 'categories'))}
+    annotations = [a for a in data.get('annotations') or [] if isinstance(a, dict)]
+    for key, field in (('category_id', 'categories'), ('image_id', 'images')):
+        bad = [a for a in annotations if a.get(key) not in known[key]]
+        if bad:
+            listed = sorted(i for i in known[key] if isinstance(i, int))[:10]
+            more = '...' if len(known[key]) > len(listed) else ''
+            raise DataError(
+                f'{path!r}: {len(bad)} annotation(s) name a {key} that is not in the file\'s '
+                f'{field}, the first is annotation id {bad[0].get("id")!r} with {key} '
+                f'{bad[0].get(key)!r} ({field} ids: {listed}{more}). '
+                'mmdet would drop them silently: give them the id of one of the listed '
+                f'{field} (or add the missing entry to {field}), or remove them, and '
+                'regenerate the file if a converter wrote it.')

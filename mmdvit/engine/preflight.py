@@ -1,9 +1,10 @@
 """Pre-flight checks of a config before a Runner is built: missing datasets, missing checkpoint
 files, a class count that does not fit the dataset, and dataset contents that cannot give a
-correct run (label values outside the classes, empty or malformed COCO json, empty image
-folders) fail at once, with the config key, the path and the fix in the message (instead of
-minutes later inside a dataloader worker, or never, as a silently wrong ``num_classes`` or
-mIoU)."""
+correct run (label values outside the classes, empty or malformed COCO json, COCO annotations of
+unknown images or categories, empty image folders) fail at once, with the config key, the path
+and the fix in the message (instead of minutes later inside a dataloader worker, or never, as a
+silently wrong ``num_classes`` or mIoU). :func:`add_load_checks` wires the checks of every
+sample as it is loaded into the pipelines."""
 import glob
 import inspect
 import os.path as osp
@@ -184,8 +185,24 @@ def _missing_checkpoint_fix(key: str, path: str) -> str:
             f'or point the config elsewhere with --cfg-options {key}=PATH')
 
 
+URL_FIXES = {
+    'checkpoint to evaluate': 'pass the local path as CHECKPOINT',
+    'resume checkpoint': 'pass the local path to --resume',
+}
+
+
+def _url_error(what: str, key: str, path: str) -> PreflightError:
+    fix = URL_FIXES.get(what, f'point the config at it with --cfg-options {key}=PATH')
+    return PreflightError(
+        f'{what} {path!r} is a URL: mmdvit reads local checkpoints only and downloads nothing '
+        'at run time (a downloaded checkpoint would be unpickled before any check). Download '
+        'it yourself (compare its SHA-256 with the checksum its name carries, if any) and '
+        f'{fix}.')
+
+
 def check_checkpoints(cfg: Config, mode: str, skip: Tuple[str, ...] = ()) -> None:
-    """Every local checkpoint the config names must exist (URLs are left to mmengine).
+    """Every checkpoint the config names must be a local file that exists (a URL is refused:
+    nothing is downloaded at run time).
 
     Args:
         mode: ``'train'`` or ``'test'`` (says what ``load_from`` is for).
@@ -193,15 +210,19 @@ def check_checkpoints(cfg: Config, mode: str, skip: Tuple[str, ...] = ()) -> Non
             full checkpoint replaces them).
 
     Raises:
-        PreflightError: naming what the file is for, the path and how to fix it.
+        PreflightError: naming what the file is for (the config key or the tool's argument),
+            the path and how to fix it.
     """
     for key, path in _checkpoints(cfg):
-        if '://' in path or key in skip or osp.isfile(osp.expanduser(path)):
+        if key in skip:
             continue
-        what = f'{key}: checkpoint'
+        what = load_from_role(cfg, mode) if key == 'load_from' else f'{key}: checkpoint'
+        if '://' in path:
+            raise _url_error(what, key, path)
+        if osp.isfile(osp.expanduser(path)):
+            continue
         fix = _missing_checkpoint_fix(key, path)
         if key == 'load_from':
-            what = load_from_role(cfg, mode)
             fix = LOAD_FROM_FIXES.get(what, fix)
         raise PreflightError(f'{what} {path!r} not found. {fix}.')
 
@@ -258,8 +279,16 @@ def _setting(dataset: dict, dataset_cls: Optional[type], name: str, default: Any
     return default if param is None or param.default is param.empty else param.default
 
 
-def _is_coco(dataset_cls: Optional[type]) -> bool:
-    return any(c.__name__ == 'CocoDataset' for c in getattr(dataset_cls, '__mro__', ()))
+def _is_a(dataset_cls: Optional[type], name: str) -> bool:
+    return any(c.__name__ == name for c in getattr(dataset_cls, '__mro__', ()))
+
+
+def _raw_classes(dataset: dict, dataset_cls: Optional[type]) -> Optional[Tuple[str, ...]]:
+    """The classes the label ids in a segmentation dataset's files refer to: the class's full
+    list (a metainfo subset is mapped when the maps are loaded), else the metainfo's."""
+    classes = (getattr(dataset_cls, 'METAINFO', {}).get('classes')
+               or (dataset.get('metainfo') or {}).get('classes'))
+    return tuple(classes) if classes else None
 
 
 @contextmanager
@@ -280,7 +309,7 @@ def _check_dataset_contents(dataset: dict, dataset_cls: Optional[type], where: s
         with _config_key(f'{where}.ann_file'):
             if osp.getsize(path) == 0:
                 raise DataError(f'{path!r} is empty: regenerate or re-download it.')
-            if _is_coco(dataset_cls):
+            if _is_a(dataset_cls, 'CocoDataset'):
                 check_coco_json(path, need_annotations)
     prefixes = dataset.get('data_prefix') or {}
     for key, prefix in ({'': prefixes} if isinstance(prefixes, str) else prefixes).items():
@@ -291,9 +320,8 @@ def _check_dataset_contents(dataset: dict, dataset_cls: Optional[type], where: s
             if key != 'seg_map_path':
                 check_not_empty(folder)
                 continue
-            classes = (getattr(dataset_cls, 'METAINFO', {}).get('classes')
-                       or (dataset.get('metainfo') or {}).get('classes'))
-            if classes:  # raw label ids follow the class's full list, before any label_map
+            classes = _raw_classes(dataset, dataset_cls)
+            if classes:
                 check_label_maps(
                     folder, _setting(dataset, dataset_cls, 'seg_map_suffix', '.png'),
                     len(classes), _setting(dataset, dataset_cls, 'reduce_zero_label', False),
@@ -302,10 +330,12 @@ def _check_dataset_contents(dataset: dict, dataset_cls: Optional[type], where: s
 
 def check_data_contents(cfg: Config, mode: str) -> None:
     """What the datasets hold: a sample of segmentation annotation maps must have label values
-    in ``[0, num_classes)`` or the ignore index (after ``reduce_zero_label``); COCO json files
-    (datasets and ``CocoMetric``) must parse and hold images, categories and (for training
-    data and evaluation) annotations; image folders must hold images; annotation files must not
-    be empty. Run after :func:`check_datasets` (the paths exist).
+    in ``[0, num_classes)`` or the ignore index (after ``reduce_zero_label``; a quick check
+    before the Runner is built, every map is checked as it is loaded, see
+    :func:`add_load_checks`); COCO json files (datasets and ``CocoMetric``) must parse, hold
+    images, categories and (for training data and evaluation) annotations, and their
+    annotations must name images and categories of the file; image folders must hold images;
+    annotation files must not be empty. Run after :func:`check_datasets` (the paths exist).
 
     Raises:
         PreflightError: naming the config key, the file and the fix.
@@ -320,6 +350,79 @@ def check_data_contents(cfg: Config, mode: str) -> None:
             if 'CocoMetric' in str(node.get('type', '')) and isinstance(ann_file, str) and ann_file:
                 with _config_key(f'{where}.ann_file'):
                     check_coco_json(ann_file, need_annotations=not node.get('format_only'))
+
+
+FILE_CHECK = 'mmdvit.CheckFilesNotEmpty'
+LABEL_CHECK = 'mmdvit.CheckLabelMap'
+
+
+def _name(transform: Any) -> str:
+    """A pipeline entry's type without its scope (``'mmseg.LoadAnnotations'`` ->
+    ``'LoadAnnotations'``)."""
+    return str(transform.get('type', '')).split('.')[-1] if isinstance(transform, dict) else ''
+
+
+def _is(transform: Any, check: str) -> bool:
+    return isinstance(transform, dict) and transform.get('type') == check
+
+
+def _with_label_check_tta(stages: list, label_check: dict) -> list:
+    """``TestTimeAug``'s ``transforms`` (stages of alternatives) with a ``[label_check]`` stage
+    after each stage of ``LoadAnnotations``."""
+    out: list = []
+    for i, stage in enumerate(stages):
+        out.append(stage)
+        following = stages[i + 1] if i + 1 < len(stages) else []
+        if (stage and all(_name(t) == 'LoadAnnotations' for t in stage)
+                and not any(_is(t, LABEL_CHECK) for t in following)):
+            out.append([dict(label_check)])
+    return out
+
+
+def _with_load_checks(pipeline: list, label_check: Optional[dict]) -> list:
+    """``pipeline`` with :data:`FILE_CHECK` before every ``LoadImageFromFile`` and
+    ``label_check`` (if any) after every ``LoadAnnotations`` (also inside ``TestTimeAug``),
+    where they are not already."""
+    out: list = []
+    for i, transform in enumerate(pipeline):
+        name = _name(transform)
+        if name == 'LoadImageFromFile' and not (out and _is(out[-1], FILE_CHECK)):
+            out.append(dict(type=FILE_CHECK))
+        if name == 'TestTimeAug' and label_check:
+            transform = dict(transform, transforms=_with_label_check_tta(
+                transform['transforms'], label_check))
+        out.append(transform)
+        following = pipeline[i + 1] if i + 1 < len(pipeline) else None
+        if name == 'LoadAnnotations' and label_check and not _is(following, LABEL_CHECK):
+            out.append(dict(label_check))
+    return out
+
+
+def add_load_checks(cfg: Config, mode: str) -> None:
+    """Check every sample as it is loaded (in place): in the pipeline of every dataset the run
+    reads, :class:`~mmdvit.datasets.transforms.CheckFilesNotEmpty` goes before each
+    ``LoadImageFromFile`` (0-byte images and annotation maps) and, for mmseg datasets,
+    :class:`~mmdvit.datasets.transforms.CheckLabelMap` after each ``LoadAnnotations`` (label
+    values outside the classes, maps of another size than their image), with the dataset's
+    class count and ignore index. Entries already there (e.g. in a config an earlier run
+    dumped) are kept as they are.
+
+    Args:
+        mode: ``'train'`` (training and validation data) or ``'test'``.
+    """
+    for loader in _dataloaders(cfg, mode):
+        for _, dataset in _leaf_datasets(cfg[loader]['dataset'], loader):
+            pipeline = dataset.get('pipeline')
+            if not isinstance(pipeline, (list, tuple)):
+                continue
+            dataset_cls = _dataset_class(dataset, cfg.get('default_scope'))
+            label_check = None
+            if _is_a(dataset_cls, 'BaseSegDataset'):
+                classes = _raw_classes(dataset, dataset_cls)
+                label_check = dict(type=LABEL_CHECK,
+                                   num_classes=len(classes) if classes else None,
+                                   ignore_index=_setting(dataset, dataset_cls, 'ignore_index', 255))
+            dataset['pipeline'] = _with_load_checks(list(pipeline), label_check)
 
 
 def check_config(cfg: Config, mode: str) -> None:

@@ -15,6 +15,7 @@ from mmengine.config import DictAction
 from mmdvit.analysis.complexity import complexity
 from mmdvit.analysis.inputs import read_image, sample_photos
 from mmdvit.analysis.models import load_config
+from mmdvit.engine.cli import add_trust_argument
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -28,9 +29,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--num-images', type=int, default=1,
                         help="average over this many of scikit-image's photographs")
     parser.add_argument('--images', nargs='+', help='average over these image files instead')
-    parser.add_argument('--checkpoint', help='model checkpoint (default: random weights), read '
-                        'with weights_only=True; MMDVIT_TRUST_CHECKPOINTS=1 loads a trusted file '
-                        'that needs full unpickling')
+    parser.add_argument('--checkpoint', help='model checkpoint (default: random weights), a '
+                        'local file read safely (docs/checkpoints.md)')
+    add_trust_argument(parser, '--checkpoint')
     parser.add_argument('--out', help='write the figures to this JSON file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. model.student.backbone.keep_ratios='
@@ -77,7 +78,7 @@ def main(argv=None) -> dict:
     cfg = load_config(args.config, args.cfg_options)
     images = ([read_image(p) for p in args.images] if args.images else
               sample_photos(args.num_images))
-    result = complexity(cfg, args.shape, images, args.checkpoint)
+    result = complexity(cfg, args.shape, images, args.checkpoint, args.trust_checkpoint)
     print(format_report(result))
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -23,14 +23,14 @@ from mmdvit.analysis.inputs import read_image, resize
 from mmdvit.analysis.models import (build_model, default_scope, load_config, load_weights,
                                     model_config)
 from mmdvit.analysis.visualize import caption, kept_maps, render
+from mmdvit.engine.cli import add_trust_argument
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Draw the locations each predictor keeps.')
     parser.add_argument('config', help='model config (or preset name, e.g. swin-t)')
-    parser.add_argument('checkpoint', help="model checkpoint, or 'none' for random weights; read "
-                        'with weights_only=True (MMDVIT_TRUST_CHECKPOINTS=1 loads a trusted file '
-                        'that needs full unpickling)')
+    parser.add_argument('checkpoint', help="model checkpoint (a local file, read safely: "
+                        "docs/checkpoints.md), or 'none' for random weights")
     parser.add_argument('images', nargs='+', help='image files (any size)')
     parser.add_argument('--out-dir', required=True, help='where the PNGs go')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
@@ -42,6 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='override config settings, e.g. model.student.backbone.keep_ratios='
                         '"(0.9,0.7,0.5)" for the shipped (wrapper) configs, '
                         'model.backbone.keep_ratios=... for a plain model config')
+    add_trust_argument(parser, 'CHECKPOINT')
     return parser.parse_args(argv)
 
 
@@ -50,7 +51,7 @@ def main(argv=None) -> List[str]:
     cfg = load_config(args.config, args.cfg_options)
     torch.manual_seed(args.seed)
     model = build_model(model_config(cfg), default_scope(cfg))
-    loaded, missing = load_weights(model, args.checkpoint)
+    loaded, missing = load_weights(model, args.checkpoint, args.trust_checkpoint)
     if args.checkpoint.lower() == 'none':
         print(f'random weights (seed {args.seed}): the kept locations show the mechanics, not '
               'learned saliency')

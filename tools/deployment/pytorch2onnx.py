@@ -12,7 +12,7 @@ Examples::
     python tools/deployment/pytorch2onnx.py configs/upernet_dvit_swin_whole.py CKPT --part model \
         --shape 512 512 --out work_dirs/upernet.onnx
 
-The graph is fixed to the input shape and batch (every predictor keeps k = int(N * ratio)
+The graph is fixed to the input shape and batch (every predictor keeps k = max(1, int(N * ratio))
 positions per image, so all shapes are static); the decision is part of it and recomputed for
 every input. Before the file is written, ONNX Runtime runs it on two batches of different
 photographs and its outputs are compared with PyTorch's (max abs / rel difference printed;
@@ -28,7 +28,7 @@ from torch import nn
 
 from mmdvit.analysis.models import (backbone_config, build_model, default_scope, load_config,
                                     model_config, set_keep_ratios)
-from mmdvit.engine.cli import add_trust_argument, apply_trust
+from mmdvit.engine.cli import add_trust_argument
 from mmdvit.models.checkpoint import extract_state_dict, load_checkpoint_file
 
 EXPORTER_FLAGS = {'auto': None, 'dynamo': True, 'torchscript': False}
@@ -70,7 +70,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. model.student.backbone.keep_ratios='
                         '"(0.9,0.7,0.5)" (shipped configs), model.keep_ratios=... (presets)')
-    add_trust_argument(parser)
+    add_trust_argument(parser, 'CHECKPOINT')
     args = parser.parse_args(argv)
     if args.checkpoint and args.checkpoint_option:
         parser.error('give the checkpoint once (positional or --checkpoint)')
@@ -83,7 +83,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error(f'--batch must be positive, got {args.batch}')
     if not args.out.endswith('.onnx'):
         parser.error(f'--out {args.out!r}: give a file name ending in .onnx')
-    apply_trust(args)
     return args
 
 
@@ -101,11 +100,13 @@ def build(args: argparse.Namespace) -> nn.Module:
     return build_model(backbone_config(model_cfg), default_scope(cfg))
 
 
-def load_state(model: nn.Module, path: str, part: str,
-               allow_missing: bool) -> Tuple[int, List[str]]:
-    """Load ``path`` (safe reader) into ``model``: a whole-model, SparsityTrainer
-    (``student.``) or backbone checkpoint. Returns (tensors loaded, missing model keys)."""
-    state = extract_state_dict(load_checkpoint_file(path, 'checkpoint to export'))
+def load_state(model: nn.Module, path: str, part: str, allow_missing: bool,
+               trust: bool = False) -> Tuple[int, List[str]]:
+    """Load ``path`` (safe reader; ``trust``: full unpickling) into ``model``: a whole-model,
+    SparsityTrainer (``student.``) or backbone checkpoint. Returns (tensors loaded, missing
+    model keys)."""
+    state = extract_state_dict(load_checkpoint_file(path, 'checkpoint to export',
+                                                    trust=trust or None))
     for prefix in WRAPPER_PREFIXES:
         if any(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -137,7 +138,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
                         'another file.')
     model = build(args)
     if args.checkpoint:
-        loaded, missing = load_state(model, args.checkpoint, args.part, args.allow_missing_keys)
+        loaded, missing = load_state(model, args.checkpoint, args.part, args.allow_missing_keys,
+                                     args.trust_checkpoint)
         print(f'loaded {loaded} tensors from {args.checkpoint}'
               + (f' ({len(missing)} missing, random)' if missing else ''))
     else:

@@ -21,8 +21,8 @@ sparsity modules (score predictors, fast paths) the converted checkpoint does no
 for a dense source: the model initialises them), the other model keys it lacks, and the
 converted keys the model does not have.
 
-SRC is read with ``weights_only=True`` (``--trust-checkpoint`` for a trusted file that needs
-full unpickling). DST must differ from SRC and must not exist (``--force`` replaces it); it is
+SRC is a local file, read safely (docs/checkpoints.md; ``--trust-checkpoint`` unpickles it
+fully). DST must differ from SRC and must not exist (``--force`` replaces it); it is
 written to a temporary file in DST's folder and renamed into place, so a failed write leaves
 an existing DST as it was.
 """
@@ -33,7 +33,7 @@ from typing import List, Optional, Sequence
 
 from mmdvit.engine.cli import add_trust_argument
 from mmdvit.models.checkpoint import (diff_state_dicts, extract_state_dict, load_checkpoint_file,
-                                      save_checkpoint_file)
+                                      same_file, save_checkpoint_file)
 from mmdvit.models.checkpoint.classifier import (CONVERTERS, ClassifierConversion,
                                                  convert_classifier_checkpoint)
 from mmdvit.models.wrappers.sparsity_trainer import NEW_MODULE_MARKERS
@@ -47,20 +47,14 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help='model family (default: detected from the keys)')
     parser.add_argument('--config', help='also check the result against this config\'s model')
     parser.add_argument('--force', action='store_true', help='replace DST if it exists')
-    add_trust_argument(parser)
+    add_trust_argument(parser, 'SRC')
     args = parser.parse_args(argv)
-    if _same_file(args.src, args.dst):
+    if same_file(args.src, args.dst):
         parser.error(f'DST {args.dst!r} is SRC: converting in place would replace the source '
                      'checkpoint. Give another DST.')
     if os.path.exists(args.dst) and not args.force:
         parser.error(f'DST {args.dst!r} exists: pass --force to replace it, or give another DST.')
     return args
-
-
-def _same_file(src: str, dst: str) -> bool:
-    if os.path.exists(src) and os.path.exists(dst):
-        return os.path.samefile(src, dst)
-    return os.path.realpath(src) == os.path.realpath(dst)
 
 
 def key_lines(title: str, keys: Sequence[str]) -> List[str]:

@@ -12,13 +12,12 @@ from torch import Tensor, nn
 from ..checkpoint import load_pretrained
 from ..checkpoint.loading import LoadReport
 from ..sparse import ScorePredictor, SparsityDecision, StageSchedule, decide
-from ..sparse.decision import num_kept
 from ..sparse.predictor import score_in_float32
 
 UNTRAINED_PREDICTORS_WARNING = (
     '{name} is training outside mmdvit.SparsityTrainer: nothing trains its score predictors '
-    '(no keep-ratio loss), yet inference keeps int(N * keep_ratio) positions chosen by their '
-    'untrained scores. To train them, wrap the model in the config:\n'
+    '(no keep-ratio loss), yet inference keeps max(1, int(N * keep_ratio)) positions chosen by '
+    'their untrained scores. To train them, wrap the model in the config:\n'
     "    model = dict(type='mmdvit.SparsityTrainer', student=<this model config>,\n"
     '                 teacher=None, feature_distill_weight=0.0)\n'
     "(README.md, 'Sparsity training'). For a dense backbone set sparse_stages=() "
@@ -28,8 +27,8 @@ UNTRAINED_PREDICTORS_WARNING = (
 def warn_outside_trainer(backbone: 'DynamicBackbone', args: Tuple) -> None:
     """Forward pre-hook: warn once, at the first training forward, when a backbone with
     predictors trains without :class:`~mmdvit.SparsityTrainer` (which alone trains them)."""
-    if (backbone.training and backbone.keep_ratios and backbone.trainer_role != 'student'
-            and not backbone._warned_untrained):
+    if (backbone.training and any(r < 1.0 for r in backbone.keep_ratios)
+            and backbone.trainer_role != 'student' and not backbone._warned_untrained):
         backbone._warned_untrained = True
         print_log(UNTRAINED_PREDICTORS_WARNING.format(name=type(backbone).__name__),
                   logger='current', level=logging.WARNING)
@@ -82,8 +81,8 @@ class DynamicBackbone(BaseModule):
 
         ``tokens`` are the positions of an (H, W) = ``hw_shape`` map, or for window decisions
         the pooled windows of a ``hw_shape`` window grid with ``window_size``-position sides.
-        At inference with a ratio that keeps every candidate position the predictor is
-        skipped: the result cannot depend on it.
+        The predictor is skipped when its ratio keeps every candidate position
+        (:func:`~mmdvit.models.sparse.decide`).
 
         ``nested`` (plain ViTs): the decision nests in this forward pass's previous one (see
         :func:`~mmdvit.models.sparse.decide`), and the predictor's global summary averages the
@@ -91,27 +90,19 @@ class DynamicBackbone(BaseModule):
         the n positions still kept, in the order of the previous decision's ``keep_indices``.
         """
         sched = self.schedule[stage]
-        ratio = sched.keep_ratios[local_index]
-        index, hw_shape = sched.first_index + local_index, tuple(hw_shape)
         predictor = self.score_predictors[str(stage)][local_index]
         previous = self.sparsity_decisions[-1] if nested and self.sparsity_decisions else None
-        batch, num = tokens.shape[:2]
-        if self.training:
+
+        def scores() -> Tensor:
             policy = None
-            if nested:
-                policy = (tokens.new_ones(batch, num, dtype=torch.float32)
+            if nested and self.training:
+                policy = (tokens.new_ones(tokens.shape[:2], dtype=torch.float32)
                           if previous is None else previous.keep_mask).unsqueeze(-1)
-            log_probs = score_in_float32(predictor, tokens, policy)
-        elif num_kept(hw_shape[0] * hw_shape[1], ratio) == num:
-            log_probs = None  # nothing to prune
-        else:
-            log_probs = score_in_float32(predictor, tokens)
-        if log_probs is None and previous is None:
-            mask = tokens.new_ones(batch, num, dtype=torch.float32)
-            decision = SparsityDecision(stage, index, ratio, hw_shape, None, mask, None, num)
-        else:
-            decision = decide(log_probs, ratio, self.training, stage, index, hw_shape, previous)
-        decision.window_size = window_size
+            return score_in_float32(predictor, tokens, policy)
+
+        decision = decide(scores, sched.keep_ratios[local_index], self.training, stage,
+                          sched.first_index + local_index, tuple(hw_shape), previous,
+                          window_size=window_size, like=tokens)
         self.sparsity_decisions.append(decision)
         return decision
 

@@ -34,7 +34,7 @@ class DynamicLVViT(DynamicViT):
     divided by ``skip_lam`` (:class:`~mmdvit.models.backbones.vit_layers.ViTBlock`) and a
     final LayerNorm (eps 1e-5 throughout). The forward pass, and so the sparsification, is
     :class:`~mmdvit.models.backbones.dynamic_vit.DynamicViT`'s: nested keep masks and masked
-    attention in training, the top ``int(N * keep_ratios[i])`` patch tokens gathered at
+    attention in training, the top ``max(1, int(N * keep_ratios[i]))`` patch tokens gathered at
     inference, the class token always kept.
 
     The classifiers of the releases (class-token ``head`` and token-labelling ``aux_head``) live

@@ -41,8 +41,10 @@ class DynamicViT(DynamicBackbone):
       multiplied into the previous one and attention ignores pruned tokens
       (:func:`~mmdvit.models.backbones.vit_layers.policy_softmax`, float32). The predictor's
       global feature averages the tokens kept so far.
-    - Inference: the top ``k_i = int(N * keep_ratios[i])`` tokens by keep score (N = number of
-      patches) are gathered and the later blocks run on the class token and them only.
+    - Inference: the top ``k_i = max(1, int(N * keep_ratios[i]))`` tokens by keep score (N =
+      number of patches) are gathered and the later blocks run on the class token and them only.
+    - A predictor whose ratio keeps every token (1.0) is skipped in both modes, and the blocks
+      after it run unmasked, as timm's.
 
     ``sparsity_decisions[i].keep_mask`` is the cumulative (B, N) mask over the patch tokens in
     their original order, so the keep-ratio loss compares ``mean(mask)`` with ``keep_ratios[i]``.
@@ -215,7 +217,8 @@ class DynamicViT(DynamicBackbone):
                 previous = self.sparsity_decisions[-1] if self.sparsity_decisions else None
                 decision = self.decide(0, local, x[:, 1:], grid, nested=True)
                 if self.training:
-                    mask = decision.keep_mask
+                    if decision.num_keep is None:  # it may prune: attention follows the mask
+                        mask = decision.keep_mask
                 else:
                     if pruned_map is not None:
                         pruned_map = pruned_map.scatter(

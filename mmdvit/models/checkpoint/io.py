@@ -1,75 +1,61 @@
 """Checkpoint files: the one safe reader, the one atomic writer, and state-dict unwrapping.
 
-Reading never runs code from a file: ``torch.load(weights_only=True)`` with an allowlist of the
-plain data types that mmengine Runner checkpoints (and the OpenMMLab zoo files written by them)
-hold besides tensors (:data:`RUNNER_CHECKPOINT_GLOBALS`). A file that needs anything else is
-refused with an :class:`UnsafeCheckpointError` naming the file, what it was read for and the
-globals it needs. Files the user trusts load with full unpickling when ``trust=True`` or the
-environment variable ``MMDVIT_TRUST_CHECKPOINTS=1`` is set.
+Reading never runs code from a file and never allocates more than the file holds: the file is
+checked first (:func:`~.prescan.prescan`: a PyTorch zip whose entries are stored uncompressed,
+whose pickle names only the globals Runner checkpoints use, calls them only with what they
+build, and declares storages its records hold), then read with
+``torch.load(weights_only=True)`` and mmdvit's narrow factories for numpy values and
+message-hub history (:mod:`.allowlist`). A file that fails is refused with an
+:class:`UnsafeCheckpointError` or a :class:`CheckpointError` naming the file, what it was read
+for and the reason. URLs are refused: nothing is downloaded at run time. Files the user trusts
+load with full unpickling: ``trust=True`` (a tool's ``--trust-checkpoint`` for the file on its
+command line), or the environment variable ``MMDVIT_TRUST_CHECKPOINTS`` (``1``: every file;
+``FILE[:FILE...]``: those files).
 """
 import os
 import pickle
 import tempfile
-from typing import Any, BinaryIO, Callable, Dict, List, Optional
+from typing import Any, BinaryIO, Callable, Dict, Optional
 
-import numpy as np
 import torch
-from mmengine.logging import HistoryBuffer, print_log
+from mmengine.logging import print_log
 from torch import Tensor
+
+from .allowlist import RefusedCall, materialise, safe_globals
+from .prescan import DeclaredSizeError, MalformedCheckpoint, RefusedGlobal, prescan
 
 StateDict = Dict[str, Tensor]
 TRUST_ENV = 'MMDVIT_TRUST_CHECKPOINTS'
-HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
-_NUMPY_DTYPES = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
-                 np.uint64, np.float16, np.float32, np.float64)
-
-
-def _history_buffer_method(owner: Any, name: str) -> Any:
-    """``getattr`` as a Runner checkpoint uses it, and nothing else: the message hub's
-    ``HistoryBuffer`` pickles its statistics methods (``min``, ``max``, ``mean``,
-    ``current``) as ``getattr(HistoryBuffer, name)``. A general ``getattr`` would let a file
-    reach any attribute of any object it builds, so every other use is refused."""
-    if owner is HistoryBuffer and name in HISTORY_BUFFER_STATISTICS:
-        return getattr(HistoryBuffer, name)
-    raise pickle.UnpicklingError(f'getattr({owner!r}, {name!r}) is not allowed (only '
-                                 f'HistoryBuffer.{{{",".join(HISTORY_BUFFER_STATISTICS)}}})')
-
-
-# What an mmengine 0.10.7 Runner checkpoint holds besides tensors and Python containers: the
-# message hub's HistoryBuffer (with its statistics methods), numpy arrays, scalars and dtypes.
-# numpy >= 2 pickles as ``numpy._core``, files written with numpy 1.x name ``numpy.core``.
-RUNNER_CHECKPOINT_GLOBALS: List[Any] = [
-    HistoryBuffer,
-    (_history_buffer_method, 'builtins.getattr'),
-    np.ndarray,
-    np.dtype,
-    np._core.multiarray._reconstruct,
-    (np._core.multiarray._reconstruct, 'numpy.core.multiarray._reconstruct'),
-    np._core.multiarray.scalar,
-    (np._core.multiarray.scalar, 'numpy.core.multiarray.scalar'),
-] + [type(np.dtype(t)) for t in _NUMPY_DTYPES]
+OPT_IN = (f'If you trust this file, set {TRUST_ENV}=1 (every checkpoint) or '
+          f'{TRUST_ENV}=FILE (this one), or pass --trust-checkpoint when it is the file on a '
+          "tool's command line, to load it with full unpickling.")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file cannot be read (truncated, corrupt, not a PyTorch checkpoint)."""
+    """A checkpoint file cannot be read (truncated, corrupt, not a PyTorch checkpoint, a URL,
+    more data declared than held)."""
 
 
 class UnsafeCheckpointError(CheckpointError):
-    """A checkpoint needs types outside the allowlist: unpickling it could run code."""
+    """A checkpoint needs what mmdvit does not unpickle: loading it could run code."""
 
 
-def trust_from_env() -> bool:
-    """Whether ``MMDVIT_TRUST_CHECKPOINTS`` asks for full unpickling of every checkpoint."""
-    return os.environ.get(TRUST_ENV, '').strip().lower() in ('1', 'true', 'yes')
+def trusted_by_env(path: str) -> bool:
+    """Whether ``MMDVIT_TRUST_CHECKPOINTS`` trusts ``path``: ``1`` / ``true`` / ``yes`` trust
+    every file, otherwise it lists trusted files separated by ``os.pathsep``."""
+    value = os.environ.get(TRUST_ENV, '').strip()
+    if value.lower() in ('1', 'true', 'yes'):
+        return True
+    return any(same_file(path, listed.strip()) for listed in value.split(os.pathsep)
+               if listed.strip())
 
 
-def _unsafe_globals(path: str) -> List[str]:
-    """The globals of ``path`` outside torch's and mmdvit's allowlists (empty if unknown)."""
-    try:
-        with torch.serialization.safe_globals(RUNNER_CHECKPOINT_GLOBALS):
-            return torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # legacy (non-zip) format or unreadable: torch's message says more
-        return []
+def same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (through links; by path if one is missing)."""
+    a, b = os.path.expanduser(a), os.path.expanduser(b)
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def load_checkpoint_file(path: str, role: str = 'checkpoint', map_location: Any = 'cpu',
@@ -83,42 +69,69 @@ def load_checkpoint_file(path: str, role: str = 'checkpoint', map_location: Any 
             ``'load_from checkpoint'``, ``'checkpoint to evaluate'``.
         map_location: as for :func:`torch.load`.
         trust: ``True`` unpickles fully (the file can run code: only for files you trust);
-            ``None`` takes ``MMDVIT_TRUST_CHECKPOINTS`` from the environment.
+            ``None`` asks ``MMDVIT_TRUST_CHECKPOINTS`` (:func:`trusted_by_env`).
 
     Raises:
         FileNotFoundError: the file does not exist (names the role and the path).
-        UnsafeCheckpointError: the file needs a global outside the allowlist (names them, the
-            role, the path and the opt-in).
-        CheckpointError: any other read failure (truncated or corrupt file), with the path.
+        UnsafeCheckpointError: the file needs a global outside the allowlist, or calls one with
+            arguments mmdvit does not build (names them, the role, the path and the opt-in).
+        CheckpointError: a URL, a file declaring more data than it holds, or any other read
+            failure (truncated or corrupt file), with the role, the path and the cause.
     """
     if '://' in path:
-        raise ValueError(f'{role} {path!r} is a URL: mmdvit reads local files only (nothing is '
-                         'downloaded at run time). Download it and pass the local path.')
+        raise CheckpointError(
+            f'{role} {path!r} is a URL: mmdvit reads local files only and downloads nothing at '
+            'run time (a downloaded checkpoint would be unpickled before any check). Download '
+            'it yourself (compare its SHA-256 with the checksum its name carries, if any) and '
+            'pass the local path.')
     path = os.path.expanduser(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{role} {path!r} not found: place the file there or pass the '
                                 'path of an existing checkpoint.')
-    trust = trust_from_env() if trust is None else trust
+    if trusted_by_env(path) if trust is None else trust:
+        return _load_trusted(path, role, map_location)
+    with open(path, 'rb') as f:
+        try:
+            prescan(f)
+            with torch.serialization.safe_globals(safe_globals()):
+                checkpoint = torch.load(f, map_location=map_location, weights_only=True)
+            return materialise(checkpoint)
+        except Exception as err:  # MemoryError, RecursionError... included: all are named
+            raise _refusal(role, path, err) from None
+
+
+def _load_trusted(path: str, role: str, map_location: Any) -> Any:
+    print_log(f'loading {role} {path!r} with full unpickling (weights_only=False): it is '
+              'trusted, and can run code', logger='current', level=30)
     try:
-        if trust:
-            print_log(f'loading {role} {path!r} with full unpickling (weights_only=False): it '
-                      'is trusted, and can run code', logger='current', level=30)
-            return torch.load(path, map_location=map_location, weights_only=False)
-        with torch.serialization.safe_globals(RUNNER_CHECKPOINT_GLOBALS):
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        unsafe, refusal = _unsafe_globals(path), _refusal(err)
-        if not (unsafe or refusal):
-            raise _read_error(role, path, err) from err
-        needs = f'it needs {", ".join(unsafe)}, which' if unsafe else 'it needs a type that'
-        raise UnsafeCheckpointError(
-            f'refusing to load the {role} {path!r}: {needs} mmdvit does not load, because '
-            f'unpickling it could run code from the file. If you trust this file, set '
-            f'{TRUST_ENV}=1 (or pass --trust-checkpoint to the tools) to load it with full '
-            f'unpickling. (torch: {refusal or "weights-only load failed"})') from None
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError, AttributeError,
-            ImportError) as err:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except (ImportError, AttributeError) as err:
+        raise CheckpointError(
+            f'cannot load the trusted {role} {path!r}: unpickling it needs a module or class '
+            f'that is not available here ({type(err).__name__}: {err}). Install the package it '
+            'was saved with, or re-save its tensors where it loads.') from err
+    except Exception as err:
         raise _read_error(role, path, err) from err
+
+
+def _refusal(role: str, path: str, err: BaseException) -> CheckpointError:
+    """The named error for a safe read that failed with ``err``."""
+    where = f'refusing to load the {role} {path!r}'
+    if isinstance(err, RefusedGlobal):
+        return UnsafeCheckpointError(
+            f'{where}: it needs {", ".join(err.names)}, which mmdvit does not load, because '
+            f'unpickling it could run code from the file. {OPT_IN}')
+    if isinstance(err, RefusedCall) or (isinstance(err, pickle.UnpicklingError)
+                                        and 'is not allowed' in str(err)):
+        return UnsafeCheckpointError(
+            f'{where}: {_reason(err)}; an mmengine Runner checkpoint never needs it, and '
+            f'building it could run code or corrupt memory. {OPT_IN}')
+    if isinstance(err, DeclaredSizeError):
+        return CheckpointError(
+            f'{where}: {err}. A checkpoint written by torch.save holds every byte it declares, '
+            'uncompressed; this one would take memory out of proportion to its size. Replace '
+            'it with a copy written by torch.save.')
+    return _read_error(role, path, err)
 
 
 def _reason(err: BaseException) -> str:
@@ -129,16 +142,11 @@ def _reason(err: BaseException) -> str:
     return (useful or lines or [type(err).__name__])[0].split('. ')[0]
 
 
-def _refusal(err: pickle.UnpicklingError) -> Optional[str]:
-    """What torch's weights-only unpickler refused (a global, a type to build), if anything."""
-    reason = _reason(err)
-    words = ('GLOBAL', 'Can only build', 'is not allowed')
-    return reason if any(word in reason for word in words) else None
-
-
 def _read_error(role: str, path: str, err: BaseException) -> CheckpointError:
+    cause = str(err) if isinstance(err, MalformedCheckpoint) else (
+        f'{type(err).__name__}: {_reason(err)}')
     return CheckpointError(
-        f'cannot read the {role} {path!r} ({type(err).__name__}: {_reason(err)}). The file is '
+        f'cannot read the {role} {path!r} ({cause}). The file is '
         'truncated or corrupt (a copy or a run that was killed while writing it?) or not a '
         'PyTorch checkpoint: replace it with a complete copy.')
 

@@ -63,7 +63,9 @@ class DynamicFPN(FPN):
             self.fpn_convs[level] = SparseConvModule.from_dense(
                 self.fpn_convs[level], ratio,
                 dict(index=index, level=level, source='neck',
-                     block=block_at_level(block_size, level), score_dims=score_dims))
+                     block=block_at_level(block_size, level), score_dims=score_dims),
+                name=f"DynamicFPN's fpn_convs.{level}",
+                fix=f'remove level {level} from sparse_levels')
         self.sparsity_decisions: List[SparsityDecision] = []
 
     @property

@@ -58,8 +58,9 @@ class DynamicUPerHead(UPerHead):
             level = int(name.split('.')[1]) if name.startswith('fpn_convs.') else 0
             gate_cfg = dict(index=index, level=level, source='decode_head',
                             block=block_at_level(block_size, level), score_dims=score_dims)
-            sparse = SparseConvModule.from_dense(self.get_submodule(name), ratio_of[name],
-                                                 gate_cfg)
+            sparse = SparseConvModule.from_dense(
+                self.get_submodule(name), ratio_of[name], gate_cfg,
+                name=f"DynamicUPerHead's {name}", fix=f'remove {name!r} from sparse_convs')
             if name.startswith('fpn_convs.'):
                 self.fpn_convs[level] = sparse
             else:

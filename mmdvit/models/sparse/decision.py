@@ -1,10 +1,21 @@
 """What a predictor decided: hard masks in training, a fixed top-k per image at inference."""
+import os
+import warnings
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from functools import partial
+from typing import Callable, List, Optional, Set, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+# What decide() scores from: the (B, n, 2) log-probabilities, or a function computing them,
+# called only when the decision can prune (needs_scores).
+Scores = Union[Tensor, Callable[[], Tensor]]
+# What a predictor producing NaN / Inf scores at inference does (check_finite_scores).
+NONFINITE_ENV = 'MMDVIT_NONFINITE_SCORES'
+NONFINITE_MODES = ('error', 'warn', 'off')
+_warned_nonfinite: Set[str] = set()
 
 
 @dataclass
@@ -18,16 +29,18 @@ class SparsityDecision:
         hw_shape: (H, W) of the scored feature map, N = H * W (for necks and heads: the grid
             of tiles, see :mod:`.sparse_conv`; for window decisions: the grid of windows).
         log_probs: (B, N, 2) float32 predictor output; ``[..., 0]`` is the keep score.
-            ``None`` at inference when the ratio left nothing to prune and the predictor was
-            skipped.
+            ``None`` when the decision could prune nothing and the predictor was skipped
+            (:func:`needs_scores`; keep ratio 1.0, in training and at inference).
         keep_mask: (B, N) float mask, 1 = kept. Training: the straight-through Gumbel hard
-            mask, which carries gradients to the predictor. Inference: built from
-            ``keep_indices``, no gradient.
+            mask, which carries gradients to the predictor. Inference, and decisions that
+            could prune nothing: built from ``keep_indices``, no gradient.
         order: inference only, (B, N) long: positions sorted by keep score, the first
             ``num_keep`` are kept (for nested decisions, see :func:`decide`, the pruned
-            positions follow by position). ``None`` in training, and at inference when every
-            position is kept or every position is pruned (nothing to sort).
-        num_keep: inference only, k = int(N * keep_ratio), the same for every image.
+            positions follow by position). ``None`` in training and when every position is
+            kept (nothing to sort).
+        num_keep: k = :func:`num_kept` (N, keep_ratio), the same for every image: set at
+            inference, and in both modes when the decision could prune nothing (k = N);
+            ``None`` for a training decision that may prune.
         source: the module that decided: ``'backbone'``, or the attribute name of a head or
             neck (``'decode_head'``, ``'neck'``, ``'rpn_head'``); for those, ``stage`` is the
             pyramid level of the gated map (0 = finest) and ``index`` counts within the module.
@@ -39,7 +52,7 @@ class SparsityDecision:
     index: int
     keep_ratio: float
     hw_shape: Tuple[int, int]
-    log_probs: Tensor
+    log_probs: Optional[Tensor]
     keep_mask: Tensor
     order: Optional[Tensor] = None
     num_keep: Optional[int] = None
@@ -66,7 +79,8 @@ class SparsityDecision:
 
     @property
     def keep_indices(self) -> Optional[Tensor]:
-        """(B, k) indices of the kept positions at inference; ``None`` in training."""
+        """(B, k) indices of the kept positions; ``None`` for a training decision that may
+        prune."""
         if self.num_keep is None:
             return None
         if self.order is None:
@@ -82,8 +96,14 @@ class SparsityDecision:
 
 
 def num_kept(num_positions: int, keep_ratio: float) -> int:
-    """k = int(N * ratio): the fixed number of positions kept per image at inference."""
-    return int(num_positions * keep_ratio)
+    """k, the fixed number of positions kept per image at inference: ``int(N * ratio)``, but at
+    least one position of a non-empty map (``max(1, int(N * ratio))``, and 0 for N = 0).
+
+    Keeping at least one position stops a small map (a 1x1 or 2x2 grid, where
+    ``int(N * ratio)`` is 0 for ratios below 1 / N) from being pruned whole at inference while
+    training keeps about ``ratio`` of it.
+    """
+    return min(num_positions, max(1, int(num_positions * keep_ratio)))
 
 
 def keep_margin(log_probs: Tensor) -> Tensor:
@@ -105,49 +125,152 @@ def rank(scores: Tensor) -> Tensor:
     return torch.sort(scores, dim=1, descending=True, stable=True).indices
 
 
-def decide(log_probs: Optional[Tensor], keep_ratio: float, training: bool, stage: int,
-           index: int, hw_shape: Tuple[int, int],
-           previous: Optional[SparsityDecision] = None) -> SparsityDecision:
-    """Turn predictor scores into a decision.
+def is_tracing() -> bool:
+    """Whether the ops are being recorded (TorchScript / FX tracing, torch.compile, export)."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export())
+
+
+def predictor_name(source: str, stage: int, index: int) -> str:
+    """How messages name a predictor: ``'backbone predictor 2 (stage 2)'``,
+    ``'decode_head gate 1 (level 0)'`` (``'sparse conv gate 0 (level 0)'`` for a gate without
+    an owner)."""
+    if source == 'backbone':
+        return f'backbone predictor {index} (stage {stage})'
+    return f'{source or "sparse conv"} gate {index} (level {stage})'
+
+
+def check_finite_scores(log_probs: Tensor, name: str) -> None:
+    """Refuse non-finite keep scores at inference: ranking NaN / Inf would keep arbitrary
+    positions (in practice the first k) and the model would go on with shifted outputs.
+
+    The environment variable ``MMDVIT_NONFINITE_SCORES`` chooses what happens: ``error``
+    (default) raises a ``FloatingPointError`` naming the predictor and the likely causes;
+    ``warn`` warns once per predictor and ranks the scores anyway (the behaviour before this
+    check); ``off`` skips the check. The check reads one flag back from the device (a host
+    synchronisation per decision on GPUs; ``off`` avoids it); it is skipped while tracing,
+    compiling or exporting (:func:`is_tracing`), where it could not be recorded.
 
     Args:
-        log_probs: (B, N, 2) predictor output over the N = H * W positions. For a nested
-            decision at inference: (B, n, 2) over the n positions ``previous`` kept, in the
-            order of ``previous.keep_indices``, or ``None`` when k = int(N * keep_ratio) equals
-            n (nothing more to prune, the predictor need not run).
+        log_probs: (B, n, 2) predictor output.
+        name: the predictor, as :func:`predictor_name` writes it.
+    """
+    if is_tracing():
+        return
+    mode = os.environ.get(NONFINITE_ENV, 'error')
+    if mode not in NONFINITE_MODES:
+        raise ValueError(f'{NONFINITE_ENV}={mode!r}: use one of {NONFINITE_MODES}.')
+    if mode == 'off' or bool(torch.isfinite(log_probs).all()):
+        return
+    message = (f'{name} produced non-finite keep scores (NaN / Inf) at inference; ranking them '
+               'would keep arbitrary positions. Likely causes: NaN / Inf weights in the '
+               'checkpoint (this predictor or the layers before it), NaN / Inf in the input '
+               'image, or fp16 overflow in the layers before it (run in float32 or bf16). '
+               f'{NONFINITE_ENV}=warn ranks them anyway with a warning.')
+    if mode == 'error':
+        raise FloatingPointError(message)
+    if name not in _warned_nonfinite:
+        _warned_nonfinite.add(name)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def needs_scores(keep_ratio: float, training: bool, num_positions: int,
+                 previous: Optional[SparsityDecision] = None) -> bool:
+    """Whether a decision can prune anything, and so needs its predictor's scores.
+
+    Training: when ``keep_ratio < 1`` (a Gumbel draw at any lower ratio may prune). Inference:
+    when k = :func:`num_kept` (N, ratio) is below the number of candidates, N or, for a
+    decision nested in ``previous``, the positions ``previous`` kept. Otherwise the decision
+    keeps every candidate whatever the scores: the predictor is not run.
+    """
+    if training:
+        return keep_ratio < 1.0
+    candidates = num_positions if previous is None else previous.num_keep
+    return num_kept(num_positions, keep_ratio) < candidates
+
+
+def decide(scores: Optional[Scores], keep_ratio: float, training: bool, stage: int, index: int,
+           hw_shape: Tuple[int, int], previous: Optional[SparsityDecision] = None, *,
+           source: str = 'backbone', window_size: Optional[int] = None,
+           like: Optional[Tensor] = None) -> SparsityDecision:
+    """Turn predictor scores into a decision; the one place that decides whether there is
+    anything to prune (:func:`needs_scores`).
+
+    When nothing can be pruned (keep ratio 1.0 in training; k equal to the number of
+    candidates at inference) the scores are not computed and the decision keeps every
+    candidate, in both modes alike: ``log_probs`` is ``None``, ``order`` is ``None`` and
+    ``num_keep`` is N (without ``previous``, or nested in a decision that kept everything),
+    so the routing functions run the slow path on every position and the module computes its
+    dense counterpart; :func:`~.losses.keep_ratio_loss` does not count it.
+
+    Args:
+        scores: the (B, N, 2) predictor output over the N = H * W positions, or a function
+            that computes it, called only when the scores are needed (the predictor is then
+            skipped when nothing can be pruned). For a nested decision at inference: over the
+            n positions ``previous`` kept, in the order of ``previous.keep_indices``. May be
+            ``None`` when they are not needed.
         keep_ratio: target fraction of kept positions (of all N), in (0, 1].
         training: draw a straight-through Gumbel-softmax hard mask (tau=1) if True; keep the
-            top-k positions by keep score otherwise (ranked by :func:`keep_margin`).
-        stage, index, hw_shape: recorded in the decision.
+            top-k positions by keep score otherwise (ranked by :func:`keep_margin`; non-finite
+            scores are refused, :func:`check_finite_scores`).
+        stage, index, hw_shape, source, window_size: recorded in the decision.
         previous: the decision this one nests in (plain ViTs: a pruned token never returns).
             Training: the hard mask is multiplied by ``previous.keep_mask``. Inference: only
             the positions ``previous`` kept compete, the recorded ``log_probs`` are (B, N, 2)
             with ``(-inf, 0)`` at the others, and ``order`` lists the kept positions by
             descending score, then the others by position.
+        like: a tensor of the batch (B, ...): the batch size and device of the all-kept mask
+            when ``scores`` is a function that is not called (not needed with a tensor
+            ``scores`` or with ``previous``).
     """
+    record = partial(SparsityDecision, stage, index, keep_ratio, tuple(hw_shape),
+                     source=source, window_size=window_size)
+    num = hw_shape[0] * hw_shape[1]
+    k = num_kept(num, keep_ratio)
+    if not needs_scores(keep_ratio, training, num, previous):
+        return _keep_all(record, num, k, previous, scores if like is None else like)
+    if scores is None:
+        raise ValueError(f'{predictor_name(source, stage, index)}: a decision that prunes '
+                         'needs scores (got None)')
+    log_probs = scores() if callable(scores) else scores
     if training:
         mask = F.gumbel_softmax(log_probs.float(), tau=1.0, hard=True, dim=-1)[..., 0]
         if previous is not None:
             mask = mask * previous.keep_mask
-        return SparsityDecision(stage, index, keep_ratio, hw_shape, log_probs, mask)
+        return record(log_probs, mask)
+    check_finite_scores(log_probs, predictor_name(source, stage, index))
     if previous is not None:
-        return _decide_nested(log_probs, keep_ratio, stage, index, hw_shape, previous)
-    batch, num = log_probs.shape[:2]
-    k = num_kept(num, keep_ratio)
-    if k in (0, num):
-        mask = log_probs.new_full((batch, num), float(k == num), dtype=torch.float32)
-        return SparsityDecision(stage, index, keep_ratio, hw_shape, log_probs, mask, None, k)
+        return _decide_nested(log_probs, record, k, previous)
     order = rank(keep_margin(log_probs))
-    mask = torch.zeros(batch, num, device=log_probs.device).scatter_(1, order[:, :k], 1.0)
-    return SparsityDecision(stage, index, keep_ratio, hw_shape, log_probs, mask, order, k)
+    mask = torch.zeros(log_probs.shape[0], num, device=log_probs.device)
+    mask = mask.scatter_(1, order[:, :k], 1.0)
+    return record(log_probs, mask, order, k)
 
 
-def _decide_nested(log_probs: Optional[Tensor], keep_ratio: float, stage: int, index: int,
-                   hw_shape: Tuple[int, int], previous: SparsityDecision) -> SparsityDecision:
-    """Inference part of :func:`decide` for a decision nested in ``previous``."""
+def _keep_all(record: Callable[..., SparsityDecision], num: int, k: int,
+              previous: Optional[SparsityDecision], like: Optional[Scores]) -> SparsityDecision:
+    """The part of :func:`decide` that keeps every candidate without scores (k of the N =
+    ``num`` positions at inference); ``like`` gives the batch size and device of the mask."""
+    if previous is not None:
+        if previous.num_keep is None:
+            raise ValueError('a training decision with keep ratio 1.0 cannot nest in one that '
+                             'prunes (keep ratios must not increase)')
+        if previous.order is not None or k > previous.num_keep:
+            return _decide_nested(None, record, k, previous)  # inference: what previous kept
+        like = previous.keep_mask
+    if not isinstance(like, Tensor):
+        raise ValueError('decide() needs like= (a tensor of the batch) to keep everything '
+                         'without calling the scores function')
+    mask = torch.ones(like.shape[0], num, device=like.device)
+    return record(None, mask, None, num)
+
+
+def _decide_nested(log_probs: Optional[Tensor], record: Callable[..., SparsityDecision], k: int,
+                   previous: SparsityDecision) -> SparsityDecision:
+    """Inference part of :func:`decide` for a decision nested in ``previous`` that keeps k
+    positions (``log_probs`` ``None``: the k = n positions ``previous`` kept)."""
     present = previous.keep_indices
     batch, num = previous.keep_mask.shape
-    k = num_kept(num, keep_ratio)
     if k > present.shape[1]:
         raise ValueError(f'a nested decision cannot keep {k} of {num} positions: the previous '
                          f'one kept {present.shape[1]} (keep ratios must not increase)')
@@ -162,12 +285,9 @@ def _decide_nested(log_probs: Optional[Tensor], keep_ratio: float, stage: int, i
         full_log_probs = log_probs.new_tensor([float('-inf'), 0.0]).repeat(batch, num, 1)
         full_log_probs = full_log_probs.scatter(1, present.unsqueeze(-1).expand(-1, -1, 2),
                                                 log_probs)
-    elif k != present.shape[1]:
-        raise ValueError('a nested decision that prunes needs scores (log_probs is None)')
     mask = torch.zeros(batch, num, device=present.device).scatter_(1, kept, 1.0)
     rest = torch.sort(mask, dim=1, stable=True).indices[:, :num - k]
-    return SparsityDecision(stage, index, keep_ratio, hw_shape, full_log_probs, mask,
-                            torch.cat([kept, rest], dim=1), k)
+    return record(full_log_probs, mask, torch.cat([kept, rest], dim=1), k)
 
 
 def sparse_children(model: nn.Module) -> List[Tuple[str, nn.Module]]:

@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from .decision import SparsityDecision, decide, num_kept
+from .decision import SparsityDecision, decide
 from .predictor import BlockScorePredictor, score_in_float32
 from .sparse_conv import block_grid, sparse_conv2d
 
@@ -61,22 +61,11 @@ class SparseConvGate(nn.Module):
 
     def decide(self, x: Tensor) -> SparsityDecision:
         """Score the tiles of x (B, C, H, W) and decide; recorded as :attr:`decision`, whose
-        ``hw_shape`` is the tile grid.
-
-        At inference with a ratio that keeps every tile the predictor is skipped.
-        """
-        batch = x.shape[0]
-        grid = block_grid(*x.shape[-2:], self.block)
-        num = grid[0] * grid[1]
-        if not self.training and num_kept(num, self.keep_ratio) == num:
-            mask = x.new_ones(batch, num, dtype=torch.float32)
-            decision = SparsityDecision(self.level, self.index, self.keep_ratio,
-                                        grid, None, mask, None, num)
-        else:
-            log_probs = score_in_float32(self.score_predictor, x)
-            decision = decide(log_probs, self.keep_ratio, self.training, self.level,
-                              self.index, grid)
-        decision.source = self.source
+        ``hw_shape`` is the tile grid. The predictor is skipped when the ratio keeps every
+        tile (:func:`~.decision.decide`)."""
+        decision = decide(lambda: score_in_float32(self.score_predictor, x), self.keep_ratio,
+                          self.training, self.level, self.index,
+                          block_grid(*x.shape[-2:], self.block), source=self.source, like=x)
         self.decision = decision
         return decision
 

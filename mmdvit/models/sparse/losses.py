@@ -10,15 +10,26 @@ from .decision import SparsityDecision
 def keep_ratio_loss(decisions: Sequence[SparsityDecision]) -> Tensor:
     """Mean over predictors of mean over images of (kept fraction - target ratio)^2.
 
+    Decisions that could prune nothing (keep ratio 1.0: the predictor was skipped and
+    ``log_probs`` is ``None``, see :func:`~.decision.decide`) are not counted: they neither
+    add a term nor dilute the mean of the others.
+
     Args:
         decisions: the backbone's ``sparsity_decisions`` from a training forward; each
             ``keep_mask`` is (B, N) and carries the straight-through gradient.
 
     Returns:
-        A scalar tensor (zero when there are no decisions).
+        A scalar tensor; zero (on the masks' device) when no decision scored, e.g. when every
+        keep ratio is 1.0.
+
+    Raises:
+        ValueError: for an empty list (a model without predictors, or no forward pass yet).
     """
     if not decisions:
         raise ValueError('keep_ratio_loss got no decisions: the backbone has no score '
                          'predictors (is sparsification disabled?) or has not run forward yet.')
-    terms = [(d.keep_mask.float().mean(dim=1) - d.keep_ratio).pow(2).mean() for d in decisions]
+    scored = [d for d in decisions if d.log_probs is not None]
+    if not scored:
+        return decisions[0].keep_mask.new_zeros(())
+    terms = [(d.keep_mask.float().mean(dim=1) - d.keep_ratio).pow(2).mean() for d in scored]
     return torch.stack(terms).mean()

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .decision import SparsityDecision
+from .decision import SparsityDecision, is_tracing
 
 
 def block_grid(height: int, width: int, block: int) -> Tuple[int, int]:
@@ -49,17 +49,11 @@ def expand_block_mask(mask: Tensor, grid: Tuple[int, int], block: int, height: i
     return mask[..., :height, :width]
 
 
-def _tracing() -> bool:
-    """Whether the ops are being recorded (TorchScript / FX tracing, torch.compile, export)."""
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export())
-
-
 def _vectorised(x: Tensor) -> bool:
     """Move tiles with indexing ops rather than a Python loop over tiles: when tracing, and on
     GPUs, where the loop would launch one small copy per tile (on CPU the loop's plain copies
     are the faster choice)."""
-    return x.is_cuda or _tracing()
+    return x.is_cuda or is_tracing()
 
 
 def _padded(x: Tensor, block: int, halo: int) -> Tensor:

@@ -7,8 +7,9 @@ window from its pooled positions (:func:`pool_windows`) and a decision keeps win
 Swin's shifted blocks partition the cyclically shifted map, whose windows straddle four
 windows of the regular grid. :func:`shifted_decision` carries a regular-grid decision over to
 the shifted grid with the same number of kept windows per image: the shifted windows that
-contain the most kept positions, ties broken by the predictor's keep probability averaged over
-the window's positions (real positions only: padding counts for neither). In training the mask
+contain the most kept positions, ties broken by the predictor's keep margin
+(``log p(keep) - log p(prune)``, which does not saturate) averaged over the window's positions
+(real positions only: padding counts for neither). In training the mask
 it returns is hard (the same rule applied to each image's own number of kept windows) with the
 straight-through gradient of the kept fraction of each shifted window, so the shifted blocks
 train the predictor too.
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .decision import SparsityDecision
+from .decision import SparsityDecision, keep_margin, rank
 
 HW = Tuple[int, int]
 
@@ -70,13 +71,29 @@ def _to_shifted_grid(values: Tensor, grid: HW, window_size: int, shift: int,
     return _per_window_sum(rolled, ws)
 
 
+def shifted_order(kept: Tensor, margin: Tensor) -> Tensor:
+    """(B, n) shifted windows ranked by kept-position count (descending), ties by mean keep
+    margin (descending), then by position: a lexicographic order, as two stable sorts (by
+    margin, then by count). The margin does not saturate where the keep probability does
+    (see :func:`~.decision.keep_margin`), so confident windows still rank by the predictor.
+
+    Args:
+        kept: (B, n) kept positions per shifted window (rounded to whole counts here).
+        margin: (B, n) mean keep margin over each shifted window's real positions.
+    """
+    by_margin = rank(margin)
+    counts = torch.round(kept).gather(1, by_margin)
+    return by_margin.gather(1, rank(counts))
+
+
 def shifted_decision(decision: SparsityDecision, window_size: int, shift: int,
                      hw_shape: HW) -> SparsityDecision:
     """The decision over the windows of the map shifted by ``-shift`` that corresponds to
     ``decision`` (over the regular windows of the same padded map); see the module docstring.
     Only the real positions of the (H, W) = ``hw_shape`` map count, padding does not.
 
-    Returns ``decision`` itself for ``shift == 0`` or when it keeps or prunes every window.
+    Returns ``decision`` itself for ``shift == 0`` or when it keeps every window without
+    scores.
     """
     if shift == 0 or decision.log_probs is None:
         return decision
@@ -88,15 +105,15 @@ def shifted_decision(decision: SparsityDecision, window_size: int, shift: int,
     size = _to_shifted_grid(real.new_ones(1, num), decision.hw_shape, window_size, shift, real)
     size = size.clamp_min(1.0)  # real positions per shifted window
     kept = _to_shifted_grid(mask, decision.hw_shape, window_size, shift, real)
-    keep_prob = _to_shifted_grid(decision.log_probs[..., 0].detach().float().exp(),
-                                 decision.hw_shape, window_size, shift, real) / size
-    # Kept-position count first (differences >= 1), mean keep probability (in [0, 1]) second.
-    key = torch.round(kept.detach()) + 0.5 * keep_prob
-    order = torch.argsort(key, dim=1, descending=True, stable=True)
+    # Summed in float64 (exact for float32 margins of similar magnitude, in any summation
+    # order): windows whose means are equal (e.g. shifted windows straddling the same regular
+    # windows alike) stay exactly tied in every runtime, so the tie-break by position decides
+    # them alike (ONNX Runtime included).
+    margin = _to_shifted_grid(keep_margin(decision.log_probs.detach()).double(),
+                              decision.hw_shape, window_size, shift, real) / size
+    order = shifted_order(kept.detach(), margin.float())
     if decision.num_keep is not None:
         k = decision.num_keep
-        if k in (0, num):
-            return decision
         hard = torch.zeros_like(mask).scatter_(1, order[:, :k], 1.0)
         return SparsityDecision(decision.stage, decision.index, decision.keep_ratio,
                                 decision.hw_shape, decision.log_probs, hard, order, k,
