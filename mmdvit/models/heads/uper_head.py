@@ -18,9 +18,10 @@ class DynamicUPerHead(UPerHead):
     (4 x channels -> channels) and ``fpn_convs.0``. Each convolution named in
     ``sparse_convs`` becomes a :class:`~mmdvit.models.layers.SparseConvModule`: a predictor
     scores the tiles of its input, the kept tiles take the full convolution, the pruned ones a
-    1x1 fast path, then norm and activation run on the whole map. Everything else is mmseg's
-    ``UPerHead``: same arguments, same parameter names (an mmseg UPerNet checkpoint loads, with
-    only the ``gate.*`` modules new), and at every keep ratio 1.0 the same output.
+    cheap fast path (``fast_path_kind``), then norm and activation run on the whole map.
+    Everything else is mmseg's ``UPerHead``: same arguments, same parameter names (an mmseg
+    UPerNet checkpoint loads, with only the ``gate.*`` modules new), and at every keep ratio
+    1.0 the same output.
 
     After each forward pass :attr:`sparsity_decisions` lists one
     :class:`~mmdvit.models.sparse.SparsityDecision` per sparse convolution, in forward order
@@ -35,6 +36,11 @@ class DynamicUPerHead(UPerHead):
         block_size: tile size at level 0 (1/4 scale); level i uses ``block_size / 2**i``, so
             every tile covers the same image area.
         score_dims: width of each score predictor.
+        fast_path_kind: what pruned tiles compute: ``'1x1'`` (a 1x1 convolution, the default)
+            or ``'dw3x3'`` (a depthwise 3x3, then the 1x1: 3x3 context for small things in
+            pruned tiles at 9 more MACs per input channel and position; adds
+            ``gate.fast_path_dw`` parameters). See
+            :class:`~mmdvit.models.sparse.SparseConvGate`.
         **kwargs: ``UPerHead``'s arguments (``pool_scales``, ``in_channels``, ``channels``,
             ``norm_cfg``, ...).
     """
@@ -44,6 +50,7 @@ class DynamicUPerHead(UPerHead):
                  sparse_convs: Sequence[str] = ('fpn_convs.0', 'fpn_bottleneck'),
                  block_size: int = 16,
                  score_dims: int = 64,
+                 fast_path_kind: str = '1x1',
                  **kwargs) -> None:
         super().__init__(**kwargs)
         names = [f'fpn_convs.{i}' for i in range(len(self.fpn_convs))] + ['fpn_bottleneck']
@@ -57,7 +64,8 @@ class DynamicUPerHead(UPerHead):
         for index, name in enumerate(self.sparse_convs):
             level = int(name.split('.')[1]) if name.startswith('fpn_convs.') else 0
             gate_cfg = dict(index=index, level=level, source='decode_head',
-                            block=block_at_level(block_size, level), score_dims=score_dims)
+                            block=block_at_level(block_size, level), score_dims=score_dims,
+                            fast_path_kind=fast_path_kind)
             sparse = SparseConvModule.from_dense(
                 self.get_submodule(name), ratio_of[name], gate_cfg,
                 name=f"DynamicUPerHead's {name}", fix=f'remove {name!r} from sparse_convs')

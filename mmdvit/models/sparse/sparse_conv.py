@@ -1,5 +1,6 @@
 """Spatially sparse convolution over tiles: the full kxk convolution on kept tiles of a map, a
-1x1 fast path elsewhere, and the full (B, C_out, H, W) map out.
+1x1 fast path (optionally after a depthwise 3x3) elsewhere, and the full (B, C_out, H, W) map
+out.
 
 The map is cut into ``block x block`` tiles (the last row / column of tiles may reach past the
 map). A decision keeps or prunes whole tiles. Both modes live in :func:`sparse_conv2d`, as
@@ -129,10 +130,21 @@ def paste_tiles(out: Tensor, tiles_out: Tensor, tiles: Tensor) -> Tensor:
     return out
 
 
+def fast_path_conv(x: Tensor, fast_weight: Tensor, fast_bias: Optional[Tensor],
+                   fast_dw: Optional[Tensor], padding: int) -> Tensor:
+    """The fast path on x (B, C_in, H, W): the depthwise kernel ``fast_dw`` (C_in, 1, k, k), if
+    given, with zero ``padding``, then the 1x1 convolution. Returns (B, C_out, H', W'): H' = H
+    with ``padding`` (k - 1) / 2 or without ``fast_dw``, H - (k - 1) with ``padding`` 0."""
+    if fast_dw is not None:
+        x = F.conv2d(x, fast_dw, padding=padding, groups=x.shape[1])
+    return F.conv2d(x, fast_weight, fast_bias)
+
+
 def sparse_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], fast_weight: Tensor,
                   fast_bias: Optional[Tensor], decision: SparsityDecision, block: int,
-                  dilation: int = 1) -> Tensor:
-    """Slow path (the kxk convolution) on kept tiles, fast path (1x1) on pruned ones.
+                  dilation: int = 1, fast_dw: Optional[Tensor] = None) -> Tensor:
+    """Slow path (the kxk convolution) on kept tiles, fast path (1x1, optionally after a
+    depthwise 3x3) on pruned ones.
 
     Args:
         x: (B, C_in, H, W).
@@ -142,6 +154,8 @@ def sparse_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], fast_weight
             :func:`block_grid`).
         block: tile size T.
         dilation: of the kxk convolution.
+        fast_dw: (C_in, 1, k', k') depthwise kernel (k' odd, zero padding, dilation 1) run
+            before the 1x1 fast path, or None.
 
     Returns:
         (B, C_out, H, W), the same in both modes for the same kept tiles.
@@ -153,19 +167,21 @@ def sparse_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], fast_weight
         raise ValueError(f'decision over a {tuple(decision.hw_shape)} grid does not fit the '
                          f'{grid} grid of {block}x{block} tiles of a {height}x{width} map')
     halo = dilation * (weight.shape[-1] - 1) // 2
+    fast_halo = 0 if fast_dw is None else (fast_dw.shape[-1] - 1) // 2
     if k == num:
         return F.conv2d(x, weight, bias, padding=halo, dilation=dilation)
     if k == 0:
-        return F.conv2d(x, fast_weight, fast_bias)
+        return fast_path_conv(x, fast_weight, fast_bias, fast_dw, fast_halo)
     if k is None:
         slow = F.conv2d(x, weight, bias, padding=halo, dilation=dilation)
-        fast = F.conv2d(x, fast_weight, fast_bias)
+        fast = fast_path_conv(x, fast_weight, fast_bias, fast_dw, fast_halo)
         mask = expand_block_mask(decision.keep_mask, grid, block, height, width)
         dtype = torch.promote_types(slow.dtype, fast.dtype)
         return (mask * slow + (1 - mask) * fast).to(dtype)
     kept, pruned = decision.flat_rows()
     slow = F.conv2d(gather_tiles(x, kept, block, halo), weight, bias, dilation=dilation)
-    fast = F.conv2d(gather_tiles(x, pruned, block, 0), fast_weight, fast_bias)
+    fast = fast_path_conv(gather_tiles(x, pruned, block, fast_halo), fast_weight, fast_bias,
+                          fast_dw, 0)
     dtype = torch.promote_types(slow.dtype, fast.dtype)
     out = slow.new_empty((batch, slow.shape[1], height, width), dtype=dtype)
     out = paste_tiles(out, slow.to(dtype), kept)
