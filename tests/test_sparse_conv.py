@@ -303,3 +303,108 @@ def test_from_dense_is_used_with_the_owners_name():
     dense, head = build_head('UPerHead'), build_head()
     for name in SPARSE:
         assert settings(head.get_submodule(name)) == settings(dense.get_submodule(name))
+
+
+def dw3x3_reference(x, weight, bias, fast_w, fast_b, dw, keep, grid, block, dilation):
+    """Independent reference of the 'dw3x3' sparse convolution: the dense kxk convolution at
+    kept positions, the 1x1 of the depthwise 3x3 (zero padding) of the whole map elsewhere."""
+    dense = F.conv2d(x, weight, bias, padding=dilation * (weight.shape[-1] - 1) // 2,
+                     dilation=dilation)
+    fast = F.conv2d(F.conv2d(x, dw, padding=1, groups=x.shape[1]), fast_w, fast_b)
+    mask = expand_block_mask(keep.float(), grid, block, *x.shape[-2:]).bool()
+    return torch.where(mask, dense, fast)
+
+
+@pytest.mark.parametrize('batch, size, k, dilation, block, ratio', [
+    (1, (13, 17), 3, 1, 4, 0.5), (2, (16, 16), 3, 1, 8, 0.5), (2, (15, 11), 3, 2, 5, 0.3),
+    (3, (9, 22), 1, 1, 4, 0.6), (2, (10, 12), 5, 1, 3, 0.5), (2, (12, 12), 3, 1, 2, 0.1)])
+def test_dw3x3_fast_path_training_equals_inference_and_the_reference(
+        batch, size, k, dilation, block, ratio):
+    """Pruned tiles read their 3x3 neighbours (across tile borders, zeros past the map) in the
+    gathered inference path exactly as in the merged training stream."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, 6, *size)
+    weight, bias = torch.randn(5, 6, k, k), torch.randn(5)
+    fast_w, fast_b, dw = torch.randn(5, 6, 1, 1), torch.randn(5), torch.randn(6, 1, 3, 3)
+    grid = block_grid(*size, block)
+    num = grid[0] * grid[1]
+    keep = random_keep_sets(batch, num, [ratio], seed=1)[0]
+    decision = tile_decision(keep, grid, training=False)
+    assert decision.num_keep == max(1, int(num * ratio))
+    out = sparse_conv2d(x, weight, bias, fast_w, fast_b, decision, block, dilation, dw)
+    ref = dw3x3_reference(x, weight, bias, fast_w, fast_b, dw, keep, grid, block, dilation)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    merged = sparse_conv2d(x, weight, bias, fast_w, fast_b, tile_decision(keep, grid, True),
+                           block, dilation, dw)
+    torch.testing.assert_close(merged, out, rtol=1e-5, atol=1e-5)
+
+
+def test_dw3x3_gate_starts_as_the_1x1_gate_and_rejects_unknown_kinds():
+    """The depthwise 3x3 starts as the identity (also after init_fast_path): the 'dw3x3' gate
+    then equals the '1x1' gate on any input, and on a locally constant input the kxk one."""
+    torch.manual_seed(0)
+    plain, dw = SparseConvGate(4, 3, 0.5, block=4), SparseConvGate(4, 3, 0.5, block=4,
+                                                                   fast_path_kind='dw3x3')
+    assert plain.fast_path_dw is None and dw.fast_path_dw.weight.shape == (4, 1, 3, 3)
+    weight, bias = torch.randn(3, 4, 3, 3), torch.randn(3)
+    torch.nn.init.normal_(dw.fast_path_dw.weight)
+    for gate in (plain, dw):
+        gate.init_fast_path(weight, bias)
+    dw.score_predictor = plain.score_predictor
+    x = torch.randn(2, 4, 12, 12)
+    plain.eval(), dw.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(dw(x, weight, bias), plain(x, weight, bias))
+        flat = torch.ones(1, 4, 12, 12) * torch.randn(1, 4, 1, 1)
+        dense = F.conv2d(flat, weight, bias, padding=1)
+        torch.testing.assert_close(dw(flat, weight, bias)[..., 1:-1, 1:-1],
+                                   dense[..., 1:-1, 1:-1])
+    with pytest.raises(ValueError, match=r"fast_path_kind='3x3'.*\('1x1', 'dw3x3'\)"):
+        SparseConvGate(4, 3, 0.5, fast_path_kind='3x3')
+
+
+def test_dw3x3_gate_flops_match_a_hand_count():
+    """Kept tiles: the kxk convolution over T x T outputs each; pruned tiles: 9 MACs per input
+    channel and position for the depthwise 3x3, plus the 1x1; plus the predictor's count."""
+    from mmdvit.analysis.flops import count_macs
+    torch.manual_seed(0)
+    c_in, c_out, block, size = 6, 5, 4, (12, 16)
+    grid = block_grid(*size, block)
+    keep = random_keep_sets(2, grid[0] * grid[1], [0.5], seed=2)[0]
+    x, weight = torch.randn(2, c_in, *size), torch.randn(c_out, c_in, 3, 3)
+    gate = SparseConvGate(c_in, c_out, 0.5, block=block, fast_path_kind='dw3x3').eval()
+    gate.score_predictor = FixedTileScores(keep)
+    macs = count_macs(gate, x, weight, None)
+    kept = int(keep.sum())
+    pruned = keep.numel() - kept
+    tile = block * block
+    assert macs == kept * tile * c_out * c_in * 9 + pruned * tile * (c_in * 9 + c_in * c_out)
+
+
+def test_dynamic_uper_head_with_dw3x3_fast_paths():
+    """Ratio 1.0 is mmseg's UPerHead (the depthwise kernels are the only other new keys);
+    training equals inference for the same kept tiles."""
+    dense = build_head('UPerHead')
+    state = randomize(dense)
+    dynamic = build_head(fast_path_kind='dw3x3')
+    missing = dynamic.load_state_dict(state, strict=False).missing_keys
+    assert {k for k in missing if 'fast_path_dw' in k} == {
+        f'{name}.gate.fast_path_dw.weight' for name in SPARSE}
+    dense.eval(), dynamic.eval()
+    with torch.no_grad():
+        assert torch.equal(dynamic(head_inputs()), dense(head_inputs()))
+    head = build_head(keep_ratios=(0.5, 0.4, 0.3), fast_path_kind='dw3x3')
+    randomize(head)
+    for i, (name, ratio) in enumerate(zip(SPARSE, (0.5, 0.4, 0.3))):
+        keep = random_keep_sets(2, 72, [ratio], seed=i)[0]
+        head.get_submodule(name).gate.score_predictor = FixedTileScores(keep)
+    head.train()
+    for m in head.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    train_out = head(head_inputs())
+    head.eval()
+    with torch.no_grad():
+        eval_out = head(head_inputs())
+    assert [d.num_keep for d in head.sparsity_decisions] == [36, 28, 21]
+    torch.testing.assert_close(train_out, eval_out, rtol=1e-4, atol=1e-5)
