@@ -382,8 +382,15 @@ def test_dw3x3_gate_flops_match_a_hand_count():
 
 
 def test_dynamic_uper_head_with_dw3x3_fast_paths():
-    """Ratio 1.0 is mmseg's UPerHead (the depthwise kernels are the only other new keys);
-    training equals inference for the same kept tiles."""
+    """Ratio 1.0 is mmseg's UPerHead (the depthwise kernels are the only other new keys), and
+    the dense twin's head config drops the argument; training equals inference for the same
+    kept tiles."""
+    from mmengine.config import ConfigDict
+
+    from mmdvit.models.dense_twin import upstream_heads_config
+    twin = upstream_heads_config(ConfigDict(decode_head=dict(
+        HEAD, type='mmdvit.DynamicUPerHead', fast_path_kind='dw3x3', block_size=4)))
+    assert twin.decode_head == ConfigDict(HEAD, type='mmseg.UPerHead')
     dense = build_head('UPerHead')
     state = randomize(dense)
     dynamic = build_head(fast_path_kind='dw3x3')
