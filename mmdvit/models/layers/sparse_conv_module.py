@@ -64,8 +64,9 @@ class SparseConvModule(ConvModule):
     Takes ``ConvModule``'s arguments and keeps its parameter names (``conv``, ``bn`` / ``gn``
     ...), so checkpoints of the dense module load; the gate adds ``gate.score_predictor.*`` and
     ``gate.fast_path.*`` (and ``gate.fast_path_dw.*`` with ``fast_path_kind='dw3x3'``). When a
-    dense checkpoint is loaded, the fast path starts from its kernel summed over the taps. At keep ratio 1.0 the predictor is skipped and the module
-    computes the dense ``ConvModule``, in training and at inference.
+    dense checkpoint is loaded, the fast path starts from its kernel summed over the taps. At
+    keep ratio 1.0 the predictor is skipped and the module computes the dense ``ConvModule``,
+    in training and at inference.
 
     Args:
         keep_ratio: target fraction of kept tiles, in (0, 1].

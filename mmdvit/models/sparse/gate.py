@@ -20,9 +20,8 @@ class SparseConvGate(nn.Module):
     an RPN head), so upstream checkpoints load unchanged; the gate adds ``score_predictor``
     (:class:`BlockScorePredictor`) and ``fast_path`` (a 1x1 convolution), plus ``fast_path_dw``
     (a depthwise 3x3 convolution run before it) with ``fast_path_kind='dw3x3'``. Decisions are
-    made per
-    ``block x block`` tile (see :mod:`.sparse_conv`) and in float32 whatever autocast does
-    around them, so mixed precision keeps the same tiles.
+    made per ``block x block`` tile (see :mod:`.sparse_conv`) and in float32 whatever autocast
+    does around them, so mixed precision keeps the same tiles.
 
     The fast path starts as the kxk kernel summed over its taps: on a locally constant input
     the 1x1 convolution then gives exactly what the kxk one gives, so a pruned position of a
