@@ -36,12 +36,11 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import mmengine
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 from mmdvit.engine.checkpoint_loader import configure_checkpoints
-from mmdvit.engine.cli import add_trust_argument
+from mmdvit.engine.cli import add_debug_argument, add_trust_argument, run_tool
 from mmdvit.engine.cpu_runtime import close_process_group, prepare_cpu_run
+from mmdvit.engine.log_filters import build_runner
 from mmdvit.engine.outputs import check_out_folder
 from mmdvit.engine.preflight import add_load_checks, check_config
 from mmdvit.models.checkpoint import write_atomic
@@ -82,6 +81,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'with another shape (they keep their initialisation); by default such '
                         'a checkpoint is refused with the list of them')
     add_trust_argument(parser, 'CHECKPOINT')
+    add_debug_argument(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if args.out_item is not None and args.out is None:
@@ -263,7 +263,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     prepare_cpu_run(cfg, args.launcher)
     configure_checkpoints(cfg, 'test', allow_missing_keys=args.allow_missing_keys,
                           trust_run_checkpoint=args.trust_checkpoint)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     metrics = runner.test()
     if runner.rank == 0:
         dump_metrics(metrics, args)
@@ -272,4 +272,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

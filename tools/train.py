@@ -26,13 +26,11 @@ import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 from mmdvit.engine.checkpoint_loader import configure_checkpoints
-from mmdvit.engine.cli import add_trust_argument
+from mmdvit.engine.cli import add_debug_argument, add_trust_argument, run_tool
 from mmdvit.engine.cpu_runtime import close_process_group, prepare_cpu_run
-from mmdvit.engine.log_filters import build_optim_wrapper_quietly, quiet_per_parameter_logs
+from mmdvit.engine.log_filters import build_optim_wrapper_quietly, build_runner
 from mmdvit.engine.preflight import add_load_checks, check_config
 from mmdvit.engine.resume import prepare_resume
 from mmdvit.models.checkpoint import TRUST_ENV
@@ -58,6 +56,7 @@ def parse_args() -> argparse.Namespace:
                         'initialisation); by default such a checkpoint stops the run')
     add_trust_argument(parser, 'the checkpoint the run starts from (the --resume checkpoint, '
                        'or load_from)')
+    add_debug_argument(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -97,8 +96,7 @@ def main() -> None:
     prepare_cpu_run(cfg, args.launcher)
     configure_checkpoints(cfg, 'train', allow_missing_keys=args.allow_missing_keys,
                           trust_run_checkpoint=args.trust_checkpoint)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    quiet_per_parameter_logs(runner.logger)
+    runner = build_runner(cfg)
     build_optim_wrapper_quietly(runner)
     runner.train()
     if runner.rank == 0:
@@ -110,4 +108,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -33,6 +33,7 @@ from mmdvit.analysis.benchmark import (CONV_PRESETS, benchmark_rows, build_conv_
 from mmdvit.analysis.inputs import sample_photos
 from mmdvit.analysis.memory import training_step_memory
 from mmdvit.analysis.models import backbone_config, load_config, model_config, set_keep_ratios
+from mmdvit.engine.cli import add_debug_argument, run_tool
 from mmdvit.models.sparse import sparse_children
 
 QUICK = dict(configs=['swin-test', 'convnext-test'], shape=[64, 64], batches=[1, 2],
@@ -98,6 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='override settings of every config, e.g. '
                         'model.student.backbone.drop_path_rate=0 for the shipped '
                         '(mmdvit.SparsityTrainer) configs')
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.configs = args.configs or QUICK['configs']
@@ -232,4 +234,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    run_tool(main)

@@ -8,14 +8,13 @@ Example::
 import argparse
 import json
 import os
-import sys
 
 from mmengine.config import DictAction
 
 from mmdvit.analysis.complexity import complexity
 from mmdvit.analysis.inputs import read_image, sample_photos
 from mmdvit.analysis.models import load_config
-from mmdvit.engine.cli import add_trust_argument
+from mmdvit.engine.cli import add_debug_argument, add_trust_argument, run_tool
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,6 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         '"(0.9,0.7,0.5)" for the shipped (mmdvit.SparsityTrainer) configs, '
                         'model.backbone.keep_ratios=... for a plain model config, '
                         'model.keep_ratios=... for a preset')
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if len(args.shape) == 1:
         args.shape = args.shape * 2
@@ -89,4 +89,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    run_tool(main)
