@@ -35,6 +35,7 @@ import sys
 from typing import Any, Dict, List, Mapping, Optional
 
 import mmengine
+import numpy as np
 from mmengine.config import Config, DictAction
 
 from mmdvit.engine.checkpoint_loader import configure_checkpoints
@@ -255,6 +256,14 @@ def dump_metrics(metrics: Dict[str, Any], args: argparse.Namespace) -> None:
         write_atomic(args.out, lambda f: mmengine.dump(metrics, f, file_format='pkl'))
 
 
+def plain_number(value: Any) -> float:
+    """A metric as a float with the digits of its own precision (mmseg's float32 5.24 is
+    written 5.24, not 5.239999771118164)."""
+    if hasattr(value, 'cpu'):  # a tensor
+        value = value.detach().cpu()
+    return float(str(np.asarray(value)[()]))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args)
@@ -267,7 +276,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     metrics = runner.test()
     if runner.rank == 0:
         dump_metrics(metrics, args)
-        print('metrics: ' + json.dumps({k: float(v) for k, v in metrics.items()}))
+        print('metrics: ' + json.dumps({k: plain_number(v) for k, v in metrics.items()}))
     close_process_group()
 
 
