@@ -3,7 +3,7 @@
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out OUT] [--out-item {pred,metrics}]
                          [--show] [--wait-time SECONDS] [--show-dir DIR] [--tta]
                          [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
-                         [--allow-missing-keys] [--trust-checkpoint]
+                         [--allow-missing-keys] [--trust-checkpoint] [--debug]
 
 The arguments are those of mmseg's, mmdet's and mmpretrain's ``tools/test.py`` (the config's
 ``default_scope`` decides which library runs):
@@ -20,7 +20,11 @@ The arguments are those of mmseg's, mmdet's and mmpretrain's ``tools/test.py`` (
   replaces the test pipeline and ``tta_model`` wraps the model (both keys are required).
 
 A checkpoint trained with ``mmdvit.SparsityTrainer`` evaluates with the same config (its teacher
-is not needed). The metrics are printed at the end as one ``metrics: {...}`` JSON line.
+is not needed). The metrics are printed at the end as one ``metrics: {...}`` JSON line. The
+console leaves out mmengine's environment, config and hook dumps and the per-class IoU rows of
+classes neither in the data nor predicted; the work dir's log file has all of it. An error to
+fix prints as one message (exit status 1); ``--debug`` or ``MMDVIT_DEBUG=1`` shows its
+traceback.
 
 CHECKPOINT is a local file (URLs are refused), read safely (docs/checkpoints.md;
 ``--trust-checkpoint`` unpickles it fully, and no other file), and it must fit the model: a

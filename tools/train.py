@@ -4,7 +4,7 @@ without it warns at the first iteration).
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--amp]
                           [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
-                          [--allow-missing-keys] [--trust-checkpoint]
+                          [--allow-missing-keys] [--trust-checkpoint] [--debug]
 
 The arguments are those of mmseg's and mmdet's ``tools/train.py``; the config's
 ``default_scope`` decides which library runs. Before the Runner is built, the config is checked:
@@ -19,7 +19,9 @@ the newest checkpoint, and checkpoints carry the random state so that a resumed 
 uninterrupted one (``mmdvit/engine/resume.py``). Runs without CUDA
 (single process or torchrun with gloo) work; see ``mmdvit/engine/cpu_runtime.py``. The
 optimizer constructors' per-parameter messages are logged at DEBUG (``log_level='DEBUG'`` shows
-them).
+them); mmengine's environment, config and hook dumps go to the log file only, not the console
+(``mmdvit/engine/log_filters.py``). An error to fix prints as one message (exit status 1);
+``--debug`` or ``MMDVIT_DEBUG=1`` shows its traceback (``mmdvit/engine/cli.py``).
 """
 import argparse
 import os

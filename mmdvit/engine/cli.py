@@ -12,6 +12,7 @@ import os
 import os.path as osp
 import re
 import sys
+import time
 import traceback
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -39,6 +40,9 @@ class ToolError(Exception):
 
 # Errors that every process of a multi-process run meets alike (the same config and files).
 SAME_ON_EVERY_RANK = (PreflightError, CheckpointError, CheckpointMismatchError, ToolError)
+# Seconds a rank that leaves the message to rank 0 waits before it exits: torchrun stops the
+# other processes as soon as one exits, which could stop rank 0 before it prints.
+SILENT_RANK_DELAY = 2.0
 
 
 def add_trust_argument(parser: argparse.ArgumentParser, which: str) -> None:
@@ -138,7 +142,8 @@ def _prints_here(err: BaseException) -> bool:
 def run_tool(main: Callable[[], Any], argv: Optional[List[str]] = None) -> None:
     """Run a tool's ``main()`` (which parses ``sys.argv``). An error with a message for the user
     (:func:`user_message`) ends the process with exit status 1 and the message on stderr
-    (printed once in a multi-process run, by rank 0, unless it can differ between ranks);
+    (printed once in a multi-process run, by rank 0, unless it can differ between ranks; the
+    other ranks exit :data:`SILENT_RANK_DELAY` seconds later);
     ``--debug`` in ``argv`` (default ``sys.argv[1:]``) or ``MMDVIT_DEBUG=1`` re-raises it with
     its traceback. Other exceptions propagate unchanged."""
     argv = sys.argv[1:] if argv is None else argv
@@ -151,4 +156,6 @@ def run_tool(main: Callable[[], Any], argv: Optional[List[str]] = None) -> None:
         if _prints_here(err):
             prefix = f'[rank {_rank()}] ' if _rank() else ''
             print(f'{prefix}{message}\n{DEBUG_HINT}', file=sys.stderr, flush=True)
+        else:
+            time.sleep(SILENT_RANK_DELAY)
         sys.exit(1)
