@@ -1,7 +1,9 @@
-"""Test helpers: forcing a backbone's decisions, randomising weights, and crafting hostile
-checkpoints (pickles that call what they like, a local HTTP server)."""
+"""Test helpers: forcing a backbone's decisions, randomising weights, crafting hostile
+checkpoints (pickles that call what they like, a local HTTP server), and the README's config
+examples."""
 import http.server
 import os
+import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -133,3 +135,10 @@ def serve_folder(folder: Path) -> Iterator[Tuple[str, List[str]]]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def readme_python_blocks(containing: str) -> List[str]:
+    """The README's ```python blocks that contain ``containing``, in the README's order."""
+    readme = (Path(__file__).resolve().parents[1] / 'README.md').read_text()
+    return [block for block in re.findall(r'```python\n(.*?)```', readme, re.S)
+            if containing in block]

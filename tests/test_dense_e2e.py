@@ -19,11 +19,15 @@ from mmengine.registry import MODELS, DefaultScope
 
 from mmdvit.datasets import make_ade20k_demo, make_coco_demo
 from mmdvit.engine.preflight import PreflightError, check_checkpoints, check_config
-from helpers import Payload, config_payload, serve_folder
+from helpers import Payload, config_payload, readme_python_blocks, serve_folder
 from test_flops import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 KEEP_RATIOS = (0.7, 0.5, 0.3)
+# The console of tools/train.py (2 iterations, 5 validation images) or tools/test.py on the
+# tiny configs below: progress lines, the IoU table of the classes seen, the results (measured:
+# 34 and 29 lines; before the dumps moved to the log file: over 650 each).
+MAX_CONSOLE_LINES = 60
 
 # Tiny versions of the demo configs: 16-128 channels, batch 2, no dataloader workers, a
 # constant learning rate, a full-model dense teacher checkpoint with feature (and, for the
@@ -210,6 +214,45 @@ def test_plain_model_with_a_dynamic_backbone_trains_but_warns_once(seg):
     assert 'paramwise_options' not in log
 
 
+def iou_rows(text: str) -> Dict[str, str]:
+    """Class -> IoU cell of the last per-class table in ``text``."""
+    table = text.split('per class results:')[-1]
+    rows = [[c.strip() for c in line.strip()[1:-1].split('|')] for line in table.splitlines()
+            if line.startswith('|')]
+    column = rows[0].index('IoU')
+    return {row[0]: row[column] for row in rows[1:]}
+
+
+def test_console_of_a_short_run_is_short_and_the_log_file_complete(seg):
+    """tools/train.py (2 iterations, one evaluation) and tools/test.py on the tiny demo-like
+    config: each prints at most MAX_CONSOLE_LINES lines (mmengine dumps about 400 lines of
+    environment, config and hook order per run, and a 150-row IoU table per evaluation); the
+    dumps and the full table are in the work dir's log file; the console's table has the
+    classes mIoU counts (IoU not nan), no other; the metrics line has no float32 noise."""
+    tmp, config = seg
+    work = tmp / 'console'
+    train = run(['tools/train.py', str(config), '--work-dir', str(work), '--cfg-options',
+                 'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+                 'default_hooks.checkpoint.interval=2'])
+    test = run(['tools/test.py', str(config), str(work / 'iter_2.pth'), '--work-dir',
+                str(tmp / 'console_test')])
+    for proc, work_dir in ((train, work), (test, tmp / 'console_test')):
+        console = proc.stdout + proc.stderr
+        assert len(console.splitlines()) <= MAX_CONSOLE_LINES, console
+        [log_file] = work_dir.glob('2*/2*.log')
+        log = log_file.read_text()
+        for dump in ('System environment:', 'Config:\n', 'Hooks will be executed'):
+            assert dump not in console and dump in log
+        assert f"work_dir = '{work_dir}'" in log  # the full config
+        full, shown = iou_rows(log), iou_rows(console)
+        assert len(full) == 150
+        assert shown == {name: iou for name, iou in full.items() if iou != 'nan'}
+        assert f'{150 - len(shown)} classes neither in the data nor predicted' in console
+        assert str(log_file) in console
+    assert all(round(v, 2) == v for v in metrics(test).values())
+    assert re.search(r'"mIoU": \d+\.?\d{0,2}[,}]', test.stdout), test.stdout
+
+
 def test_upstream_override_keys_on_a_wrapper_config_fail_with_the_student_key(seg):
     tmp, config = seg
     proc = run(['tools/train.py', str(config), '--work-dir', str(tmp / 'override'),
@@ -373,6 +416,58 @@ def test_missing_checkpoints_fail_naming_the_config_key(seg):
     with pytest.raises(PreflightError, match=r"resume checkpoint '/nonexistent/run\.pth' not "
                        'found.*--resume'):
         check_config(cfg, 'train')
+
+
+def test_preflight_lists_every_problem_at_once():
+    """The canonical config with its three files missing (data, backbone weights, teacher):
+    one run names all three, each with its fix (the train and val datasets' shared data root
+    once, with both keys)."""
+    cfg = Config.fromfile(str(ROOT / 'configs/upernet_dvit_swin.py'))
+    cfg.train_dataloader.dataset.data_root = cfg.val_dataloader.dataset.data_root = '/no/ade'
+    cfg.model.student.backbone.init_cfg.checkpoint = '/no/swin.pth'
+    cfg.model.teacher.checkpoint = '/no/teacher.pth'
+    with pytest.raises(PreflightError) as err:
+        check_config(cfg, 'train')
+    problems = err.value.problems
+    assert len(problems) == 3, problems
+    assert problems[0].startswith('train_dataloader.dataset.data_root, val_dataloader.dataset.'
+                                  "data_root: '/no/ade' does not exist: place ADE20K")
+    assert problems[1].startswith("model.student.backbone.init_cfg.checkpoint: checkpoint "
+                                  "'/no/swin.pth' not found.")
+    assert problems[1].endswith('--cfg-options model.student.backbone.init_cfg.checkpoint=PATH '
+                                '(or --cfg-options model.student.backbone.init_cfg=None to '
+                                'start from random weights instead).')
+    assert problems[2].startswith("model.teacher.checkpoint: checkpoint '/no/teacher.pth' not "
+                                  'found.') and 'init_cfg=None' not in problems[2]
+    assert str(err.value) == ('3 problems in the config, each with its fix:'
+                              + ''.join(f'\n  {i}. {p}' for i, p in enumerate(problems, 1)))
+    cfg.model.teacher.checkpoint = cfg.model.student.backbone.init_cfg = None
+    with pytest.raises(PreflightError) as err:  # one problem: the message as it is
+        check_config(cfg, 'train')
+    assert err.value.problems == [str(err.value)]
+
+
+def test_readme_swap_trained_names_the_init_cfg_key_of_the_inherited_url():
+    """The README's inference-only swap inherits mmseg's Swin config, whose backbone init_cfg
+    is a download URL: trained, the pre-flight names the key to set (or to set to None);
+    evaluated, the full checkpoint replaces those weights and the URL is not a problem."""
+    swap = readme_python_blocks('mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet')[0]
+    cfg = Config.fromstring(swap, '.py')
+    url = cfg.model.backbone.init_cfg.checkpoint
+    assert url.startswith('https://download.openmmlab.com/')
+    with pytest.raises(PreflightError) as err:
+        check_config(cfg, 'train')
+    assert len(err.value.problems) == 2  # the missing ADE20K and the URL
+    assert err.value.problems[1] == (
+        f"model.backbone.init_cfg.checkpoint: checkpoint '{url}' is a URL: mmdvit reads local "
+        'checkpoints only and downloads nothing at run time (a downloaded checkpoint would be '
+        'unpickled before any check). Download it yourself (compare its SHA-256 with the '
+        'checksum its name carries, if any) and point the config at it with --cfg-options '
+        'model.backbone.init_cfg.checkpoint=PATH (or --cfg-options model.backbone.init_cfg=None '
+        'to start from random weights instead).')
+    with pytest.raises(PreflightError) as err:
+        check_config(cfg, 'test')
+    assert not any('init_cfg' in p for p in err.value.problems)
 
 
 def test_wrong_num_classes_fails_naming_head_and_counts(seg):

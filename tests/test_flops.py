@@ -133,7 +133,7 @@ model = dict(
 @pytest.mark.parametrize('body, shape, padded', [(TINY_SEG, [64, 96], [64, 96]),
                                                  (TINY_DET, [70, 100], [96, 128])],
                          ids=['upernet-wrapper', 'mask-rcnn'])
-def test_get_flops_tool_writes_the_figures(tmp_path, body, shape, padded):
+def test_get_flops_tool_writes_the_figures(tmp_path, capsys, body, shape, padded):
     config = tmp_path / 'cfg.py'
     config.write_text(body)
     out = tmp_path / 'flops.json'
@@ -151,6 +151,11 @@ def test_get_flops_tool_writes_the_figures(tmp_path, body, shape, padded):
     assert [d['kept'] for d in result['kept']] == [
         int(d['positions'] * r) for d, r in zip(result['kept'], (0.7, 0.5, 0.3))]
     assert 'multiply-adds' in result['convention']
+    # The console rounds (dense / dynamic as N.NNx), the JSON keeps full precision.
+    lines = capsys.readouterr().out.splitlines()
+    dense, dynamic = result['model']['dense'], result['model']['dynamic']
+    assert f'{dense:.3f}' in lines[4] and f'{dense / dynamic:.2f}x  GFLOPs' in lines[4]
+    assert lines[4].startswith('model ') and lines[1].split()[-1] == 'dense/dynamic'
 
 
 def test_get_flops_applies_student_overrides_and_refuses_them_on_the_wrapper(tmp_path):

@@ -6,6 +6,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from mmdvit.models import keep_ratio_loss
+from helpers import readme_python_blocks
 
 SWIN_SEG = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
 CONVNEXT_SEG = 'mmseg::convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py'
@@ -179,13 +180,8 @@ def test_layer_decay_constructor_gives_predictors_the_full_learning_rate():
 def test_readme_examples_build_a_swap_for_inference_and_a_wrapper_for_training():
     """The README's first two config examples, as printed: the inference-only swap is the plain
     segmentor (whose predictors nothing trains), the training one the wrapper around it."""
-    import re
-    from pathlib import Path
-
     from mmseg.registry import MODELS
-    readme = (Path(__file__).resolve().parents[1] / 'README.md').read_text()
-    swap, wrapped = [block for block in re.findall(r'```python\n(.*?)```', readme, re.S)
-                     if SWIN_SEG in block][:2]
+    swap, wrapped = readme_python_blocks(SWIN_SEG)[:2]
     init_default_scope('mmseg')
     plain = MODELS.build(Config.fromstring(swap, '.py').model)
     trainer = MODELS.build(Config.fromstring(wrapped, '.py').model)

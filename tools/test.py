@@ -3,7 +3,7 @@
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out OUT] [--out-item {pred,metrics}]
                          [--show] [--wait-time SECONDS] [--show-dir DIR] [--tta]
                          [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
-                         [--allow-missing-keys] [--trust-checkpoint]
+                         [--allow-missing-keys] [--trust-checkpoint] [--debug]
 
 The arguments are those of mmseg's, mmdet's and mmpretrain's ``tools/test.py`` (the config's
 ``default_scope`` decides which library runs):
@@ -20,7 +20,11 @@ The arguments are those of mmseg's, mmdet's and mmpretrain's ``tools/test.py`` (
   replaces the test pipeline and ``tta_model`` wraps the model (both keys are required).
 
 A checkpoint trained with ``mmdvit.SparsityTrainer`` evaluates with the same config (its teacher
-is not needed). The metrics are printed at the end as one ``metrics: {...}`` JSON line.
+is not needed). The metrics are printed at the end as one ``metrics: {...}`` JSON line. The
+console leaves out mmengine's environment, config and hook dumps and the per-class IoU rows of
+classes neither in the data nor predicted; the work dir's log file has all of it. An error to
+fix prints as one message (exit status 1); ``--debug`` or ``MMDVIT_DEBUG=1`` shows its
+traceback.
 
 CHECKPOINT is a local file (URLs are refused), read safely (docs/checkpoints.md;
 ``--trust-checkpoint`` unpickles it fully, and no other file), and it must fit the model: a
@@ -35,13 +39,13 @@ import sys
 from typing import Any, Dict, List, Mapping, Optional
 
 import mmengine
+import numpy as np
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 from mmdvit.engine.checkpoint_loader import configure_checkpoints
-from mmdvit.engine.cli import add_trust_argument
+from mmdvit.engine.cli import add_debug_argument, add_trust_argument, run_tool
 from mmdvit.engine.cpu_runtime import close_process_group, prepare_cpu_run
+from mmdvit.engine.log_filters import build_runner
 from mmdvit.engine.outputs import check_out_folder
 from mmdvit.engine.preflight import add_load_checks, check_config
 from mmdvit.models.checkpoint import write_atomic
@@ -82,6 +86,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'with another shape (they keep their initialisation); by default such '
                         'a checkpoint is refused with the list of them')
     add_trust_argument(parser, 'CHECKPOINT')
+    add_debug_argument(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if args.out_item is not None and args.out is None:
@@ -255,6 +260,14 @@ def dump_metrics(metrics: Dict[str, Any], args: argparse.Namespace) -> None:
         write_atomic(args.out, lambda f: mmengine.dump(metrics, f, file_format='pkl'))
 
 
+def plain_number(value: Any) -> float:
+    """A metric as a float with the digits of its own precision (mmseg's float32 5.24 is
+    written 5.24, not 5.239999771118164)."""
+    if hasattr(value, 'cpu'):  # a tensor
+        value = value.detach().cpu()
+    return float(str(np.asarray(value)[()]))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args)
@@ -263,13 +276,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     prepare_cpu_run(cfg, args.launcher)
     configure_checkpoints(cfg, 'test', allow_missing_keys=args.allow_missing_keys,
                           trust_run_checkpoint=args.trust_checkpoint)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     metrics = runner.test()
     if runner.rank == 0:
         dump_metrics(metrics, args)
-        print('metrics: ' + json.dumps({k: float(v) for k, v in metrics.items()}))
+        print('metrics: ' + json.dumps({k: plain_number(v) for k, v in metrics.items()}))
     close_process_group()
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

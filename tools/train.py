@@ -4,7 +4,7 @@ without it warns at the first iteration).
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--amp]
                           [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
-                          [--allow-missing-keys] [--trust-checkpoint]
+                          [--allow-missing-keys] [--trust-checkpoint] [--debug]
 
 The arguments are those of mmseg's and mmdet's ``tools/train.py``; the config's
 ``default_scope`` decides which library runs. Before the Runner is built, the config is checked:
@@ -19,20 +19,20 @@ the newest checkpoint, and checkpoints carry the random state so that a resumed 
 uninterrupted one (``mmdvit/engine/resume.py``). Runs without CUDA
 (single process or torchrun with gloo) work; see ``mmdvit/engine/cpu_runtime.py``. The
 optimizer constructors' per-parameter messages are logged at DEBUG (``log_level='DEBUG'`` shows
-them).
+them); mmengine's environment, config and hook dumps go to the log file only, not the console
+(``mmdvit/engine/log_filters.py``). An error to fix prints as one message (exit status 1);
+``--debug`` or ``MMDVIT_DEBUG=1`` shows its traceback (``mmdvit/engine/cli.py``).
 """
 import argparse
 import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 from mmdvit.engine.checkpoint_loader import configure_checkpoints
-from mmdvit.engine.cli import add_trust_argument
+from mmdvit.engine.cli import add_debug_argument, add_trust_argument, run_tool
 from mmdvit.engine.cpu_runtime import close_process_group, prepare_cpu_run
-from mmdvit.engine.log_filters import build_optim_wrapper_quietly, quiet_per_parameter_logs
+from mmdvit.engine.log_filters import build_optim_wrapper_quietly, build_runner
 from mmdvit.engine.preflight import add_load_checks, check_config
 from mmdvit.engine.resume import prepare_resume
 from mmdvit.models.checkpoint import TRUST_ENV
@@ -58,6 +58,7 @@ def parse_args() -> argparse.Namespace:
                         'initialisation); by default such a checkpoint stops the run')
     add_trust_argument(parser, 'the checkpoint the run starts from (the --resume checkpoint, '
                        'or load_from)')
+    add_debug_argument(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -97,8 +98,7 @@ def main() -> None:
     prepare_cpu_run(cfg, args.launcher)
     configure_checkpoints(cfg, 'train', allow_missing_keys=args.allow_missing_keys,
                           trust_run_checkpoint=args.trust_checkpoint)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    quiet_per_parameter_logs(runner.logger)
+    runner = build_runner(cfg)
     build_optim_wrapper_quietly(runner)
     runner.train()
     if runner.rank == 0:
@@ -110,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

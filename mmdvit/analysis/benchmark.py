@@ -294,6 +294,13 @@ def quiet_calls(times: Sequence[float], tolerance: float = QUIET_TOLERANCE) -> L
     return [t for t in times if t <= tolerance * fastest]
 
 
+def is_disturbed(row: dict) -> bool:
+    """Whether fewer than half of a row's timed rounds were quiet for every model
+    (``quiet_calls`` of ``rounds``, see :func:`quiet_calls`): its wall-clock figures rest on
+    few calls and vary with the load of the machine."""
+    return row.get('quiet_calls') is not None and 2 * row['quiet_calls'] < row['rounds']
+
+
 def _ratios(prefix: str, ips: Dict[str, float], gflops: Dict[str, float]) -> dict:
     """Speed-ups and realisations of the dynamic model against dense (and twin)."""
     ideal = gflops['dense'] / gflops['dynamic']
@@ -321,14 +328,43 @@ def _figures(timings: Timings, batch: int, gflops: Dict[str, float]) -> dict:
     if timings.cpu is not None:
         cpu_ips = {w: batch * threads / statistics.median(t) for w, t in timings.cpu.items()}
         out.update(_ratios('_cpu', cpu_ips, gflops))
+    out['disturbed'] = is_disturbed(out)
     return out
+
+
+def _quiet_share(figures: dict) -> float:
+    return figures['quiet_calls'] / figures['rounds']
+
+
+def _timed_figures(calls: Dict[str, Callable[[], Any]], row: dict, gflops: Dict[str, float],
+                   timing: Tuple[str, str, int, int, float], retime: bool,
+                   progress: Optional[Callable[[dict, str], None]]) -> dict:
+    """The measured fields of ``row`` (:func:`_figures`); a disturbed measurement
+    (:func:`is_disturbed`) is repeated once if ``retime``, and the one with the larger share of
+    quiet rounds kept (``retimed=True``)."""
+    device, dtype, warmup, iters, max_seconds = timing
+
+    def measure(attempt: str) -> dict:
+        if progress is not None:
+            progress(row, attempt)
+        with precision(device, dtype):
+            timings = time_interleaved(calls, device, warmup, iters, max_seconds)
+        return _figures(timings, row['batch'], gflops)
+
+    figures = measure('timing')
+    if not (retime and figures['disturbed']):
+        return figures
+    again = measure('retiming')
+    return dict(again if _quiet_share(again) >= _quiet_share(figures) else figures, retimed=True)
 
 
 def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int],
                    dtypes: Sequence[str], device: str, warmup: int, iters: int,
                    max_seconds: float,
                    report: Optional[Callable[[dict], None]] = None,
-                   backend: str = 'pytorch', folder: Optional[str] = None) -> List[dict]:
+                   backend: str = 'pytorch', folder: Optional[str] = None,
+                   progress: Optional[Callable[[dict, str], None]] = None,
+                   retime: bool = True) -> List[dict]:
     """One result row per (dtype, batch), the models run through ``backend`` (see
     :func:`backend_calls`; ONNX Runtime rows are float32 on CPU only).
 
@@ -339,9 +375,17 @@ def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int
     CPU only, the same with the suffix ``_cpu`` from the process CPU time per call:
     ``*_ips_cpu`` = batch * threads / median CPU seconds, the throughput the threads would give
     undisturbed; unlike wall time it hardly changes when other processes share the cores.
+    ``quiet_calls`` of the ``rounds`` were quiet for every model; ``disturbed``
+    (:func:`is_disturbed`): fewer than half were. A disturbed row is timed once more if
+    ``retime`` (``retimed``: the better of the two measurements is kept).
     A setting the models cannot run (a ``RuntimeError``) gives a row with ``None`` figures and
     the reason: under autocast as ``skipped`` (an upstream op without a kernel for the reduced
     precision, e.g. mmcv's CPU RoIAlign / NMS under bfloat16), in float32 as ``error``.
+
+    Args:
+        report: called with each finished row.
+        progress: called with a row's identifying fields and ``'timing'`` before it is timed,
+            ``'retiming'`` before a disturbed row is timed again.
     """
     gflops = {which: flops_per_image(subject, which) for which in subject.models}
     rows = []
@@ -359,15 +403,16 @@ def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int
                 continue
             try:
                 calls = backend_calls(subject, batch, backend, folder, torch.get_num_threads())
-                with precision(device, dtype):
-                    timings = time_interleaved(calls, device, warmup, iters, max_seconds)
+                figures = _timed_figures(calls, row, gflops,
+                                         (device, dtype, warmup, iters, max_seconds), retime,
+                                         progress)
             except RuntimeError as err:  # e.g. an upstream op without a kernel for the dtype
                 row.update({'error' if dtype == 'float32' else 'skipped':
                             f'{type(err).__name__}: {err}'},
                            **{k: None for k in ('dense_ips', 'dynamic_ips', 'speedup',
                                                 'ideal_speedup', 'realisation')})
             else:
-                row.update(_figures(timings, batch, gflops))
+                row.update(figures)
             rows.append(row)
             if report is not None:
                 report(row)

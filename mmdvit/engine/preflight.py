@@ -3,13 +3,15 @@ files, a class count that does not fit the dataset, and dataset contents that ca
 correct run (label values outside the classes, empty or malformed COCO json, COCO annotations of
 unknown images or categories, empty image folders) fail at once, with the config key, the path
 and the fix in the message (instead of minutes later inside a dataloader worker, or never, as a
-silently wrong ``num_classes`` or mIoU). :func:`add_load_checks` wires the checks of every
-sample as it is loaded into the pipelines."""
+silently wrong ``num_classes`` or mIoU). Every check collects all the problems it finds, and
+:func:`check_config` raises one :class:`PreflightError` listing the problems of all checks, so
+that one run names everything to fix. :func:`add_load_checks` wires the checks of every sample
+as it is loaded into the pipelines."""
 import glob
 import inspect
 import os.path as osp
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from mmengine.config import Config
 from mmengine.registry import DATASETS
@@ -39,7 +41,36 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 class PreflightError(RuntimeError):
-    """A config names something that is not there, or that does not fit."""
+    """A config names something that is not there, or that does not fit.
+
+    Args:
+        problems: one message per problem, each naming the config key, the path and the fix;
+            the error's text is the message itself for one problem, a numbered list for more.
+    """
+
+    def __init__(self, *problems: str) -> None:
+        self.problems = list(problems)
+        if len(problems) == 1:
+            super().__init__(problems[0])
+        else:
+            items = ''.join(f'\n  {i}. {p}' for i, p in enumerate(problems, 1))
+            super().__init__(f'{len(problems)} problems in the config, each with its fix:{items}')
+
+
+def _raise_if_any(problems: Iterable[str]) -> None:
+    """Raise one :class:`PreflightError` listing ``problems`` (each once, in order), if any."""
+    problems = list(dict.fromkeys(problems))
+    if problems:
+        raise PreflightError(*problems)
+
+
+def _merge_keys(problems: Iterable[Tuple[str, str]]) -> List[str]:
+    """``key: text`` for each ``(key, text)``, the keys of identical texts (e.g. the train and
+    val datasets with the same missing ``data_root``) joined in one problem."""
+    keys: Dict[str, List[str]] = {}
+    for key, text in problems:
+        keys.setdefault(text, []).append(key)
+    return [f"{', '.join(k)}: {text}" for text, k in keys.items()]
 
 
 def _walk(node: Any, path: str) -> Iterator[Tuple[str, dict]]:
@@ -84,31 +115,47 @@ def _dataloaders(cfg: Config, mode: str) -> List[str]:
     return ['test_dataloader']
 
 
+def _prefixes(dataset: dict) -> Dict[str, str]:
+    """The dataset's ``data_prefix`` as ``{key: folder}`` (mmpretrain also takes a plain folder
+    name: key ``''``)."""
+    prefixes = dataset.get('data_prefix') or {}
+    return {'': prefixes} if isinstance(prefixes, str) else dict(prefixes)
+
+
+def _missing_dataset_paths(dataset: dict, where: str) -> Iterator[Tuple[str, str]]:
+    """(config key, problem) for each path of ``dataset`` that does not exist (only the root
+    when the root itself is missing)."""
+    root = dataset.get('data_root') or ''
+    if root and not osp.isdir(root):
+        yield f'{where}.data_root', f'{root!r} does not exist: {_dataset_hint(dataset, root)}.'
+        return
+    ann_file = dataset.get('ann_file') or ''
+    if ann_file and not osp.isfile(osp.join(root, ann_file)):
+        yield (f'{where}.ann_file', f'{osp.join(root, ann_file)!r} does not exist: '
+               f'{_dataset_hint(dataset, root)}.')
+    for key, prefix in _prefixes(dataset).items():
+        folder = osp.join(root, prefix)
+        if prefix and not osp.isdir(folder):
+            yield (f'{where}.data_prefix' + (f'.{key}' if key else ''),
+                   f'{folder!r} does not exist: {_dataset_hint(dataset, root)}.')
+
+
+def dataset_problems(cfg: Config, mode: str) -> List[str]:
+    """Every data root, annotation file and data prefix the run reads that does not exist,
+    naming the config key(s), the missing path and how to get the data."""
+    return _merge_keys(
+        problem for loader in _dataloaders(cfg, mode)
+        for where, dataset in _leaf_datasets(cfg[loader]['dataset'], f'{loader}.dataset')
+        for problem in _missing_dataset_paths(dataset, where))
+
+
 def check_datasets(cfg: Config, mode: str) -> None:
     """Every data root, annotation file and data prefix the run reads must exist.
 
     Raises:
-        PreflightError: naming the config key, the missing path and how to get the data.
+        PreflightError: listing every missing path (:func:`dataset_problems`).
     """
-    for loader in _dataloaders(cfg, mode):
-        for where, dataset in _leaf_datasets(cfg[loader]['dataset'], f'{loader}.dataset'):
-            root = dataset.get('data_root') or ''
-            if root and not osp.isdir(root):
-                raise PreflightError(f'{where}.data_root: {root!r} does not exist: '
-                                     f'{_dataset_hint(dataset, root)}.')
-            ann_file = dataset.get('ann_file') or ''
-            if ann_file and not osp.isfile(osp.join(root, ann_file)):
-                raise PreflightError(f'{where}.ann_file: {osp.join(root, ann_file)!r} does not '
-                                     f'exist: {_dataset_hint(dataset, root)}.')
-            prefixes = dataset.get('data_prefix') or {}
-            if isinstance(prefixes, str):  # mmpretrain also takes a plain folder name
-                prefixes = {'': prefixes}
-            for key, prefix in prefixes.items():
-                folder = osp.join(root, prefix)
-                name = f'{where}.data_prefix' + (f'.{key}' if key else '')
-                if prefix and not osp.isdir(folder):
-                    raise PreflightError(f'{name}: {folder!r} does not exist: '
-                                         f'{_dataset_hint(dataset, root)}.')
+    _raise_if_any(dataset_problems(cfg, mode))
 
 
 def _evaluators(cfg: Config, mode: str) -> List[str]:
@@ -117,18 +164,25 @@ def _evaluators(cfg: Config, mode: str) -> List[str]:
     return ['val_evaluator'] if 'val_dataloader' in _dataloaders(cfg, mode) else []
 
 
+def evaluator_problems(cfg: Config, mode: str) -> List[str]:
+    """Annotation files that evaluators read (e.g. ``CocoMetric.ann_file``) and that do not
+    exist, naming the config key and the path."""
+    return _merge_keys(
+        (f'{where}.ann_file',
+         f'{node["ann_file"]!r} does not exist: '
+         f'{_dataset_hint(node, osp.dirname(node["ann_file"]))}.')
+        for name in _evaluators(cfg, mode) for where, node in _walk(cfg.get(name), name)
+        if isinstance(node.get('ann_file'), str) and node['ann_file']
+        and not osp.isfile(node['ann_file']))
+
+
 def check_evaluators(cfg: Config, mode: str) -> None:
     """Annotation files that evaluators read (e.g. ``CocoMetric.ann_file``) must exist.
 
     Raises:
-        PreflightError: naming the config key and the path.
+        PreflightError: listing every missing file (:func:`evaluator_problems`).
     """
-    for name in _evaluators(cfg, mode):
-        for where, node in _walk(cfg.get(name), name):
-            ann_file = node.get('ann_file')
-            if isinstance(ann_file, str) and ann_file and not osp.isfile(ann_file):
-                raise PreflightError(f'{where}.ann_file: {ann_file!r} does not exist: '
-                                     f'{_dataset_hint(node, osp.dirname(ann_file))}.')
+    _raise_if_any(evaluator_problems(cfg, mode))
 
 
 def _checkpoints(cfg: Config) -> Iterator[Tuple[str, str]]:
@@ -175,14 +229,35 @@ def producing_config(path: str) -> Optional[str]:
     return osp.relpath(found[0], REPO_ROOT) if found else None
 
 
+def _random_init_key(key: str) -> Optional[str]:
+    """The config key that, set to ``None``, leaves out the pretrained weights ``key`` names:
+    the ``init_cfg`` that holds an init_cfg checkpoint (e.g. ``model.backbone.init_cfg`` for
+    ``model.backbone.init_cfg.checkpoint``, as mmseg's Swin configs set it), a ``pretrained``
+    key itself; ``None`` for the weights a run cannot do without (teacher, ``load_from``)."""
+    parts = key.split('.')
+    if 'init_cfg' in parts:
+        return '.'.join(parts[:parts.index('init_cfg') + 1])
+    return key if parts[-1] == 'pretrained' else None
+
+
+def _override_hint(key: str) -> str:
+    """How to point ``key`` at a local file (and, for pretrained weights, how to do without)."""
+    hint = f'--cfg-options {key}=PATH'
+    random_init = _random_init_key(key)
+    if random_init is not None:
+        hint += (f' (or --cfg-options {random_init}=None to start from random weights '
+                 'instead)')
+    return hint
+
+
 def _missing_checkpoint_fix(key: str, path: str) -> str:
     config = producing_config(path)
     if config is not None:
         return (f'It is written by training {config}: run `python tools/train.py {config}` '
-                f'first, or point the config elsewhere with --cfg-options {key}=PATH')
+                f'first, or point the config elsewhere with {_override_hint(key)}')
     return ('Nothing is downloaded at run time: place the file there (docs/checkpoints.md, '
             '"Weight files the configs expect", lists every file and where to download it), '
-            f'or point the config elsewhere with --cfg-options {key}=PATH')
+            f'or point the config elsewhere with {_override_hint(key)}')
 
 
 URL_FIXES = {
@@ -191,13 +266,31 @@ URL_FIXES = {
 }
 
 
-def _url_error(what: str, key: str, path: str) -> PreflightError:
-    fix = URL_FIXES.get(what, f'point the config at it with --cfg-options {key}=PATH')
-    return PreflightError(
-        f'{what} {path!r} is a URL: mmdvit reads local checkpoints only and downloads nothing '
-        'at run time (a downloaded checkpoint would be unpickled before any check). Download '
-        'it yourself (compare its SHA-256 with the checksum its name carries, if any) and '
-        f'{fix}.')
+def _url_problem(what: str, key: str, path: str) -> str:
+    fix = URL_FIXES.get(what, f'point the config at it with {_override_hint(key)}')
+    return (f'{what} {path!r} is a URL: mmdvit reads local checkpoints only and downloads '
+            'nothing at run time (a downloaded checkpoint would be unpickled before any '
+            'check). Download it yourself (compare its SHA-256 with the checksum its name '
+            f'carries, if any) and {fix}.')
+
+
+def checkpoint_problems(cfg: Config, mode: str, skip: Tuple[str, ...] = ()) -> List[str]:
+    """Every checkpoint the config names that is a URL or a missing file, naming what the file
+    is for (the config key or the tool's argument), the path and how to fix it (for the keys
+    of pretrained weights, also the key to set to ``None``); see :func:`check_checkpoints`."""
+    problems = []
+    for key, path in _checkpoints(cfg):
+        if key in skip:
+            continue
+        what = load_from_role(cfg, mode) if key == 'load_from' else f'{key}: checkpoint'
+        if '://' in path:
+            problems.append(_url_problem(what, key, path))
+        elif not osp.isfile(osp.expanduser(path)):
+            fix = _missing_checkpoint_fix(key, path)
+            if key == 'load_from':
+                fix = LOAD_FROM_FIXES.get(what, fix)
+            problems.append(f'{what} {path!r} not found. {fix}.')
+    return problems
 
 
 def check_checkpoints(cfg: Config, mode: str, skip: Tuple[str, ...] = ()) -> None:
@@ -210,21 +303,9 @@ def check_checkpoints(cfg: Config, mode: str, skip: Tuple[str, ...] = ()) -> Non
             full checkpoint replaces them).
 
     Raises:
-        PreflightError: naming what the file is for (the config key or the tool's argument),
-            the path and how to fix it.
+        PreflightError: listing every such checkpoint (:func:`checkpoint_problems`).
     """
-    for key, path in _checkpoints(cfg):
-        if key in skip:
-            continue
-        what = load_from_role(cfg, mode) if key == 'load_from' else f'{key}: checkpoint'
-        if '://' in path:
-            raise _url_error(what, key, path)
-        if osp.isfile(osp.expanduser(path)):
-            continue
-        fix = _missing_checkpoint_fix(key, path)
-        if key == 'load_from':
-            fix = LOAD_FROM_FIXES.get(what, fix)
-        raise PreflightError(f'{what} {path!r} not found. {fix}.')
+    _raise_if_any(checkpoint_problems(cfg, mode, skip))
 
 
 def init_checkpoint_keys(cfg: Config) -> Tuple[str, ...]:
@@ -246,29 +327,37 @@ def _dataset_classes(dataset: dict, scope: Optional[str]) -> Optional[Tuple[str,
     return tuple(classes) if classes else None
 
 
-def check_num_classes(cfg: Config, mode: str) -> None:
-    """Heads' ``num_classes`` (decode / auxiliary / bbox / mask / classification heads, student
-    and teacher alike) must equal the number of classes of every dataset the run reads.
-
-    Raises:
-        PreflightError: naming the head, both counts and the fix.
-    """
+def num_classes_problems(cfg: Config, mode: str) -> List[str]:
+    """Heads whose ``num_classes`` differs from the class count of a dataset the run reads
+    (one problem per head, naming the first such dataset), with both counts and the fix."""
     heads = [(f'{path}.num_classes', node['num_classes'])
              for path, node in _walk(cfg.get('model'), 'model')
              if [p for p in path.split('.') if not p.isdigit()][-1] in HEAD_KEYS
              and isinstance(node.get('num_classes'), int)]
+    problems: Dict[str, str] = {}
     for loader in _dataloaders(cfg, mode):
         for where, dataset in _leaf_datasets(cfg[loader]['dataset'], f'{loader}.dataset'):
             classes = _dataset_classes(dataset, cfg.get('default_scope'))
             if classes is None:
                 continue
             for key, num in heads:
-                if num != len(classes):
-                    raise PreflightError(
+                if num != len(classes) and key not in problems:
+                    problems[key] = (
                         f'{key} = {num}, but {where} ({dataset.get("type")}) has '
                         f'{len(classes)} classes. Set it to {len(classes)} (e.g. --cfg-options '
                         f'{key}={len(classes)}) or give the dataset metainfo=dict(classes=...) '
                         f'with {num} names.')
+    return list(problems.values())
+
+
+def check_num_classes(cfg: Config, mode: str) -> None:
+    """Heads' ``num_classes`` (decode / auxiliary / bbox / mask / classification heads, student
+    and teacher alike) must equal the number of classes of every dataset the run reads.
+
+    Raises:
+        PreflightError: listing every such head (:func:`num_classes_problems`).
+    """
+    _raise_if_any(num_classes_problems(cfg, mode))
 
 
 def _setting(dataset: dict, dataset_cls: Optional[type], name: str, default: Any) -> Any:
@@ -292,31 +381,33 @@ def _raw_classes(dataset: dict, dataset_cls: Optional[type]) -> Optional[Tuple[s
 
 
 @contextmanager
-def _config_key(key: str) -> Iterator[None]:
-    """Re-raise a :class:`DataError` as a :class:`PreflightError` that names ``key``."""
+def _config_key(key: str, problems: List[str]) -> Iterator[None]:
+    """Add a :class:`DataError` raised inside to ``problems``, naming ``key``."""
     try:
         yield
     except DataError as err:
-        raise PreflightError(f'{key}: {err}') from None
+        problems.append(f'{key}: {err}')
 
 
-def _check_dataset_contents(dataset: dict, dataset_cls: Optional[type], where: str,
-                            need_annotations: bool) -> None:
+def _dataset_content_problems(dataset: dict, dataset_cls: Optional[type], where: str,
+                              need_annotations: bool) -> List[str]:
+    """What is wrong inside the files of ``dataset`` that exist (missing paths are
+    :func:`dataset_problems`)."""
+    problems: List[str] = []
     root = dataset.get('data_root') or ''
     ann_file = dataset.get('ann_file') or ''
-    if ann_file:
-        path = osp.join(root, ann_file)
-        with _config_key(f'{where}.ann_file'):
+    path = osp.join(root, ann_file)
+    if ann_file and osp.isfile(path):
+        with _config_key(f'{where}.ann_file', problems):
             if osp.getsize(path) == 0:
                 raise DataError(f'{path!r} is empty: regenerate or re-download it.')
             if _is_a(dataset_cls, 'CocoDataset'):
                 check_coco_json(path, need_annotations)
-    prefixes = dataset.get('data_prefix') or {}
-    for key, prefix in ({'': prefixes} if isinstance(prefixes, str) else prefixes).items():
-        if not prefix:
-            continue
+    for key, prefix in _prefixes(dataset).items():
         folder = osp.join(root, prefix)
-        with _config_key(f'{where}.data_prefix' + (f'.{key}' if key else '')):
+        if not prefix or not osp.isdir(folder):
+            continue
+        with _config_key(f'{where}.data_prefix' + (f'.{key}' if key else ''), problems):
             if key != 'seg_map_path':
                 check_not_empty(folder)
                 continue
@@ -326,6 +417,25 @@ def _check_dataset_contents(dataset: dict, dataset_cls: Optional[type], where: s
                     folder, _setting(dataset, dataset_cls, 'seg_map_suffix', '.png'),
                     len(classes), _setting(dataset, dataset_cls, 'reduce_zero_label', False),
                     _setting(dataset, dataset_cls, 'ignore_index', 255))
+    return problems
+
+
+def data_content_problems(cfg: Config, mode: str) -> List[str]:
+    """What is wrong inside the data files that exist (see :func:`check_data_contents`)."""
+    problems = []
+    for loader in _dataloaders(cfg, mode):
+        for where, dataset in _leaf_datasets(cfg[loader]['dataset'], f'{loader}.dataset'):
+            problems += _dataset_content_problems(
+                dataset, _dataset_class(dataset, cfg.get('default_scope')), where,
+                need_annotations=loader == 'train_dataloader')
+    for name in _evaluators(cfg, mode):
+        for where, node in _walk(cfg.get(name), name):
+            ann_file = node.get('ann_file')
+            if ('CocoMetric' in str(node.get('type', '')) and isinstance(ann_file, str)
+                    and osp.isfile(ann_file)):
+                with _config_key(f'{where}.ann_file', problems):
+                    check_coco_json(ann_file, need_annotations=not node.get('format_only'))
+    return problems
 
 
 def check_data_contents(cfg: Config, mode: str) -> None:
@@ -335,21 +445,14 @@ def check_data_contents(cfg: Config, mode: str) -> None:
     :func:`add_load_checks`); COCO json files (datasets and ``CocoMetric``) must parse, hold
     images, categories and (for training data and evaluation) annotations, and their
     annotations must name images and categories of the file; image folders must hold images;
-    annotation files must not be empty. Run after :func:`check_datasets` (the paths exist).
+    annotation files must not be empty. Files that do not exist are left to
+    :func:`check_datasets`.
 
     Raises:
-        PreflightError: naming the config key, the file and the fix.
+        PreflightError: listing every problem, each naming the config key, the file and the
+            fix.
     """
-    for loader in _dataloaders(cfg, mode):
-        for where, dataset in _leaf_datasets(cfg[loader]['dataset'], f'{loader}.dataset'):
-            _check_dataset_contents(dataset, _dataset_class(dataset, cfg.get('default_scope')),
-                                    where, need_annotations=loader == 'train_dataloader')
-    for name in _evaluators(cfg, mode):
-        for where, node in _walk(cfg.get(name), name):
-            ann_file = node.get('ann_file')
-            if 'CocoMetric' in str(node.get('type', '')) and isinstance(ann_file, str) and ann_file:
-                with _config_key(f'{where}.ann_file'):
-                    check_coco_json(ann_file, need_annotations=not node.get('format_only'))
+    _raise_if_any(data_content_problems(cfg, mode))
 
 
 FILE_CHECK = 'mmdvit.CheckFilesNotEmpty'
@@ -426,9 +529,13 @@ def add_load_checks(cfg: Config, mode: str) -> None:
 
 
 def check_config(cfg: Config, mode: str) -> None:
-    """Run every pre-flight check for ``mode`` ('train' or 'test')."""
-    check_datasets(cfg, mode)
-    check_evaluators(cfg, mode)
-    check_checkpoints(cfg, mode, skip=init_checkpoint_keys(cfg) if mode == 'test' else ())
-    check_num_classes(cfg, mode)
-    check_data_contents(cfg, mode)
+    """Run every pre-flight check for ``mode`` ('train' or 'test').
+
+    Raises:
+        PreflightError: listing the problems of all checks (missing data, missing or URL
+            checkpoints, class counts, data contents), each with its fix.
+    """
+    skip = init_checkpoint_keys(cfg) if mode == 'test' else ()
+    _raise_if_any(dataset_problems(cfg, mode) + evaluator_problems(cfg, mode)
+                  + checkpoint_problems(cfg, mode, skip) + num_classes_problems(cfg, mode)
+                  + data_content_problems(cfg, mode))

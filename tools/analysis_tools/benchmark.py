@@ -16,7 +16,13 @@ Examples::
 
 Each row prints images/s of the upstream dense model and of the dynamic one, the measured
 speed-up, the FLOPs-implied ideal speed-up and their quotient (realisation); with the twin
-(default) also mmdvit's own dense backbone (sparsification disabled).
+(default) also mmdvit's own dense backbone (sparsification disabled). Speed-ups print as
+``N.NNx``, other figures with 2 decimals; the ``--out`` JSON keeps full precision.
+
+Progress goes to stderr, one line per row before it is timed (rewritten in place on a
+terminal). A row whose timed calls were mostly disturbed by other processes (fewer than half of
+its rounds quiet: ``quiet_calls`` / ``rounds`` in the JSON) is timed once more; if it is still
+disturbed, a warning line says so and how to re-time it.
 """
 import argparse
 import json
@@ -24,15 +30,17 @@ import os
 import platform
 import sys
 import tempfile
+from typing import Optional, TextIO
 
 import torch
 from mmengine.config import DictAction
 
 from mmdvit.analysis.benchmark import (CONV_PRESETS, benchmark_rows, build_conv_subject,
-                                       build_subject)
+                                       build_subject, is_disturbed)
 from mmdvit.analysis.inputs import sample_photos
 from mmdvit.analysis.memory import training_step_memory
 from mmdvit.analysis.models import backbone_config, load_config, model_config, set_keep_ratios
+from mmdvit.engine.cli import add_debug_argument, run_tool
 from mmdvit.models.sparse import sparse_children
 
 QUICK = dict(configs=['swin-test', 'convnext-test'], shape=[64, 64], batches=[1, 2],
@@ -83,6 +91,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--iters', type=int, default=10, help='timed rounds per row (at most)')
     parser.add_argument('--max-seconds', type=float, default=120.0,
                         help='stop a row after this many seconds (and at least 3 rounds)')
+    parser.add_argument('--no-retime', action='store_true',
+                        help='do not time a disturbed row (fewer than half of its rounds '
+                        'undisturbed by other processes) a second time')
     parser.add_argument('--no-twin', action='store_true',
                         help="skip mmdvit's own dense backbone")
     parser.add_argument('--channels-last', action='store_true',
@@ -98,6 +109,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='override settings of every config, e.g. '
                         'model.student.backbone.drop_path_rate=0 for the shipped '
                         '(mmdvit.SparsityTrainer) configs')
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.configs = args.configs or QUICK['configs']
@@ -139,8 +151,13 @@ def machine() -> dict:
 
 
 HEADER = (f"{'name':<44}{'part':<9}{'dtype':<18}{'batch':>5}  {'shape':<9}{'dense':>8}"
-          f"{'twin':>8}{'dynamic':>9}{'speedup':>9}{'ideal':>7}{'realis.':>8}"
+          f"{'twin':>8}{'dynamic':>9}{'speedup':>9}{'ideal':>8}{'realis.':>8}"
           f"{'cpu-time: speedup':>19}{'realis.':>8}")
+
+
+def speedup(value: float, width: int) -> str:
+    """A speed-up as ``N.NNx``, right-aligned in ``width`` characters."""
+    return f'{value:.2f}x'.rjust(width)
 
 
 def format_row(row: dict) -> str:
@@ -152,11 +169,71 @@ def format_row(row: dict) -> str:
                 f"failed: {row['error'][:120]}")
     twin = f"{row['twin_ips']:8.2f}" if 'twin_ips' in row else f"{'-':>8}"
     shape = 'x'.join(str(s) for s in row['shape'])
-    cpu = (f"{row['speedup_cpu']:19.3f}{row['realisation_cpu']:8.3f}"
+    cpu = (f"{speedup(row['speedup_cpu'], 19)}{row['realisation_cpu']:8.2f}"
            if 'speedup_cpu' in row else '')
     return (f"{row['name']:<44}{row['part']:<9}{row['dtype']:<18}{row['batch']:>5}  "
             f"{shape:<9}{row['dense_ips']:8.2f}{twin}{row['dynamic_ips']:9.2f}"
-            f"{row['speedup']:9.3f}{row['ideal_speedup']:7.3f}{row['realisation']:8.3f}{cpu}")
+            f"{speedup(row['speedup'], 9)}{speedup(row['ideal_speedup'], 8)}"
+            f"{row['realisation']:8.2f}{cpu}")
+
+
+def row_label(row: dict) -> str:
+    return f"{row['name']} {row['part']} {row['dtype']} batch {row['batch']}"
+
+
+def disturbed_warning(row: dict) -> Optional[str]:
+    """The console warning for a row whose timed calls were mostly disturbed by other
+    processes (:func:`~mmdvit.analysis.benchmark.is_disturbed`), with how to re-time it;
+    ``None`` for any other row."""
+    if not is_disturbed(row):
+        return None
+    timed = 'timed twice, and both times ' if row.get('retimed') else ''
+    cpu = (f"; its CPU-time speed-up ({row['speedup_cpu']:.2f}x) is hardly affected by other "
+           'processes' if row.get('speedup_cpu') is not None else '')
+    dtype = 'float32' if row['dtype'] == 'float32' else 'amp'
+    parts = '' if row['part'] == 'conv' else f" --parts {row['part']}"
+    return (f"warning: {row_label(row)}: {timed}only {row['quiet_calls']} of "
+            f"{row['rounds']} timed rounds ran undisturbed by other processes, so its "
+            f"wall-clock speed-up ({row['speedup']:.2f}x) is unreliable{cpu}. Re-time it when "
+            f'the machine is quieter (`uptime` shows the load): the same command with'
+            f"{parts} --batches {row['batch']} --dtypes {dtype}, or more --iters.")
+
+
+class Progress:
+    """One line per row on ``stream`` (stderr) before the row is timed: ``[i/N] what``. On a
+    terminal the line is rewritten in place and cleared when the row's result prints."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
+        self.total, self.stream, self.done = total, stream, 0
+        self.tty = stream.isatty()
+
+    def show(self, text: str) -> None:
+        line = f'[{min(self.done + 1, self.total)}/{self.total}] {text}'
+        if self.tty:
+            self.stream.write('\r\x1b[K' + line)
+            self.stream.flush()
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def clear(self) -> None:
+        """Remove the progress line from a terminal (before a result prints)."""
+        if self.tty:
+            self.stream.write('\r\x1b[K')
+            self.stream.flush()
+
+    def timing(self, row: dict, attempt: str) -> None:
+        """``benchmark_rows``' ``progress`` callback."""
+        what = 'timing' if attempt == 'timing' else 'disturbed by other processes, timing again'
+        self.show(f'{row_label(row)}: {what}...')
+
+    def report(self, row: dict) -> None:
+        """``benchmark_rows``' ``report`` callback: the row, and its warning if disturbed."""
+        self.clear()
+        print(format_row(row), flush=True)
+        warning = disturbed_warning(row)
+        if warning is not None:
+            print(warning, file=self.stream, flush=True)
+        self.done += 1
 
 
 def measure(args: argparse.Namespace, onnx_dir: str) -> dict:
@@ -165,13 +242,16 @@ def measure(args: argparse.Namespace, onnx_dir: str) -> dict:
     result = dict(machine=machine(), method=METHOD, backend=args.backend, rows=[], memory=[])
     print(f"machine: {result['machine']}\nbackend: {args.backend}\n"
           f"images/s (higher is better)\n{HEADER}")
+    subjects = len(args.convs) + len(args.configs) * len(args.parts)
+    progress = Progress(subjects * len(args.dtypes) * len(args.batches))
+    callbacks = dict(report=progress.report, progress=progress.timing,
+                     retime=not args.no_retime, backend=args.backend, folder=onnx_dir)
     for preset in args.convs:
+        progress.show(f'{preset}: building the convolutions, counting FLOPs...')
         subject = build_conv_subject(preset, args.conv_keep_ratio, args.conv_block, args.device)
         shape = list(CONV_PRESETS[preset]['size'])
         rows = benchmark_rows(subject, shape, args.batches, args.dtypes, args.device,
-                              args.warmup, args.iters, args.max_seconds,
-                              report=lambda r: print(format_row(r), flush=True),
-                              backend=args.backend, folder=onnx_dir)
+                              args.warmup, args.iters, args.max_seconds, **callbacks)
         for row in rows:
             row.update(keep_ratio=args.conv_keep_ratio, block=args.conv_block,
                        channels=[CONV_PRESETS[preset]['in_channels'],
@@ -183,12 +263,11 @@ def measure(args: argparse.Namespace, onnx_dir: str) -> dict:
             cfg.model = set_keep_ratios(model_config(cfg), args.keep_ratios)
         label = os.path.splitext(os.path.basename(name))[0]
         for part in args.parts:
+            progress.show(f'{label} {part}: building the models, counting FLOPs...')
             subject = build_subject(cfg, label, part, image, args.shape, twin=not args.no_twin,
                                     device=args.device, channels_last=args.channels_last)
             rows = benchmark_rows(subject, args.shape, args.batches, args.dtypes, args.device,
-                                  args.warmup, args.iters, args.max_seconds,
-                                  report=lambda r: print(format_row(r), flush=True),
-                                  backend=args.backend, folder=onnx_dir)
+                                  args.warmup, args.iters, args.max_seconds, **callbacks)
             dynamic = subject.models['dynamic']
             ratios = ({'backbone': list(dynamic.keep_ratios)} if part == 'backbone' else
                       {name: list(child.keep_ratios) for name, child in sparse_children(dynamic)})
@@ -199,6 +278,7 @@ def measure(args: argparse.Namespace, onnx_dir: str) -> dict:
             del subject
         if args.memory:
             batch = 2 if args.quick else args.memory_batch
+            progress.show(f'{label} backbone: training-step memory at batch {batch}...')
             mem = training_step_memory(backbone_config(model_config(cfg)), batch, args.shape,
                                        image, args.device)
             entry = dict(name=label, device=args.device, batch=batch, shape=list(args.shape),
@@ -209,9 +289,14 @@ def measure(args: argparse.Namespace, onnx_dir: str) -> dict:
                          dynamic_peak_mib=mem['dynamic']['peak_mib'],
                          method=mem['dynamic']['method'])
             result['memory'].append(entry)
+            progress.clear()
             print(f"training-step memory, {label} backbone, batch {batch}: dense "
                   f"{entry['dense_step_mib']:.0f} MiB, dynamic {entry['dynamic_step_mib']:.0f} "
                   f"MiB ({entry['step_ratio']:.2f}x; {entry['method']})", flush=True)
+    disturbed = [row_label(r) for r in result['rows'] if is_disturbed(r)]
+    if disturbed:
+        print(f"warning: {len(disturbed)} of {len(result['rows'])} rows disturbed by other "
+              f"processes (see the warnings above): {', '.join(disturbed)}", file=sys.stderr)
     return result
 
 
@@ -232,4 +317,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    run_tool(main)

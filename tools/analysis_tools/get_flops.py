@@ -4,18 +4,21 @@ Example::
 
     python tools/analysis_tools/get_flops.py configs/.../upernet_....py --shape 512 512 \
         --num-images 4 --out work_dirs/flops.json
+
+The table gives GFLOPs (multiply-adds) and millions of parameters of the dense twin and the
+dynamic model, and dense / dynamic as ``N.NNx`` (for FLOPs: the speed-up they imply); the
+``--out`` JSON keeps full precision.
 """
 import argparse
 import json
 import os
-import sys
 
 from mmengine.config import DictAction
 
 from mmdvit.analysis.complexity import complexity
 from mmdvit.analysis.inputs import read_image, sample_photos
 from mmdvit.analysis.models import load_config
-from mmdvit.engine.cli import add_trust_argument
+from mmdvit.engine.cli import add_debug_argument, add_trust_argument, run_tool
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         '"(0.9,0.7,0.5)" for the shipped (mmdvit.SparsityTrainer) configs, '
                         'model.backbone.keep_ratios=... for a plain model config, '
                         'model.keep_ratios=... for a preset')
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if len(args.shape) == 1:
         args.shape = args.shape * 2
@@ -46,21 +50,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def times(dense: float, dynamic: float) -> str:
+    """``dense / dynamic`` as ``N.NNx`` (for FLOPs the speed-up they imply), 15 wide."""
+    return (f'{dense / dynamic:.2f}x' if dense and dynamic else '-').rjust(15)
+
+
 def format_report(result: dict) -> str:
-    """A human-readable table of a :func:`complexity` result."""
+    """A human-readable table of a :func:`complexity` result (GFLOPs and M params with 3
+    decimals, their dense / dynamic quotient as ``N.NNx``; the JSON keeps full precision)."""
     height, width = result['shape']
     lines = [f"input {height}x{width} (after the data preprocessor: "
              f"{result['input_shape'][0]}x{result['input_shape'][1]}), "
              f"averaged over {result['num_images']} image(s)",
-             f"{'':16s}{'dense':>12s}{'dynamic':>12s}{'ratio':>8s}"]
+             f"{'':16s}{'dense':>12s}{'dynamic':>12s}{'dense/dynamic':>15s}"]
     for part in ('backbone', 'neck_and_heads', 'model'):
         dense, dyn = result[part]['dense'], result[part]['dynamic']
-        ratio = f'{dyn / dense:8.3f}' if dense else f"{'-':>8s}"
-        lines.append(f'{part:16s}{dense:12.3f}{dyn:12.3f}{ratio}  GFLOPs')
+        lines.append(f'{part:16s}{dense:12.3f}{dyn:12.3f}{times(dense, dyn)}  GFLOPs')
     for part in ('backbone', 'model'):
         params = result['params'][part]
         lines.append(f"{part:16s}{params['dense']:12.3f}{params['dynamic']:12.3f}"
-                     f"{params['dynamic'] / params['dense']:8.3f}  M params")
+                     f"{times(params['dense'], params['dynamic'])}  M params")
     for d in result['kept']:
         where = (f"stage {d['stage']}" if d['source'] == 'backbone' else
                  f"{d['source']}, level {d['stage']}")
@@ -89,4 +98,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    run_tool(main)

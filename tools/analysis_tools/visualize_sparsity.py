@@ -13,7 +13,6 @@ with ``none``) are drawn from ``--seed``, so a figure of random weights is repro
 """
 import argparse
 import os
-import sys
 from typing import List
 
 import torch
@@ -23,7 +22,7 @@ from mmdvit.analysis.inputs import read_image, resize
 from mmdvit.analysis.models import (build_model, default_scope, load_config, load_weights,
                                     model_config)
 from mmdvit.analysis.visualize import caption, kept_maps, render
-from mmdvit.engine.cli import add_trust_argument
+from mmdvit.engine.cli import add_debug_argument, add_trust_argument, run_tool
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,6 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         '"(0.9,0.7,0.5)" for the shipped (wrapper) configs, '
                         'model.backbone.keep_ratios=... for a plain model config')
     add_trust_argument(parser, 'CHECKPOINT')
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -72,4 +72,4 @@ def main(argv=None) -> List[str]:
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    run_tool(main)

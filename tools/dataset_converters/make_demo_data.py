@@ -10,6 +10,7 @@ import os.path as osp
 import time
 
 from mmdvit.datasets import make_ade20k_demo, make_coco_demo
+from mmdvit.engine.cli import add_debug_argument, run_tool
 
 
 def parse_args() -> argparse.Namespace:
@@ -17,6 +18,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--out', default='data/demo', help='output folder (default data/demo)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--only', choices=['ade20k', 'coco'], help='write one dataset only')
+    add_debug_argument(parser)
     return parser.parse_args()
 
 
@@ -35,4 +37,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -20,7 +20,6 @@ exit status 1 and no file when off). See docs/deployment.md.
 """
 import argparse
 import os
-import sys
 from typing import List, Optional, Tuple
 
 from mmengine.config import DictAction
@@ -28,15 +27,11 @@ from torch import nn
 
 from mmdvit.analysis.models import (backbone_config, build_model, default_scope, load_config,
                                     model_config, set_keep_ratios)
-from mmdvit.engine.cli import add_trust_argument
+from mmdvit.engine.cli import ToolError, add_debug_argument, add_trust_argument, run_tool
 from mmdvit.models.checkpoint import extract_state_dict, load_checkpoint_file
 
 EXPORTER_FLAGS = {'auto': None, 'dynamo': True, 'torchscript': False}
 WRAPPER_PREFIXES = ('student.', )
-
-
-class ToolError(Exception):
-    """A problem with the command line or the files it names (printed without a traceback)."""
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -71,6 +66,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='override config settings, e.g. model.student.backbone.keep_ratios='
                         '"(0.9,0.7,0.5)" (shipped configs), model.keep_ratios=... (presets)')
     add_trust_argument(parser, 'CHECKPOINT')
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if args.checkpoint and args.checkpoint_option:
         parser.error('give the checkpoint once (positional or --checkpoint)')
@@ -165,8 +161,4 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
 
 if __name__ == '__main__':
-    try:
-        main(sys.argv[1:])
-    except ToolError as error:
-        print(f'error: {error}', file=sys.stderr)
-        sys.exit(1)
+    run_tool(main)

@@ -28,10 +28,9 @@ an existing DST as it was.
 """
 import argparse
 import os
-import sys
 from typing import List, Optional, Sequence
 
-from mmdvit.engine.cli import add_trust_argument
+from mmdvit.engine.cli import add_debug_argument, add_trust_argument, run_tool
 from mmdvit.models.checkpoint import (diff_state_dicts, extract_state_dict, load_checkpoint_file,
                                       same_file, save_checkpoint_file)
 from mmdvit.models.checkpoint.classifier import (CONVERTERS, ClassifierConversion,
@@ -48,6 +47,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument('--config', help='also check the result against this config\'s model')
     parser.add_argument('--force', action='store_true', help='replace DST if it exists')
     add_trust_argument(parser, 'SRC')
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if same_file(args.src, args.dst):
         parser.error(f'DST {args.dst!r} is SRC: converting in place would replace the source '
@@ -102,4 +102,4 @@ def main(argv: Optional[List[str]] = None) -> ClassifierConversion:
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    run_tool(main)
