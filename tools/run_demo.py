@@ -348,7 +348,7 @@ def run_stage(stage: Stage, number: str, iters: Optional[int], teacher: Optional
     if new:  # nothing to resume, not even an earlier run's checkpoint
         Path(stage.work_dir, 'last_checkpoint').unlink(missing_ok=True)
     try:
-        with open(Path(stage.work_dir, LOG_FILE), 'w' if new else 'a') as log:
+        with open(Path(stage.work_dir, LOG_FILE), 'w' if new else 'a', buffering=1) as log:
             if state['step'] == 'training':
                 train(stage, command, state, new, log, line)
             evaluate(stage, state, log, line)
