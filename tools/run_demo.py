@@ -52,6 +52,9 @@ TEACHER_KEYS = {  # where a stage's config takes the dense teacher's checkpoint
     'whole model': ('model.teacher.checkpoint', 'model.student_checkpoint'),
 }
 ITER_PATTERN = re.compile(r'Iter\(train\) \[\s*(\d+)/(\d+)\]')
+# The stages evaluate their final checkpoint with tools/test.py, so training validates never
+# (mmengine validates at the last iteration whatever val_interval is, but not before val_begin).
+NO_VALIDATION = 'train_cfg.val_begin=1000000000'
 
 
 @dataclass
@@ -130,9 +133,9 @@ def build_stages(args: argparse.Namespace, train_args: List[str]) -> List[Stage]
 
 
 def train_command(stage: Stage, iters: Optional[int], teacher: Optional[str]) -> List[str]:
-    """tools/train.py for ``stage`` (without ``--resume``): no validation while training (the
-    stage evaluates the final checkpoint), the teacher's checkpoint where the config takes it."""
-    options = schedule_options(iters) + ['train_cfg.val_begin=1000000000']
+    """tools/train.py for ``stage`` (without ``--resume``), without validation, with the
+    teacher's checkpoint where the config takes it."""
+    options = schedule_options(iters) + [NO_VALIDATION]
     options += [f'{key}={teacher}' for key in TEACHER_KEYS.get(stage.name, ())]
     return ([str(ROOT / 'tools/train.py'), str(ROOT / stage.config), '--work-dir', stage.work_dir,
              '--cfg-options'] + options + list(stage.train_args))
@@ -158,6 +161,7 @@ def stage_key(train: List[str], upstream_key: str) -> str:
 
 
 def read_state(work_dir: str) -> Dict[str, Any]:
+    """The stage state saved in ``work_dir`` (empty if none)."""
     path = Path(work_dir, STATE_FILE)
     try:
         return json.loads(path.read_text()) if path.is_file() else {}
@@ -344,6 +348,9 @@ def run_stage(stage: Stage, number: str, iters: Optional[int], teacher: Optional
     if state['step'] == 'done':
         line.finish(f"done before ({state['seconds']:.0f} s), {stage_result(state)}")
         return state
+    if new and saved and not fresh:
+        line.note('starting over (' + ('its checkpoint is gone' if saved.get('key') == key else
+                                       'its command or the teacher changed') + ')')
     Path(stage.work_dir).mkdir(parents=True, exist_ok=True)
     if new:  # nothing to resume, not even an earlier run's checkpoint
         Path(stage.work_dir, 'last_checkpoint').unlink(missing_ok=True)
@@ -365,12 +372,18 @@ def run_stage(stage: Stage, number: str, iters: Optional[int], teacher: Optional
 
 
 def thread_note() -> str:
-    """How many threads each tool computes with, and why."""
+    """How many threads each tool computes with, and why; a hint when the machine is busy."""
     if os.environ.get('OMP_NUM_THREADS'):
         return f"{os.environ['OMP_NUM_THREADS']} thread(s) per process (OMP_NUM_THREADS)"
     import torch
-    return (f'{torch.get_num_threads()} threads per process (torch\'s default here: one per '
-            'core; set OMP_NUM_THREADS to change it)')
+    threads = torch.get_num_threads()
+    note = (f"{threads} threads per process (torch's default here: one per core; set "
+            'OMP_NUM_THREADS to change it)')
+    load = os.getloadavg()[0]
+    if threads > 1 and load >= os.cpu_count():
+        note += (f'. This machine is busy (load average {load:.1f} on {os.cpu_count()} cores), '
+                 'where OMP_NUM_THREADS=1 can be several times faster (README.md, Quick start)')
+    return note
 
 
 def write_demo_data() -> None:
@@ -404,14 +417,16 @@ def summary(stages: List[Stage], states: List[Dict[str, Any]], seconds: float) -
                      f"{format_speedup(**backbone)})")
         lines.append(text)
     dynamic = stages[1]
+    names = sorted({Path(state['checkpoint']).name for state in states})
     lines += [
-        f'    (GFLOPs: dense twin -> dynamic model at {FLOPS_SHAPE[0]}x{FLOPS_SHAPE[1]}, '
-        f'averaged over {FLOPS_IMAGES} validation images: <work dir>/flops.json)',
-        '    checkpoints:    ' + ', '.join(state['checkpoint'] for state in states),
-        '    logs:           <work dir>/demo_stage.log (the tools\' output), '
-        '<work dir>/<timestamp>/ (training logs; vis_data/: scalars)',
+        f'    GFLOPs: dense twin -> dynamic model at {FLOPS_SHAPE[0]}x{FLOPS_SHAPE[1]}, averaged '
+        f'over {FLOPS_IMAGES} validation images (<work dir>/flops.json)',
+        '    work dirs:      ' + ', '.join(stage.work_dir for stage in stages),
+        '    checkpoints:    <work dir>/' + ', '.join(names),
+        f'    logs:           <work dir>/{LOG_FILE} (the tools\' output), <work dir>/<timestamp>/ '
+        '(training logs; vis_data/: scalars)',
         f'    evaluate again: {shown(Path(sys.executable))} {shown(ROOT / "tools/test.py")} '
-        f'{shown(ROOT / dynamic.config)} {states[1]["checkpoint"]}',
+        f'{shown(ROOT / dynamic.config)} {shown(Path(states[1]["checkpoint"]))}',
     ]
     return '\n'.join(lines)
 
