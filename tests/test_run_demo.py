@@ -40,7 +40,6 @@ def schedule(cfg: Config) -> tuple:
 def test_iters_300_is_the_configs_own_schedule_and_small_counts_scale_it():
     cfg = with_options([])
     assert schedule(cfg) == (300, 0, 30, 30, 300, 50, 10)
-    assert cfg.default_hooks.checkpoint.max_keep_ckpts == 2
     assert demo.schedule_options(None) == []
     assert schedule(with_options(demo.schedule_options(300))) == schedule(cfg)
     assert schedule(with_options(demo.schedule_options(6))) == (6, 0, 1, 1, 6, 1, 1)
@@ -67,7 +66,11 @@ def test_job_options_are_taken_and_the_rest_goes_to_the_dynamic_model():
     whole_options = demo.train_command(whole, None, 'T.pth')
     assert {'model.teacher.checkpoint=T.pth', 'model.student_checkpoint=T.pth'} <= set(
         whole_options)
-    assert not any('model.teacher' in option for option in demo.train_command(teacher, 4, None))
+    teacher_command = demo.train_command(teacher, 4, None)
+    assert not any('model.teacher' in option for option in teacher_command)
+    trained = with_options(teacher_command[teacher_command.index('--cfg-options') + 1:])
+    assert trained.default_hooks.checkpoint.max_keep_ckpts == 2
+    assert trained.train_cfg.val_begin > trained.train_cfg.max_iters == 4  # no validation
 
 
 def test_stage_results_are_rounded_and_flops_given_as_speedups():

@@ -16,16 +16,17 @@ as one line with its time and result:
 and a summary. The tools' output goes to ``<work dir>/demo_stage.log``, the stage's state to
 ``<work dir>/demo_stage.json``. A finished stage is skipped when the job runs again; an
 interrupted one resumes its training from the last checkpoint (``tools/train.py --resume``; the
-demo configs save every 50 iterations) and redoes its evaluation. A stage starts over when its
-commands or the teacher changed, and every stage does with ``--fresh``.
+demo configs save every 50 iterations, the job keeps the last two) and redoes its evaluation.
+A stage starts over when its training command or the teacher changed, and every stage does
+with ``--fresh``. Training does not validate: each stage evaluates its final checkpoint.
 
 Other arguments go to the dynamic model's ``tools/train.py`` (stage 2); its ``--cfg-options``
 also to that model's evaluation and FLOPs count, e.g.
 ``--cfg-options model.student.backbone.keep_ratios="(0.9,0.7,0.5)"``. ``--iters N`` trains every
 stage N iterations instead of the configs' 300, with the warm-up and the checkpoint interval
-scaled (``--iters 4`` checks the whole job in a minute or two). The tools get this checkout on
-``PYTHONPATH`` and the thread count of the environment: ``OMP_NUM_THREADS`` if set, torch's
-default (one thread per core) otherwise.
+scaled (``--iters 6`` checks the whole job in a few minutes); ``--out DIR`` puts ``data/demo/``
+and ``work_dirs/`` in DIR. The tools get this checkout on ``PYTHONPATH`` and the thread count of
+the environment: ``OMP_NUM_THREADS`` if set, torch's default (one thread per core) otherwise.
 """
 import argparse
 import hashlib
@@ -52,9 +53,10 @@ TEACHER_KEYS = {  # where a stage's config takes the dense teacher's checkpoint
     'whole model': ('model.teacher.checkpoint', 'model.student_checkpoint'),
 }
 ITER_PATTERN = re.compile(r'Iter\(train\) \[\s*(\d+)/(\d+)\]')
-# The stages evaluate their final checkpoint with tools/test.py, so training validates never
-# (mmengine validates at the last iteration whatever val_interval is, but not before val_begin).
-NO_VALIDATION = 'train_cfg.val_begin=1000000000'
+# Options of every stage's training: no validation (the stage evaluates its final checkpoint
+# with tools/test.py; mmengine validates at the last iteration whatever val_interval is, but not
+# before val_begin), the last two checkpoints kept.
+TRAIN_OPTIONS = ['train_cfg.val_begin=1000000000', 'default_hooks.checkpoint.max_keep_ckpts=2']
 
 
 @dataclass
@@ -133,9 +135,9 @@ def build_stages(args: argparse.Namespace, train_args: List[str]) -> List[Stage]
 
 
 def train_command(stage: Stage, iters: Optional[int], teacher: Optional[str]) -> List[str]:
-    """tools/train.py for ``stage`` (without ``--resume``), without validation, with the
-    teacher's checkpoint where the config takes it."""
-    options = schedule_options(iters) + [NO_VALIDATION]
+    """tools/train.py for ``stage`` (without ``--resume``), with the teacher's checkpoint where
+    the config takes it."""
+    options = schedule_options(iters) + TRAIN_OPTIONS
     options += [f'{key}={teacher}' for key in TEACHER_KEYS.get(stage.name, ())]
     return ([str(ROOT / 'tools/train.py'), str(ROOT / stage.config), '--work-dir', stage.work_dir,
              '--cfg-options'] + options + list(stage.train_args))

@@ -49,8 +49,8 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=30, end=max_iters, by_epoch=False)
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
-# A checkpoint every 50 iterations (the last two kept), so that an interrupted run resumes
-# (tools/train.py --resume; tools/run_demo.sh does it by itself).
+# A checkpoint every 50 iterations, so that an interrupted run resumes (tools/train.py --resume;
+# tools/run_demo.sh does it by itself, and keeps the last two).
 default_hooks = dict(
     logger=dict(interval=10),
-    checkpoint=dict(interval=50, max_keep_ckpts=2))
+    checkpoint=dict(interval=50))
