@@ -73,6 +73,21 @@ def test_job_options_are_taken_and_the_rest_goes_to_the_dynamic_model():
     assert trained.train_cfg.val_begin > trained.train_cfg.max_iters == 4  # no validation
 
 
+def test_a_stage_starts_over_when_its_training_command_or_its_teacher_changes():
+    args, rest = demo.parse_args([])
+    dynamic = demo.build_stages(args, rest)[1]
+    command = demo.train_command(dynamic, None, 'work_dirs/t/iter_300.pth')[1:]
+    key = demo.stage_key(command, 'teacher-key')
+    assert demo.stage_key(list(command), 'teacher-key') == key
+    assert demo.stage_key(command, 'retrained-teacher-key') != key
+    args, rest = demo.parse_args(['--cfg-options', 'model.student.backbone.keep_ratios=(0.9,)'])
+    changed = demo.train_command(demo.build_stages(args, rest)[1], None,
+                                 'work_dirs/t/iter_300.pth')[1:]
+    assert demo.stage_key(changed, 'teacher-key') != key
+    assert demo.stage_key(demo.train_command(dynamic, 6, 'work_dirs/t/iter_6.pth')[1:],
+                          'teacher-key') != key
+
+
 def test_stage_results_are_rounded_and_flops_given_as_speedups():
     state = {'metrics': {'aAcc': 97.80999755859375, 'mIoU': 92.38999938964844},
              'flops': {'backbone': {'dense': 0.0859, 'dynamic': 0.0430},
