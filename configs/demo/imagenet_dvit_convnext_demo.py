@@ -1,6 +1,6 @@
 # configs/imagenet_dvit_convnext.py on the demo ImageNet-layout data
 # (python tools/dataset_converters/make_imagenet_demo.py), sized for a CPU: a tiny
-# DynamicConvNeXt (channels 16-32-64-128, depths 1-1-3-1, predictors before the three stage-3
+# DynamicConvNeXt (channels 16-32-64-128, depths 1-1-3-1, predictors before the three stage-2
 # blocks), 64x64 inputs, 5 classes, 2 epochs of batch 8 with the pretrained weights frozen in
 # the first. It starts from random weights and a random dense teacher (teacher.checkpoint=None),
 # so every loss term runs but the distillation targets mean nothing: set `pretrained` (a

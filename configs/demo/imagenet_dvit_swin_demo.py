@@ -1,6 +1,6 @@
 # configs/imagenet_dvit_swin.py on the demo ImageNet-layout data
 # (python tools/dataset_converters/make_imagenet_demo.py), sized for a CPU: a tiny DynamicSwin
-# (embed_dims 32, depths 1-1-3-1, window 2, predictors before the three stage-3 blocks), 64x64
+# (embed_dims 32, depths 1-1-3-1, window 2, predictors before the three stage-2 blocks), 64x64
 # inputs, 5 classes, 2 epochs of batch 8 with the pretrained weights frozen in the first. It
 # starts from random weights and a random dense teacher (teacher.checkpoint=None), so every loss
 # term runs but the distillation targets mean nothing: set `pretrained` (a converted checkpoint

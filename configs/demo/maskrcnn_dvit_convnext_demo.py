@@ -1,6 +1,6 @@
 # configs/maskrcnn_dvit_convnext.py on the demo COCO-format data
 # (python tools/dataset_converters/make_demo_data.py), sized for a CPU: a tiny DynamicConvNeXt
-# (channels 32-256, depths 1-1-3-1, predictors before the three stage-3 blocks), FPN and RoI
+# (channels 32-256, depths 1-1-3-1, predictors before the three stage-2 blocks), FPN and RoI
 # heads 32-64 wide, images resized to at most 256x160, 6 epochs from random initialisation.
 # Only data paths, widths and schedule differ from the canonical config (whose multi-scale crop
 # pipeline is replaced by one small scale). AMP needs a GPU: on CPU tools/train.py trains in

@@ -2,7 +2,7 @@
 # configs/demo/maskrcnn_dvit_convnext_demo.py
 # (random initialisation, no teacher) with the whole-model change: a spatially sparse FPN and
 # RPN head at P2 / P3 (4x4 and 2x2 tiles of the 1/4- and 1/8-scale maps of a 256x160 image).
-# The backbone splits the pointwise MLPs of stages 1-3 (the full config stage 4 too).
+# The backbone splits the pointwise MLPs of stages 0-2 (the full config stage 3 too).
 _base_ = './maskrcnn_dvit_convnext_demo.py'
 
 model = dict(

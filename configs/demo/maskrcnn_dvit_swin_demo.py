@@ -1,6 +1,6 @@
 # configs/maskrcnn_dvit_swin.py on the demo COCO-format data
 # (python tools/dataset_converters/make_demo_data.py), sized for a CPU: a tiny DynamicSwin
-# (embed_dims 32, depths 1-1-3-1, window 4, predictors before the three stage-3 blocks), FPN and
+# (embed_dims 32, depths 1-1-3-1, window 4, predictors before the three stage-2 blocks), FPN and
 # RoI heads 32-64 wide, images resized to at most 256x160, 6 epochs from random initialisation.
 # Only data paths, widths and schedule differ from the canonical config.
 _base_ = '../maskrcnn_dvit_swin.py'

@@ -1,8 +1,8 @@
 # configs/maskrcnn_dvit_swin_whole.py on the demo data: configs/demo/maskrcnn_dvit_swin_demo.py
 # (random initialisation, no teacher) with the whole-model change: a spatially sparse FPN and
 # RPN head at P2 / P3 (4x4 and 2x2 tiles of the 1/4- and 1/8-scale maps of a 256x160 image).
-# The backbone prunes 4x4 attention windows in stages 1-3 (window granularity; the full config
-# prunes stage 4 too).
+# The backbone prunes 4x4 attention windows in stages 0-2 (window granularity; the full config
+# prunes stage 3 too).
 _base_ = './maskrcnn_dvit_swin_demo.py'
 
 model = dict(

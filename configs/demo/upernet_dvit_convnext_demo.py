@@ -1,6 +1,6 @@
 # configs/upernet_dvit_convnext.py on the demo ADE20K-layout data
 # (python tools/dataset_converters/make_demo_data.py), sized for a CPU: a tiny DynamicConvNeXt
-# (channels 32-256, depths 1-1-3-1, predictors before the three stage-3 blocks), 128x128 crops,
+# (channels 32-256, depths 1-1-3-1, predictors before the three stage-2 blocks), 128x128 crops,
 # 300 iterations of batch 4 from random initialisation. Only data paths, widths and schedule
 # differ from the canonical config. (AMP needs a GPU: on CPU tools/train.py trains in float32.)
 _base_ = '../upernet_dvit_convnext.py'

@@ -2,7 +2,7 @@
 # configs/demo/upernet_dvit_convnext_demo.py
 # (random initialisation, no teacher) with the whole-model change: a spatially sparse decode head
 # (mmdvit.DynamicUPerHead; 4x4 tiles of the 32x32 1/4-scale map of a 128x128 crop).
-# The backbone splits the pointwise MLPs of stages 1-3 (the full config stage 4 too).
+# The backbone splits the pointwise MLPs of stages 0-2 (the full config stage 3 too).
 _base_ = './upernet_dvit_convnext_demo.py'
 
 model = dict(

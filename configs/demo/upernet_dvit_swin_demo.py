@@ -1,6 +1,6 @@
 # The main demo job: configs/upernet_dvit_swin.py on the demo ADE20K-layout data
 # (python tools/dataset_converters/make_demo_data.py), sized for a CPU: a tiny DynamicSwin
-# (embed_dims 32, depths 1-1-3-1, window 4, predictors before the three stage-3 blocks), 128x128
+# (embed_dims 32, depths 1-1-3-1, window 4, predictors before the three stage-2 blocks), 128x128
 # crops, 300 iterations of batch 4 from random initialisation, distilled from the dense teacher
 # that configs/demo/upernet_swin_dense_demo.py trains first (tools/run_demo.sh runs both). Only
 # data paths, widths, schedule and the teacher's checkpoint differ from the canonical config.
@@ -49,6 +49,8 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=30, end=max_iters, by_epoch=False)
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+# A checkpoint every 50 iterations, so that an interrupted run resumes (tools/train.py --resume;
+# tools/run_demo.sh does it by itself, and keeps the last two).
 default_hooks = dict(
     logger=dict(interval=10),
-    checkpoint=dict(interval=max_iters))
+    checkpoint=dict(interval=50))

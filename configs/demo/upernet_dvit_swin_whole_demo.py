@@ -4,8 +4,8 @@
 # the student started from the dense demo teacher, and logit distillation. Train the teacher
 # first (configs/demo/upernet_swin_dense_demo.py, or tools/run_demo.sh), then:
 #   python tools/train.py configs/demo/upernet_dvit_swin_whole_demo.py
-# The backbone prunes 4x4 attention windows in stages 1-3 (window granularity; the full config
-# prunes stage 4 too).
+# The backbone prunes 4x4 attention windows in stages 0-2 (window granularity; the full config
+# prunes stage 3 too).
 _base_ = './upernet_dvit_swin_demo.py'
 
 model = dict(
