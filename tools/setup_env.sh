@@ -3,9 +3,10 @@
 # Idempotent: a second run with an up-to-date .venv only re-checks the stamp and returns.
 # mmcv 2.1.0 is compiled from its sdist with ops (patched for C++20) once per torch build and
 # cached under $MMDVIT_CACHE (default ~/.cache/mmdvit), so later setups reuse the wheel.
-# torch: MMDVIT_TORCH_BUILD=auto (default) installs the CPU build from PyTorch's index
-# ($TORCH_CPU_INDEX) when no NVIDIA GPU is found and that index can be reached, PyPI's build
-# (with CUDA libraries; it runs on the CPU too) otherwise; =cpu or =pypi chooses one.
+# torch: MMDVIT_TORCH_BUILD=pypi (default) installs PyPI's build (with CUDA libraries; it runs
+# on the CPU too); =cpu the CPU build from PyTorch's index ($TORCH_CPU_INDEX); =auto the CPU
+# build when no NVIDIA GPU is found and that index can be reached, PyPI's otherwise. The default
+# contacts PyPI only.
 # Each step prints one line with its duration; pip's output is shown except the "Location ...
 # is ignored" lines some pip configurations print for every package (tools/pip_noise.sed).
 set -euo pipefail
@@ -17,7 +18,7 @@ TORCH_VERSION=2.14.1
 TORCHVISION_VERSION=0.29.1
 MMCV_VERSION=2.1.0
 CACHE=${MMDVIT_CACHE:-$HOME/.cache/mmdvit}
-TORCH_BUILD=${MMDVIT_TORCH_BUILD:-auto}
+TORCH_BUILD=${MMDVIT_TORCH_BUILD:-pypi}
 TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 STAMP=$VENV/.mmdvit-stamp
 STAMP_KEY=$(cat "$ROOT/tools/setup_env.sh" "$ROOT/requirements/runtime.txt" "$ROOT/requirements/tests.txt" | sha1sum | cut -c1-12)
