@@ -1,13 +1,13 @@
 """The fine-structure sets: deterministic, labels that match the drawn pixels, thin structures
 that are thin and small objects that are small, read by mmseg (ADE20K layout, through the demo
 configs' dataset settings) and by pycocotools / mmdet (COCO)."""
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_demo_data import digest
 
 from mmdvit.datasets import (FINE_ADE20K_LABELS, FINE_COCO_KINDS, FINE_GROUPS,
                              make_fine_structure_ade20k, make_fine_structure_coco)
@@ -17,14 +17,6 @@ from mmdvit.engine.data_checks import check_coco_json
 
 ROOT = Path(__file__).resolve().parents[1]
 VALUE = FINE_ADE20K_LABELS
-
-
-def digest(root: Path) -> str:
-    sha = hashlib.sha1()
-    for path in sorted(root.rglob('*')):
-        if path.is_file():
-            sha.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
-    return sha.hexdigest()
 
 
 def scenes(count: int = 12, seed: int = 0):
