@@ -2,7 +2,6 @@
 training: the same schedule, seed and data for the dense model and the student), stage
 skipping, per-class IoU against mmseg's IoUMetric, and the report table on fake results."""
 import argparse
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_flops import load_tool
 
 from mmdvit.analysis import quality
 from mmdvit.analysis.quality import (BenchmarkError, Stage, class_ious, ensure_data, evaluation,
@@ -21,12 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [f'class{i}' for i in range(150)]
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'quality_benchmark', ROOT / 'tools/analysis_tools/quality_benchmark.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+def quality_tool():
+    return load_tool(ROOT / 'tools/analysis_tools/quality_benchmark.py')
 
 
 def cfg_options(command: list) -> dict:
@@ -39,7 +35,7 @@ def cfg_options(command: list) -> dict:
 
 
 def test_command_line_defaults_and_errors(tmp_path):
-    tool = load_tool()
+    tool = quality_tool()
     args = tool.parse_args([])
     assert (args.teacher_iters, args.iters, args.seed, args.variant) == (600, 300, 0, 'whole')
     assert args.student_config.endswith('configs/demo/upernet_dvit_swin_whole_demo.py')
@@ -65,7 +61,7 @@ def test_plan_trains_dense_and_student_equally_from_the_teacher(tmp_path):
     schedule and seed, both start from the teacher's checkpoint, and the student distils from
     it; the student's options reach its training, evaluation and FLOPs count."""
     from mmengine.config import Config
-    tool = load_tool()
+    tool = quality_tool()
     options = ['model.student.decode_head.keep_ratios=(0.5,0.5,0.5)']
     args = tool.parse_args(['--work-dir', str(tmp_path / 'w'), '--data-root', str(tmp_path / 'd'),
                             '--teacher-iters', '40', '--iters', '20', '--seed', '7', '--variant',
@@ -264,7 +260,7 @@ def test_config_checks(tmp_path):
 
 
 def test_dry_run_lists_the_stages(tmp_path, capsys):
-    tool = load_tool()
+    tool = quality_tool()
     tool.main(['--work-dir', str(tmp_path), '--dry-run', '--iters', '5'])
     out = capsys.readouterr().out.splitlines()
     assert [line.split(' (')[0] for line in out] == [
