@@ -187,10 +187,10 @@ def test_dynamic_uper_head_gradients_reach_every_predictor():
 
 
 @pytest.mark.parametrize('size, block', [((13, 17), 4), ((16, 16), 8), ((9, 22), 5)])
-def test_traceable_gather_and_paste_equal_the_eager_ones(monkeypatch, size, block):
-    """Under tracing / torch.compile / export the tiles move through indexing ops instead of a
-    Python loop over tile indices: the same result."""
-    from mmdvit.models.sparse import sparse_conv as module
+def test_traceable_gather_and_paste_equal_the_eager_ones(size, block):
+    """On the accelerator path (GPUs, tracing / torch.compile / export) the tiles move through
+    indexing ops instead of a Python loop over tile indices: the same result."""
+    from mmdvit.models.sparse.accelerator import accelerator_path
     torch.manual_seed(0)
     x = torch.randn(2, 6, *size)
     weight, fast_w = torch.randn(5, 6, 3, 3), torch.randn(5, 6, 1, 1)
@@ -198,9 +198,9 @@ def test_traceable_gather_and_paste_equal_the_eager_ones(monkeypatch, size, bloc
     keep = random_keep_sets(2, grid[0] * grid[1], [0.4], seed=3)[0]
     eager = sparse_conv2d(x, weight, None, fast_w, None, tile_decision(keep, grid, False),
                           block)
-    monkeypatch.setattr(module, 'is_tracing', lambda: True)
-    traced = sparse_conv2d(x, weight, None, fast_w, None, tile_decision(keep, grid, False),
-                           block)
+    with accelerator_path():
+        traced = sparse_conv2d(x, weight, None, fast_w, None, tile_decision(keep, grid, False),
+                               block)
     torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-5)
 
 
@@ -415,3 +415,14 @@ def test_dynamic_uper_head_with_dw3x3_fast_paths():
         eval_out = head(head_inputs())
     assert [d.num_keep for d in head.sparsity_decisions] == [36, 28, 21]
     torch.testing.assert_close(train_out, eval_out, rtol=1e-4, atol=1e-5)
+
+
+def test_accelerator_path_is_taken_off_cpu_and_when_forced():
+    """CPU tensors take the eager path unless the accelerator path is forced; any other device
+    type takes the accelerator path."""
+    from mmdvit.models.sparse.accelerator import accelerator_path, uses_accelerator_path
+    assert not uses_accelerator_path(torch.zeros(1))
+    assert uses_accelerator_path(torch.zeros(1, device='meta'))
+    with accelerator_path():
+        assert uses_accelerator_path(torch.zeros(1))
+    assert not uses_accelerator_path(torch.zeros(1))

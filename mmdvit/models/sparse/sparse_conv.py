@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .decision import SparsityDecision, is_tracing
+from .accelerator import uses_accelerator_path
+from .decision import SparsityDecision
 
 
 def block_grid(height: int, width: int, block: int) -> Tuple[int, int]:
@@ -48,13 +49,6 @@ def expand_block_mask(mask: Tensor, grid: Tuple[int, int], block: int, height: i
     mask = mask.view(-1, 1, *grid)
     mask = mask.repeat_interleave(block, dim=2).repeat_interleave(block, dim=3)
     return mask[..., :height, :width]
-
-
-def _vectorised(x: Tensor) -> bool:
-    """Move tiles with indexing ops rather than a Python loop over tiles: when tracing, and on
-    GPUs, where the loop would launch one small copy per tile (on CPU the loop's plain copies
-    are the faster choice)."""
-    return x.is_cuda or is_tracing()
 
 
 def _padded(x: Tensor, block: int, halo: int) -> Tensor:
@@ -83,7 +77,7 @@ def gather_tiles(x: Tensor, tiles: Tensor, block: int, halo: int) -> Tensor:
     Args:
         tiles: (n,) long, flat tile indices ``b * rows * cols + r * cols + c``.
     """
-    if _vectorised(x):
+    if uses_accelerator_path(x):
         return gather_tiles_indexed(x, tiles, block, halo)
     batch, channels, height, width = x.shape
     rows, cols = block_grid(height, width, block)
@@ -117,7 +111,7 @@ def paste_tiles(out: Tensor, tiles_out: Tensor, tiles: Tensor) -> Tensor:
     """Write ``tiles_out`` (n, C, T, T) over the tiles ``tiles`` (flat indices, as in
     :func:`gather_tiles`) of out (B, C, H, W) (in place in eager mode); parts of a tile past
     the map are dropped. Returns the map."""
-    if _vectorised(out):
+    if uses_accelerator_path(out):
         return paste_tiles_indexed(out, tiles_out, tiles)
     height, width = out.shape[-2:]
     block = tiles_out.shape[-1]
