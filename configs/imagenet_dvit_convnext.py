@@ -1,4 +1,4 @@
-# DynamicConvNeXt-T (DynamicCNN-T, rho 0.7: predictors before stage-3 blocks 1, 2, 3 keep 0.7,
+# DynamicConvNeXt-T (DynamicCNN-T, rho 0.7: predictors before stage-2 blocks 1, 2, 3 keep 0.7,
 # 0.5, 0.3) on ImageNet-1k, 120 epochs, 32 GPUs x 128 images (mmpretrain's ConvNeXt-T data
 # pipeline, Mixup / CutMix, label smoothing). Published recipe (docs/method.md): the dense
 # ConvNeXt-T is the frozen teacher (logit KL 0.5, MSE 0.5 on the final features), keep-ratio
@@ -39,7 +39,7 @@ model = dict(
             type='mmdvit.DynamicConvNeXt',
             drop_path_rate=0.2,  # README: --drop_path 0.2 (mmpretrain's ConvNeXt-T: 0.1)
             # As the authors' code computes them: 0.7 - 0.2 = 0.49999999999999994 keeps
-            # int(196 * r) = 97 of the 196 stage-3 positions at 224, like the released models.
+            # int(196 * r) = 97 of the 196 stage-2 positions at 224, like the released models.
             keep_ratios=(rho, rho - 0.2, rho - 0.4),
             init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
         head=dict(

@@ -1,4 +1,4 @@
-# DynamicSwin-T (rho 0.7: predictors before stage-3 blocks 1, 2, 3 keep 0.7, 0.5, 0.3) on
+# DynamicSwin-T (rho 0.7: predictors before stage-2 blocks 1, 2, 3 keep 0.7, 0.5, 0.3) on
 # ImageNet-1k, 120 epochs, 16 GPUs x 64 images (mmpretrain's Swin-T data pipeline, Mixup /
 # CutMix, label smoothing). Published recipe (docs/method.md): the dense Swin-T is the
 # frozen teacher (logit KL 0.5, MSE 0.5 on the final feature map), keep-ratio loss weight 10,
@@ -35,7 +35,7 @@ rho = 0.7
 lr = 1e-3  # the new modules' rate for a total batch of 1024; pretrained weights get 0.2x
 
 # mmpretrain's SwinTransformer arguments differ from mmseg's, which mmdvit follows: the
-# backbone is spelled out. pad_small_map=False: no shifted windows on a window-sized map (stage 4
+# backbone is spelled out. pad_small_map=False: no shifted windows on a window-sized map (stage 3
 # at 224), as the official / mmpretrain Swin classify.
 model = dict(
     _delete_=True,
@@ -52,7 +52,7 @@ model = dict(
             out_indices=(3, ),
             pad_small_map=False,
             # As the authors' code computes them: 0.7 - 0.2 = 0.49999999999999994 keeps
-            # int(196 * r) = 97 of the 196 stage-3 positions at 224, like the released models.
+            # int(196 * r) = 97 of the 196 stage-2 positions at 224, like the released models.
             keep_ratios=(rho, rho - 0.2, rho - 0.4),
             init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
         head=dict(

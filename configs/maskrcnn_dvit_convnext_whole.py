@@ -2,7 +2,7 @@
 # FPN (mmdvit.DynamicFPN) and RPN head (mmdvit.DynamicRPNHead) on COCO. Inherits
 # configs/maskrcnn_dvit_convnext.py and changes only what makes the whole model sparse:
 # - the backbone splits the pointwise MLP of every stage (predictors before block 0 of each
-#   stage and before blocks 3 and 6 of stage 3, keeping 50% / 50% / 60%-50%-40% / 50% of the
+#   stage and before blocks 3 and 6 of stage 2, keeping 50% / 50% / 60%-50%-40% / 50% of the
 #   positions; the 7x7 depthwise convolutions stay dense; ConvNeXt-T backbone at 800x1333:
 #   94.2 -> 61.6 GFLOPs);
 # - the 3x3 convolutions at P2 (1/4 scale) and P3 (1/8) of the FPN outputs and of the RPN head

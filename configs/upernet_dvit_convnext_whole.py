@@ -2,7 +2,7 @@
 # decode head (mmdvit.DynamicUPerHead) on ADE20K 512x512. Inherits configs/upernet_dvit_convnext.py
 # and changes only what makes the whole model sparse (as configs/upernet_dvit_swin_whole.py): the
 # backbone splits the pointwise MLP of every stage (predictors before block 0 of each stage and
-# before blocks 3 and 6 of stage 3, keeping 50% / 50% / 60%-50%-40% / 50% of the positions; the 7x7
+# before blocks 3 and 6 of stage 2, keeping 50% / 50% / 60%-50%-40% / 50% of the positions; the 7x7
 # depthwise convolutions stay dense), the head's 3x3 convolutions at 1/4 and 1/8 scale run on kept
 # tiles, the student starts from the dense UPerNet ConvNeXt-T, and the teacher's logits are
 # distilled too.

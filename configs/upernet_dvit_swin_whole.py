@@ -2,7 +2,7 @@
 # sparse decode head (mmdvit.DynamicUPerHead) on ADE20K 512x512. Inherits
 # configs/upernet_dvit_swin.py and changes only what makes the whole model sparse:
 # - the backbone prunes attention windows in every stage (granularity='window'): predictors
-#   before block 0 of each stage and before blocks 2 and 4 of stage 3 keep 60% / 60% /
+#   before block 0 of each stage and before blocks 2 and 4 of stage 2 keep 60% / 60% /
 #   60%-50%-40% / 50% of the 7x7 windows; a kept window runs the whole block (attention and MLP),
 #   a pruned one a LayerNorm + Linear (Swin-T backbone at 800x1333: 99.0 -> 61.3 GFLOPs);
 # - the head's 3x3 convolutions at 1/4 and 1/8 scale (fpn_convs.0, fpn_convs.1, fpn_bottleneck:

@@ -1,5 +1,5 @@
 # UPerNet + DynamicConvNeXt-S, rho 0.9 (keep ratios 0.9, 0.7, 0.5) on ADE20K: mmseg's ConvNeXt-S
-# recipe (drop path 0.3, 12 decay layers); predictors before stage-3 blocks 3, 6, 9 (of 27).
+# recipe (drop path 0.3, 12 decay layers); predictors before stage-2 blocks 3, 6, 9 (of 27).
 # Local weights: checkpoints/convnext-small_in1k.pth (ImageNet-1k ConvNeXt-S),
 # checkpoints/upernet_convnext-s_ade20k.pth (dense UPerNet ConvNeXt-S, teacher).
 _base_ = '../upernet_dvit_convnext.py'

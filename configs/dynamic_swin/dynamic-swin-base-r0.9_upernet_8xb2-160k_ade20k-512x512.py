@@ -1,5 +1,5 @@
 # UPerNet + DynamicSwin-B, rho 0.9 (keep ratios 0.9, 0.7, 0.5) on ADE20K: mmseg's Swin-B
-# (ImageNet-1k) recipe; predictors before stage-3 blocks 2, 4, 6 (of 18).
+# (ImageNet-1k) recipe; predictors before stage-2 blocks 2, 4, 6 (of 18).
 # Local weights: checkpoints/swin_base_patch4_window7_224.pth (ImageNet-1k Swin-B),
 # checkpoints/upernet_swin-b_ade20k.pth (dense UPerNet Swin-B, teacher).
 _base_ = '../upernet_dvit_swin.py'

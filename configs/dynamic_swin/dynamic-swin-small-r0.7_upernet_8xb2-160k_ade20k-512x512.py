@@ -1,5 +1,5 @@
 # UPerNet + DynamicSwin-S, rho 0.7 (keep ratios 0.7, 0.5, 0.3) on ADE20K: mmseg's Swin-S
-# recipe; predictors before stage-3 blocks 2, 4, 6 (of 18).
+# recipe; predictors before stage-2 blocks 2, 4, 6 (of 18).
 # Local weights: checkpoints/swin_small_patch4_window7_224.pth (ImageNet-1k Swin-S),
 # checkpoints/upernet_swin-s_ade20k.pth (dense UPerNet Swin-S, teacher).
 _base_ = '../upernet_dvit_swin.py'

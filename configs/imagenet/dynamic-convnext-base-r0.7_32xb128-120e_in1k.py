@@ -1,4 +1,4 @@
-# DynamicCNN-B (ConvNeXt-B, rho 0.7: predictors before stage-3 blocks 3, 6, 9 keep 0.7, 0.5, 0.3) on
+# DynamicCNN-B (ConvNeXt-B, rho 0.7: predictors before stage-2 blocks 3, 6, 9 keep 0.7, 0.5, 0.3) on
 # ImageNet-1k: configs/imagenet_dvit_convnext.py with the ConvNeXt-B backbone, the authors' drop
 # path 0.5 (README `--drop_path 0.5`, as mmpretrain's ConvNeXt-B) and its dense teacher. Published:
 # 83.45 top-1.

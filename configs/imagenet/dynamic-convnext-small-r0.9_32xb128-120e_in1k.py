@@ -1,4 +1,4 @@
-# DynamicCNN-S (ConvNeXt-S, rho 0.9: predictors before stage-3 blocks 3, 6, 9 keep 0.9, 0.7, 0.5) on
+# DynamicCNN-S (ConvNeXt-S, rho 0.9: predictors before stage-2 blocks 3, 6, 9 keep 0.9, 0.7, 0.5) on
 # ImageNet-1k: configs/imagenet_dvit_convnext.py with the ConvNeXt-S backbone, the authors' drop
 # path 0.2 (README `--drop_path 0.2`; mmpretrain's ConvNeXt-S uses 0.4) and its dense teacher.
 # Published: 83.12 top-1.

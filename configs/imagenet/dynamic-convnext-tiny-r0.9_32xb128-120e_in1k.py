@@ -1,4 +1,4 @@
-# DynamicCNN-T (ConvNeXt-T, rho 0.9: predictors before stage-3 blocks 1, 2, 3 keep 0.9, 0.7, 0.5) on
+# DynamicCNN-T (ConvNeXt-T, rho 0.9: predictors before stage-2 blocks 1, 2, 3 keep 0.9, 0.7, 0.5) on
 # ImageNet-1k: configs/imagenet_dvit_convnext.py with the ConvNeXt-T backbone, the authors' drop
 # path 0.2 (README `--drop_path 0.2`; mmpretrain's ConvNeXt-T uses 0.1) and its dense teacher.
 # Published: 82.06 top-1.

@@ -1,4 +1,4 @@
-# DynamicSwin-B (rho 0.7: predictors before stage-3 blocks 2, 4, 6 keep 0.7, 0.5, 0.3) on
+# DynamicSwin-B (rho 0.7: predictors before stage-2 blocks 2, 4, 6 keep 0.7, 0.5, 0.3) on
 # ImageNet-1k: configs/imagenet_dvit_swin.py with the Swin-B backbone, the authors' drop path 0.5
 # (README `--drop_path 0.5`, as mmpretrain's Swin-B) and its dense teacher. Published: 83.43 top-1.
 # Optimisation as the authors' script, and its remaining differences (total batch 1024 with the rate

@@ -1,4 +1,4 @@
-# DynamicSwin-S (rho 0.7: predictors before stage-3 blocks 2, 4, 6 keep 0.7, 0.5, 0.3) on
+# DynamicSwin-S (rho 0.7: predictors before stage-2 blocks 2, 4, 6 keep 0.7, 0.5, 0.3) on
 # ImageNet-1k: configs/imagenet_dvit_swin.py with the Swin-S backbone, the authors' drop path 0.2
 # (README `--drop_path 0.2`; mmpretrain's Swin-S uses 0.3) and its dense teacher. Published: 83.21
 # top-1.
