@@ -122,9 +122,13 @@ def test_the_cli_checks_and_regenerates(tmp_path, capsys):
     assert '| deit-s | 8 | 224x224 | 460 | 529 | 1.15x |' in doc.read_text()
 
 
-def test_a_table_of_two_machines_is_refused():
+def test_rows_of_two_machines_are_refused_in_a_table_and_a_paragraph():
     with pytest.raises(DocNumbersError, match='mixes rows of 2 machines'):
         render_table(BENCH, 'speed cpu_224.json cpu_head_convs.json')
+    with pytest.raises(DocNumbersError, match='mixes rows of 2 machines'):
+        check_paragraph(BENCH, 'cpu_224.json cuda_h200_224.json', '1.07x and 1.59x')
+    # FLOPs files carry no machine: they go with any one machine's rows
+    assert check_paragraph(BENCH, 'cpu_224.json flops_imagenet_dvit_deit.json', '4.60') == []
 
 
 def test_a_source_that_selects_nothing_or_is_missing_names_the_fix():

@@ -12,7 +12,8 @@ page is rendered):
 
   ``speed`` tables take the ``rows`` of benchmark JSON files (``cols`` from :data:`SPEED_COLS`,
   ``prec`` decimals for ratios, default 2) and start with a line naming the one machine they
-  were measured on; rows of different machines in one table are refused. ``memory`` tables take
+  were measured on; rows of different machines in one table (or one checked paragraph) are
+  refused. ``memory`` tables take
   the ``memory`` rows (:data:`MEMORY_COLS`); ``flops`` tables take ``get_flops.py`` files
   (:data:`FLOPS_COLS`, one row per file, labelled with its name without ``flops_``).
 - A checked paragraph::
@@ -21,8 +22,8 @@ page is rendered):
       A paragraph (up to the next blank line) whose every decimal number ...
 
   Every number with a decimal point in the paragraph (a table counts as one; code spans and
-  thresholds after ``>=`` / ``<=`` excepted) must equal, at the decimals it is printed with, a figure of the
-  selected rows (any numeric field, or a derived one: see :func:`row_figures`).
+  thresholds after ``>=`` / ``<=`` excepted) must equal, at the decimals it is printed with, a
+  figure of the selected rows (any numeric field, or a derived one: see :func:`row_figures`).
 
 A source is ``FILE.json``, optionally followed by ``[conditions]`` and ``@label``. Conditions
 select rows: ``key=v1,v2`` (the row's field, as text, is one of the values; ``input`` is
@@ -109,6 +110,9 @@ def select_rows(bench_dir: Path, spec: Sequence[str], kind: str) -> List[Tuple[d
         if not match:
             raise DocNumbersError(f'cannot read the source {source!r} of a docs mark: write '
                                   'FILE.json[key=value;...|...]@label')
+        if match['cond'] and any('=' not in t for t in re.split('[;|]', match['cond']) if t):
+            raise DocNumbersError(f'cannot read the conditions of {source!r} in a docs mark: '
+                                  'write key=value[,value][;key=value][|...]')
         data = load_json(bench_dir, match['file'])
         before = len(selected)
         for row in _file_rows(data, kind):
@@ -119,6 +123,16 @@ def select_rows(bench_dir: Path, spec: Sequence[str], kind: str) -> List[Tuple[d
             raise DocNumbersError(f'the source {source!r} of a docs mark selects no row of '
                                   f"{match['file']}: fix its conditions")
     return selected
+
+
+def one_machine(rows: List[Tuple[dict, dict]], mark: str) -> None:
+    """Refuse benchmark rows of more than one machine in one mark (``get_flops.py`` files,
+    which count rather than time, have no machine)."""
+    machines = {json.dumps(data['machine'], sort_keys=True) for data, _ in rows
+                if 'machine' in data}
+    if len(machines) > 1:
+        raise DocNumbersError(f'{mark} mixes rows of {len(machines)} machines; rows of '
+                              'different machines are not compared: split it')
 
 
 def machine_line(machine: dict) -> str:
@@ -193,7 +207,7 @@ def render_table(bench_dir: Path, spec: str) -> str:
     words = spec.split()
     options = [w for w in words[1:] if '.json' not in w]
     sources = [w for w in words[1:] if '.json' in w]
-    if not words or any('=' not in w for w in options):
+    if not sources or any('=' not in w for w in options):
         raise DocNumbersError(f'cannot read <!-- table: {spec} -->: write KIND [cols=A,B] '
                               '[prec=N] FILE.json[conditions][@label] ...')
     kind, options = words[0], dict(w.split('=', 1) for w in options)
@@ -210,10 +224,7 @@ def render_table(bench_dir: Path, spec: str) -> str:
     rows = select_rows(bench_dir, sources, kind)
     lines = []
     if kind != 'flops':
-        machines = {json.dumps(data['machine'], sort_keys=True) for data, _ in rows}
-        if len(machines) > 1:
-            raise DocNumbersError(f'<!-- table: {spec} --> mixes rows of {len(machines)} '
-                                  'machines; one table, one machine: split it')
+        one_machine(rows, f'<!-- table: {spec} -->')
         lines += [machine_line(rows[0][0]['machine']), '']
     lines += ['| ' + ' | '.join(known[kind][c] for c in cols) + ' |',
               '| ' + ' | '.join('---' for _ in cols) + ' |']
@@ -247,8 +258,6 @@ def row_figures(row: dict) -> Dict[str, float]:
                             f'{part}.ratio': dense / dynamic})
         figures['heads_alone'] = row['model']['dense'] / (
             row['backbone']['dense'] + row['neck_and_heads']['dynamic'])
-    if 'dense_ips' in row and row.get('dynamic_ips'):
-        figures['overhead_pct'] = (row['dense_ips'] / row['dynamic_ips'] - 1) * 100
     return figures
 
 
@@ -260,16 +269,17 @@ def _printed_as(value: float, text: str) -> bool:
 
 def check_paragraph(bench_dir: Path, spec: str, body: str) -> List[str]:
     """The decimal numbers of a checked paragraph that no selected row gives."""
-    figures = [v for _, row in select_rows(bench_dir, spec.split(), 'numbers')
-               for v in row_figures(row).values()]
+    rows = select_rows(bench_dir, spec.split(), 'numbers')
+    one_machine(rows, f'<!-- numbers: {spec} -->')
+    figures = [v for _, row in rows for v in row_figures(row).values()]
     prose = re.sub(r'`[^`]*`', '', body).replace('**', '')  # code spans are names, not figures
     return [n for n in DECIMAL_RE.findall(prose) if not any(_printed_as(v, n) for v in figures)]
 
 
-def iter_problems(path: Path, bench_dir: Path, text: Optional[str] = None) -> Iterator[str]:
+def iter_problems(path: Path, bench_dir: Path) -> Iterator[str]:
     """Every mismatch between the marks of a Markdown file and the JSON files, one message
     each (naming the file, the line, the mark and what to do)."""
-    text = path.read_text() if text is None else text
+    text = path.read_text()
     for match in TABLE_RE.finditer(text):
         line = text.count('\n', 0, match.start()) + 1
         try:
