@@ -149,3 +149,33 @@ def test_test_tool_compile_gives_the_eager_predictions(seg_fixed):
     agree = np.mean([np.mean(a == b) for a, b in zip(eager_maps, maps_c)])
     assert agree >= 0.99
     assert metrics_c['mIoU'] == pytest.approx(eager_metrics['mIoU'], abs=0.5)
+
+
+@pytest.mark.slow
+def test_benchmark_compile_mode_times_dense_and_dynamic_compiled(tmp_path):
+    """``benchmark.py --compile MODE``: dense and dynamic compiled in that mode in one run, the
+    rows record it; the compiled models compute what the eager ones compute."""
+    from mmdvit.analysis.benchmark import backend_calls, build_subject
+    from mmdvit.analysis.models import load_config
+    tool = load_tool(BENCH_TOOL)
+    assert tool.parse_args(['deit-test', '--compile']).compile == 'default'
+    with pytest.raises(SystemExit):
+        tool.parse_args(['deit-test', '--compile', 'fastest'])
+    result = tool.main(['convnext-test', '--shape', '64', '--batches', '1', '--dtypes',
+                        'float32', '--no-twin', '--warmup', '1', '--iters', '3', '--no-retime',
+                        '--compile', 'reduce-overhead', '--out', str(tmp_path / 'b.json')])
+    (row, ) = result['rows']
+    assert row['backend'] == 'compile' and row['compile_mode'] == 'reduce-overhead'
+    assert result['compile_mode'] == 'reduce-overhead'
+    assert row['dense_ips'] > 0 and row['dynamic_ips'] > 0
+    subject = build_subject(load_config('convnext-test'), 'c', 'backbone', sample_photos(1)[0],
+                            (64, 64), twin=False)
+    eager = backend_calls(subject, 2, 'pytorch')
+    compiled = backend_calls(subject, 2, 'compile', compile_mode='default')
+    assert set(subject.compiled) == {('dense', 'default'), ('dynamic', 'default')}
+    with torch.no_grad():
+        for which in ('dense', 'dynamic'):
+            for a, b in zip(eager[which](), compiled[which]()):
+                torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match='use one of'):
+        backend_calls(subject, 1, 'compile', compile_mode='fastest')

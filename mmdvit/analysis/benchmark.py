@@ -20,6 +20,7 @@ from mmengine.config import Config
 from torch import nn
 
 from ..models.dense_twin import backbone_config, dense_twin_config, upstream_heads_config
+from ..engine.compile import COMPILE_MODES
 from ..models.sparse import SparseConvGate
 from .flops import count_macs
 from .inputs import model_inputs
@@ -27,8 +28,8 @@ from .models import (build_model, build_upstream_backbone, copy_shared_weights, 
                      model_config, upstream_backbone_config)
 
 PARTS = ('backbone', 'model')
-# How the models run: eager PyTorch, torch.compile (inductor, one graph per input shape), or
-# exported to ONNX and run in ONNX Runtime (CPU, float32).
+# How the models run: eager PyTorch, torch.compile (inductor, one graph per input shape, in
+# one of COMPILE_MODES), or exported to ONNX and run in ONNX Runtime (CPU, float32).
 BACKENDS = ('pytorch', 'compile', 'onnxruntime')
 # A call slower than this multiple of the model's fastest one counts as disturbed by foreign
 # load.
@@ -183,11 +184,14 @@ def build_conv_subject(preset: str, keep_ratio: float, block: int,
 
 
 def backend_calls(subject: Subject, batch: int, backend: str, folder: Optional[str] = None,
-                  threads: Optional[int] = None) -> Dict[str, Callable[[], Any]]:
+                  threads: Optional[int] = None,
+                  compile_mode: str = 'default') -> Dict[str, Callable[[], Any]]:
     """``{model: call}`` running each model of ``subject`` on a batch through ``backend``.
 
-    ``'compile'``: ``torch.compile(model, dynamic=False)`` (compiled at the first, untimed
-    call). ``'onnxruntime'``: each model exported at this batch size with
+    ``'compile'``: ``torch.compile(model, mode=compile_mode, dynamic=False)`` (one of
+    :data:`~mmdvit.engine.compile.COMPILE_MODES`; compiled at the first, untimed call;
+    ``reduce-overhead`` replays CUDA graphs on a GPU, each call starting a new CUDA-graph step).
+    ``'onnxruntime'``: each model exported at this batch size with
     :func:`mmdvit.deploy.export_and_verify` (``verify=False``: the export tool and its tests
     check correctness; with untrained predictors near-tied scores may pick other positions in
     ONNX Runtime, which does not change the cost) into ``folder`` and run in an ONNX Runtime
@@ -198,14 +202,7 @@ def backend_calls(subject: Subject, batch: int, backend: str, folder: Optional[s
     if backend == 'pytorch':
         return {w: subject.call(w, batch) for w in subject.models}
     if backend == 'compile':
-        compiled = subject.__dict__.setdefault('compiled', {})
-        calls = {}
-        for which, model in subject.models.items():
-            if which not in compiled:
-                compiled[which] = torch.compile(model, dynamic=False)
-            args, kwargs = subject.inputs[which](batch)
-            calls[which] = (lambda f=compiled[which], a=args, k=kwargs: f(*a, **k))
-        return calls
+        return _compiled_calls(subject, batch, compile_mode)
     from ..deploy import export_and_verify, ort_session
     if folder is None:
         raise ValueError('backend onnxruntime needs a folder for the exported graphs')
@@ -218,6 +215,28 @@ def backend_calls(subject: Subject, batch: int, backend: str, folder: Optional[s
         session = ort_session(path, threads)
         feed = {session.get_inputs()[0].name: image.numpy()}
         calls[which] = (lambda s=session, f=feed: s.run(None, f))
+    return calls
+
+
+def _compiled_calls(subject: Subject, batch: int, mode: str) -> Dict[str, Callable[[], Any]]:
+    """The ``'compile'`` backend of :func:`backend_calls`; each model is compiled once per mode
+    (and once per input shape inside torch.compile)."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f'compile mode {mode!r}: use one of {COMPILE_MODES}')
+    compiled = subject.__dict__.setdefault('compiled', {})
+    step = (torch.compiler.cudagraph_mark_step_begin if mode == 'reduce-overhead' else
+            (lambda: None))
+    calls = {}
+    for which, model in subject.models.items():
+        if (which, mode) not in compiled:
+            compiled[which, mode] = torch.compile(model, mode=mode, dynamic=False)
+        args, kwargs = subject.inputs[which](batch)
+
+        def call(f=compiled[which, mode], a=args, k=kwargs):
+            step()
+            return f(*a, **k)
+
+        calls[which] = call
     return calls
 
 
@@ -364,9 +383,10 @@ def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int
                    report: Optional[Callable[[dict], None]] = None,
                    backend: str = 'pytorch', folder: Optional[str] = None,
                    progress: Optional[Callable[[dict, str], None]] = None,
-                   retime: bool = True) -> List[dict]:
+                   retime: bool = True, compile_mode: str = 'default') -> List[dict]:
     """One result row per (dtype, batch), the models run through ``backend`` (see
-    :func:`backend_calls`; ONNX Runtime rows are float32 on CPU only).
+    :func:`backend_calls`; ONNX Runtime rows are float32 on CPU only; ``compile`` rows record
+    their ``compile_mode``).
 
     Wall clock: ``*_ips`` = batch / median seconds over the model's quiet calls (see
     :func:`quiet_calls`), ``*_ips_best`` from its fastest call; ``speedup`` (dynamic over the
@@ -393,6 +413,8 @@ def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int
         for batch in batches:
             row = dict(name=subject.name, device=device, dtype=amp_dtype_name(device, dtype),
                        part=subject.part, batch=batch, shape=list(shape), backend=backend)
+            if backend == 'compile':
+                row['compile_mode'] = compile_mode
             if backend == 'onnxruntime' and (dtype != 'float32' or device != 'cpu'):
                 row.update(skipped='onnxruntime rows run in float32 on CPU only',
                            **{k: None for k in ('dense_ips', 'dynamic_ips', 'speedup',
@@ -402,7 +424,8 @@ def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int
                     report(row)
                 continue
             try:
-                calls = backend_calls(subject, batch, backend, folder, torch.get_num_threads())
+                calls = backend_calls(subject, batch, backend, folder, torch.get_num_threads(),
+                                      compile_mode)
                 figures = _timed_figures(calls, row, gflops,
                                          (device, dtype, warmup, iters, max_seconds), retime,
                                          progress)

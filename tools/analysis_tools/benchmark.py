@@ -40,6 +40,7 @@ from mmdvit.analysis.benchmark import (CONV_PRESETS, benchmark_rows, build_conv_
 from mmdvit.analysis.inputs import sample_photos
 from mmdvit.analysis.memory import training_step_memory
 from mmdvit.analysis.models import backbone_config, load_config, model_config, set_keep_ratios
+from mmdvit.engine.compile import COMPILE_MODES
 from mmdvit.engine.cli import add_debug_argument, run_tool
 from mmdvit.models.sparse import sparse_children
 
@@ -81,8 +82,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--backend', default='pytorch', choices=['pytorch', 'onnxruntime'],
                         help='onnxruntime: export every model at each batch size (ONNX, '
                         'mmdvit.deploy) and time it in ONNX Runtime on CPU, float32')
-    parser.add_argument('--compile', action='store_true',
-                        help='time torch.compile (inductor) versions of the models')
+    parser.add_argument('--compile', nargs='?', const='default', choices=COMPILE_MODES,
+                        help='time torch.compile (inductor) versions of the models (dense and '
+                        'dynamic alike), compiled in this mode (default: %(const)s; '
+                        'reduce-overhead: CUDA graphs on a GPU)')
     parser.add_argument('--onnx-dir', help='keep the exported .onnx files here (default: a '
                         'temporary folder)')
     parser.add_argument('--keep-ratios', type=float, nargs='+',
@@ -240,12 +243,16 @@ def measure(args: argparse.Namespace, onnx_dir: str) -> dict:
     """Every row the arguments ask for (ONNX graphs go to ``onnx_dir``)."""
     image = sample_photos(1)[0]
     result = dict(machine=machine(), method=METHOD, backend=args.backend, rows=[], memory=[])
-    print(f"machine: {result['machine']}\nbackend: {args.backend}\n"
+    mode = f' (mode {args.compile})' if args.compile else ''
+    if args.compile:
+        result['compile_mode'] = args.compile
+    print(f"machine: {result['machine']}\nbackend: {args.backend}{mode}\n"
           f"images/s (higher is better)\n{HEADER}")
     subjects = len(args.convs) + len(args.configs) * len(args.parts)
     progress = Progress(subjects * len(args.dtypes) * len(args.batches))
     callbacks = dict(report=progress.report, progress=progress.timing,
-                     retime=not args.no_retime, backend=args.backend, folder=onnx_dir)
+                     retime=not args.no_retime, backend=args.backend, folder=onnx_dir,
+                     compile_mode=args.compile or 'default')
     for preset in args.convs:
         progress.show(f'{preset}: building the convolutions, counting FLOPs...')
         subject = build_conv_subject(preset, args.conv_keep_ratio, args.conv_block, args.device)
