@@ -113,11 +113,11 @@ def build_subject(cfg: Config, name: str, part: str, image: np.ndarray,
         model.eval()
     subject = Subject(name, part, models)
     for which, model in models.items():
-        subject.inputs[which] = _input_factory(model, part, image, shape, memory_format)
+        subject.inputs[which] = input_factory(model, part, image, shape, memory_format)
     return subject
 
 
-def _input_factory(model: nn.Module, part: str, image: np.ndarray, shape: Sequence[int],
+def input_factory(model: nn.Module, part: str, image: np.ndarray, shape: Sequence[int],
                    memory_format: torch.memory_format) -> Callable[[int], Tuple[tuple, dict]]:
     """Inputs for a batch: backbones take ImageNet-normalised images; whole models take the
     output of their own data preprocessor (normalisation, padding) and data samples."""
