@@ -1,10 +1,11 @@
 """Timing dense and dynamic models in one process, interleaved, on the same inputs.
 
-A *subject* is one part (``'backbone'`` or ``'model'``) of a config, built three ways with the
+A *subject* is one part (``'backbone'``, ``'features'`` or ``'model'``) of a config, built
+three ways with the
 same weights: ``dense`` (the upstream implementation: mmseg ``SwinTransformer``, mmpretrain
-``ConvNeXt``, timm ``VisionTransformer``; for whole models the same config with that backbone),
-``dynamic`` (the config as it is) and optionally ``twin`` (mmdvit's own backbone with
-sparsification disabled, which separates the sparse path's gain from implementation
+``ConvNeXt``, timm ``VisionTransformer``; for whole models the same config with that
+backbone), ``dynamic`` (the config as it is) and optionally ``twin`` (mmdvit's own backbone
+with sparsification disabled, which separates the sparse path's gain from implementation
 differences with upstream).
 """
 import contextlib
@@ -27,7 +28,9 @@ from .inputs import model_inputs
 from .models import (build_model, build_upstream_backbone, copy_shared_weights, default_scope,
                      model_config, upstream_backbone_config)
 
-PARTS = ('backbone', 'model')
+# backbone; features = backbone + neck of a whole model (its extract_feat: what a detector runs
+# on the whole image); model = the whole model in its 'tensor' mode.
+PARTS = ('backbone', 'features', 'model')
 # How the models run: eager PyTorch, torch.compile (inductor, one graph per input shape, in
 # one of COMPILE_MODES), or exported to ONNX and run in ONNX Runtime (CPU, float32).
 BACKENDS = ('pytorch', 'compile', 'onnxruntime')
@@ -73,7 +76,8 @@ def build_subject(cfg: Config, name: str, part: str, image: np.ndarray,
     Args:
         cfg: the dynamic model's config (wrapper configs are measured on their student).
         name: label of the subject in the results.
-        part: ``'backbone'`` or ``'model'`` (the whole model in its ``tensor`` mode).
+        part: ``'backbone'``, ``'features'`` (the whole model's backbone and neck,
+            :class:`Features`) or ``'model'`` (the whole model in its ``tensor`` mode).
         image: (H, W, 3) uint8 RGB photograph used as input.
         shape: (H, W) the image is resized to.
         twin: also build mmdvit's dense twin.
@@ -84,8 +88,8 @@ def build_subject(cfg: Config, name: str, part: str, image: np.ndarray,
         raise ValueError(f'part={part!r}: use one of {PARTS}')
     model_cfg, scope = model_config(cfg), default_scope(cfg)
     is_bare = 'backbone' not in model_cfg
-    if part == 'model' and is_bare:
-        raise ValueError(f'{name}: the config is a bare backbone; part "model" needs a model '
+    if part != 'backbone' and is_bare:
+        raise ValueError(f'{name}: the config is a bare backbone; part "{part}" needs a model '
                          'config (segmentor / detector / classifier).')
     if part == 'backbone':
         dynamic_cfg = backbone_config(model_cfg)
@@ -111,27 +115,42 @@ def build_subject(cfg: Config, name: str, part: str, image: np.ndarray,
     for model in models.values():
         model.to(device=device, memory_format=memory_format)
         model.eval()
-    subject = Subject(name, part, models)
+    subject = Subject(name, part, {})
     for which, model in models.items():
         subject.inputs[which] = input_factory(model, part, image, shape, memory_format)
+        subject.models[which] = Features(model) if part == 'features' else model
     return subject
 
 
+class Features(nn.Module):
+    """The backbone and neck of a whole model (its ``extract_feat``): what a detector runs on
+    the whole image at a fixed size, before proposals and RoI heads."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+        self.neck = getattr(model, 'neck', None)
+
+    def forward(self, inputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """inputs: (B, 3, H, W) preprocessed images -> the neck's (else the backbone's)
+        maps."""
+        feats = self.backbone(inputs)
+        return self.neck(feats) if self.neck is not None else feats
+
+
 def input_factory(model: nn.Module, part: str, image: np.ndarray, shape: Sequence[int],
-                   memory_format: torch.memory_format) -> Callable[[int], Tuple[tuple, dict]]:
-    """Inputs for a batch: backbones take ImageNet-normalised images; whole models take the
-    output of their own data preprocessor (normalisation, padding) and data samples."""
+                  memory_format: torch.memory_format) -> Callable[[int], Tuple[tuple, dict]]:
+    """Inputs for a batch: backbones take ImageNet-normalised images; whole models (and their
+    ``features`` part) take the output of their own data preprocessor (normalisation, padding),
+    whole models the data samples too."""
     cache: Dict[int, Tuple[tuple, dict]] = {}
 
     def make(batch: int) -> Tuple[tuple, dict]:
         if batch not in cache:
-            if part == 'backbone':
-                data = model_inputs(model, [image] * batch, shape)
-                cache[batch] = ((data['inputs'].to(memory_format=memory_format), ), {})
-            else:
-                data = model_inputs(model, [image] * batch, shape)
-                inputs = data['inputs'].to(memory_format=memory_format)
-                cache[batch] = ((inputs, data['data_samples']), dict(mode='tensor'))
+            data = model_inputs(model, [image] * batch, shape)
+            inputs = data['inputs'].to(memory_format=memory_format)
+            cache[batch] = (((inputs, data['data_samples']), dict(mode='tensor'))
+                            if part == 'model' else ((inputs, ), {}))
         return cache[batch]
 
     return make

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..models.dense_twin import backbone_config
 from ..models.sparse import SparseConvGate, sparse_children
+from .benchmark import Features, input_factory
 from .models import WRAPPER_TYPE, build_model, copy_shared_weights, default_scope, model_config
 
 # What a unit is made of: (name, modules, (sparse child, first ratio index, number of ratios)).
@@ -156,7 +157,8 @@ def time_units(models: Dict[str, nn.Module], calls: Dict[str, Callable[[], objec
 def module_rows(cfg: Config, part: str, image: np.ndarray, shape: Sequence[int],
                 batch: int, device: str, warmup: int, iters: int,
                 precision: Callable[[], object]) -> dict:
-    """Per-unit timings of ``part`` (``'backbone'`` or ``'model'``) of ``cfg``, sparse (as
+    """Per-unit timings of ``part`` (``'backbone'``, ``'features'`` or ``'model'``, see
+    :func:`~mmdvit.analysis.benchmark.build_subject`) of ``cfg``, sparse (as
     configured) against dense (every keep ratio 1.0), in ``precision()`` (a context manager).
 
     Returns:
@@ -165,7 +167,6 @@ def module_rows(cfg: Config, part: str, image: np.ndarray, shape: Sequence[int],
         ``total``: the same for the whole forward; ``dense_override``: the ``--cfg-options``
         entries that make the losing units dense (empty when none loses).
     """
-    from .benchmark import input_factory
     model_cfg = model_config(cfg)
     if part == 'backbone':
         model_cfg = backbone_config(model_cfg)
@@ -173,14 +174,15 @@ def module_rows(cfg: Config, part: str, image: np.ndarray, shape: Sequence[int],
     sparse = build_model(model_cfg, scope)
     dense = build_model(dense_config(model_cfg, sparse), scope)
     copy_shared_weights(sparse, dense)
-    models = dict(dense=dense, sparse=sparse)
-    calls = {}
-    for which, model in models.items():
+    runs, calls = {}, {}
+    for which, model in dict(dense=dense, sparse=sparse).items():
         model.to(device).eval()
         args, kwargs = input_factory(model, part, image, shape, torch.contiguous_format)(batch)
-        calls[which] = (lambda m=model, a=args, k=kwargs: m(*a, **k))
+        runs[which] = Features(model) if part == 'features' else model
+        calls[which] = (lambda m=runs[which], a=args, k=kwargs: m(*a, **k))
     with precision():
-        times = time_units(models, calls, device, warmup, iters)
+        times = time_units(runs, calls, device, warmup, iters)
+    sparse = runs['sparse']
     units = sparse_units(sparse)
     rows = []
     for name, _, (child, first, count) in units + [('total', [], ('', 0, 0))]:

@@ -35,7 +35,7 @@ from typing import List, Optional, TextIO
 import torch
 from mmengine.config import DictAction
 
-from mmdvit.analysis.benchmark import (CONV_PRESETS, amp_dtype_name, benchmark_rows,
+from mmdvit.analysis.benchmark import (CONV_PRESETS, PARTS, amp_dtype_name, benchmark_rows,
                                        build_conv_subject, build_subject, is_disturbed,
                                        precision)
 from mmdvit.analysis.inputs import sample_photos
@@ -72,8 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--conv-keep-ratio', type=float, default=0.35,
                         help='kept fraction of tiles for --convs')
     parser.add_argument('--conv-block', type=int, default=16, help='tile size for --convs')
-    parser.add_argument('--parts', nargs='+', default=['backbone'],
-                        choices=['backbone', 'model'])
+    parser.add_argument('--parts', nargs='+', default=['backbone'], choices=PARTS,
+                        help='features: the backbone and neck of a whole model (what a '
+                        'detector runs on the whole image)')
     parser.add_argument('--shape', type=int, nargs='+', default=[224, 224], help='H [W]')
     parser.add_argument('--batches', type=int, nargs='+', default=[1, 8, 32])
     parser.add_argument('--dtypes', nargs='+',
