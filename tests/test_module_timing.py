@@ -55,7 +55,8 @@ def test_dense_override_makes_exactly_the_chosen_units_dense():
                       ('backbone', 2, True), ('backbone', 2, True), ('decode_head', 0, True),
                       ('decode_head', 1, False), ('decode_head', 0, True)]
     dense = dense_config(model_config(Config.fromfile(str(SEG))), model)
-    assert dense.backbone.keep_ratios == (1.0, ) * 5 and dense.decode_head.keep_ratios == (1.0, ) * 3
+    assert dense.backbone.keep_ratios == (1.0, ) * 5
+    assert dense.decode_head.keep_ratios == (1.0, ) * 3
     bare = load_config('swin-test')
     backbone = build_model(bare.model, 'mmengine')
     assert [u[0] for u in sparse_units(backbone)] == ['backbone.stage2']
