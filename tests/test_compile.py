@@ -21,7 +21,7 @@ from torch._dynamo.backends.common import aot_autograd
 from torch._inductor.utils import get_first_incompatible_cudagraph_node
 
 from mmdvit.analysis.inputs import model_inputs, sample_photos
-from mmdvit.analysis.models import build_model, model_config
+from mmdvit.analysis.models import build_model, default_scope, model_config
 from mmdvit.datasets import make_ade20k_demo
 from mmdvit.engine.compile import CompileHook, compile_model, inference_model
 from mmdvit.models.sparse import model_decisions
@@ -106,7 +106,6 @@ def test_compile_model_picks_the_fixed_shape_part(config, expected):
     """Segmentors compile ``encode_decode``; detectors and classifiers ``extract_feat`` and the
     dense head, through the mmdvit.SparsityTrainer wrapper."""
     cfg = Config.fromfile(str(ROOT / 'configs' / 'demo' / config))
-    from mmdvit.analysis.models import default_scope
     model = build_model(cfg.model, default_scope(cfg))
     core = inference_model(model)
     assert core is (model.student if cfg.model.type == 'mmdvit.SparsityTrainer' else model)
