@@ -168,22 +168,26 @@ def check_finite_scores(log_probs: Tensor, name: str) -> None:
         raise ValueError(f'{NONFINITE_ENV}={mode!r}: use one of {NONFINITE_MODES}.')
     if mode == 'off':
         return
-    message = (f'{name} produced non-finite keep scores (NaN / Inf) at inference; ranking them '
-               'would keep arbitrary positions. Likely causes: NaN / Inf weights in the '
-               'checkpoint (this predictor or the layers before it), NaN / Inf in the input '
-               'image, or fp16 overflow in the layers before it (run in float32 or bf16). '
-               f'{NONFINITE_ENV}=warn ranks them anyway with a warning.')
     finite = torch.isfinite(log_probs).all()
     if mode == 'error' and uses_accelerator_path(log_probs):
-        torch._assert_async(finite, message)
+        torch._assert_async(finite, _nonfinite_message(name))
         return
     if bool(finite):
         return
+    message = _nonfinite_message(name)
     if mode == 'error':
         raise FloatingPointError(message)
     if name not in _warned_nonfinite:
         _warned_nonfinite.add(name)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _nonfinite_message(name: str) -> str:
+    return (f'{name} produced non-finite keep scores (NaN / Inf) at inference; ranking them '
+            'would keep arbitrary positions. Likely causes: NaN / Inf weights in the '
+            'checkpoint (this predictor or the layers before it), NaN / Inf in the input '
+            'image, or fp16 overflow in the layers before it (run in float32 or bf16). '
+            f'{NONFINITE_ENV}=warn ranks them anyway with a warning.')
 
 
 def needs_scores(keep_ratio: float, training: bool, num_positions: int,
