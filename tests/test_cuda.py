@@ -1,12 +1,15 @@
 """The same guarantees on a CUDA device (skipped without one): equality with upstream at keep
 ratio 1.0, float32 decisions under float16 / bfloat16 autocast, window attention, the
-tile-sparse convolution and an AMP training step."""
+tile-sparse convolution, an AMP training step, and the whole models compiled (inductor, CUDA
+graphs) equal to eager."""
 import pytest
 import torch
 from helpers import random_keep_sets, randomize
 from test_backbone_sparsity import BUILDERS, untied_swaps
+from test_compile import whole_model
 from test_sparse_conv import tile_decision
 
+from mmdvit.analysis.inputs import model_inputs, sample_photos
 from mmdvit.models import DynamicConvNeXt, DynamicSwinTransformer, DynamicViT, keep_ratio_loss
 from mmdvit.models.sparse import sparse_conv2d
 from mmdvit.models.sparse.sparse_conv import block_grid
@@ -117,3 +120,32 @@ def test_cuda_amp_training_step_reaches_every_predictor(build):
         for predictor in predictors:
             grad = predictor.out_conv[4].weight.grad
             assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('mode', ['default', 'reduce-overhead'])
+@pytest.mark.parametrize('name', ['upernet-swin', 'maskrcnn-swin'])
+def test_cuda_compiled_whole_models_equal_eager(name, mode):
+    """torch.compile of the whole demo models (``reduce-overhead``: replayed CUDA graphs, whose
+    outputs are cloned before the next replay) gives the eager outputs, image after image."""
+    torch.manual_seed(0)
+    model, shape, forward = whole_model(name)
+    randomize(model, std=0.2)  # spread scores: no near-ties that rounding could swap
+    model.cuda().eval()
+    batches = [model_inputs(model, [photo] * 2, shape) for photo in sample_photos(3)]
+    torch._dynamo.reset()
+    compiled = torch.compile(forward, mode=mode, dynamic=False)
+    with torch.no_grad():
+        for data in batches + batches[:1]:
+            torch.compiler.cudagraph_mark_step_begin()
+            got = [t.clone() for t in _tensors(compiled(data))]
+            expected = _tensors(forward(data))
+            assert len(got) == len(expected)
+            for a, b in zip(got, expected):
+                torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+def _tensors(out):
+    """The tensors of a nested model output, in order."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return [t for item in out for t in _tensors(item)]

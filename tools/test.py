@@ -3,6 +3,7 @@
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out OUT] [--out-item {pred,metrics}]
                          [--show] [--wait-time SECONDS] [--show-dir DIR] [--tta]
                          [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+                         [--compile [{default,reduce-overhead,max-autotune}]]
                          [--allow-missing-keys] [--trust-checkpoint] [--debug]
 
 The arguments are those of mmseg's, mmdet's and mmpretrain's ``tools/test.py`` (the config's
@@ -18,6 +19,11 @@ The arguments are those of mmseg's, mmdet's and mmpretrain's ``tools/test.py`` (
   ``--show-dir DIR`` saves every drawn prediction.
 - ``--tta`` evaluates with the test-time augmentation the config defines: ``tta_pipeline``
   replaces the test pipeline and ``tta_model`` wraps the model (both keys are required).
+- ``--compile [MODE]`` (mmdvit's addition) runs the model's fixed-shape part compiled with
+  ``torch.compile(mode=MODE, dynamic=False)`` (``default`` when MODE is left out;
+  ``reduce-overhead`` uses CUDA graphs on a GPU); the first batch compiles before the loop
+  starts. What is compiled, and when it pays: ``mmdvit/engine/compile.py``,
+  docs/deployment.md.
 
 A checkpoint trained with ``mmdvit.SparsityTrainer`` evaluates with the same config (its teacher
 is not needed). The metrics are printed at the end as one ``metrics: {...}`` JSON line. The
@@ -44,6 +50,7 @@ from mmengine.config import Config, DictAction
 
 from mmdvit.engine.checkpoint_loader import configure_checkpoints
 from mmdvit.engine.cli import add_debug_argument, add_trust_argument, run_tool
+from mmdvit.engine.compile import COMPILE_MODES, CompileHook
 from mmdvit.engine.cpu_runtime import close_process_group, prepare_cpu_run
 from mmdvit.engine.log_filters import build_runner
 from mmdvit.engine.outputs import check_out_folder
@@ -81,6 +88,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         '"(0.9,0.7,0.5)"')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
+    parser.add_argument('--compile', nargs='?', const='default', choices=COMPILE_MODES,
+                        help='run the backbone, neck and dense heads compiled with '
+                        'torch.compile in this mode (default: %(const)s; reduce-overhead: CUDA '
+                        'graphs on a GPU), compiled on the first batch before the loop starts')
     parser.add_argument('--allow-missing-keys', action='store_true',
                         help='evaluate even if the checkpoint leaves model tensors missing or '
                         'with another shape (they keep their initialisation); by default such '
@@ -277,6 +288,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     configure_checkpoints(cfg, 'test', allow_missing_keys=args.allow_missing_keys,
                           trust_run_checkpoint=args.trust_checkpoint)
     runner = build_runner(cfg)
+    if args.compile:
+        runner.register_hook(CompileHook(args.compile))
     metrics = runner.test()
     if runner.rank == 0:
         dump_metrics(metrics, args)

@@ -1,10 +1,11 @@
 """Timing dense and dynamic models in one process, interleaved, on the same inputs.
 
-A *subject* is one part (``'backbone'`` or ``'model'``) of a config, built three ways with the
+A *subject* is one part (``'backbone'``, ``'features'`` or ``'model'``) of a config, built
+three ways with the
 same weights: ``dense`` (the upstream implementation: mmseg ``SwinTransformer``, mmpretrain
-``ConvNeXt``, timm ``VisionTransformer``; for whole models the same config with that backbone),
-``dynamic`` (the config as it is) and optionally ``twin`` (mmdvit's own backbone with
-sparsification disabled, which separates the sparse path's gain from implementation
+``ConvNeXt``, timm ``VisionTransformer``; for whole models the same config with that
+backbone), ``dynamic`` (the config as it is) and optionally ``twin`` (mmdvit's own backbone
+with sparsification disabled, which separates the sparse path's gain from implementation
 differences with upstream).
 """
 import contextlib
@@ -20,15 +21,18 @@ from mmengine.config import Config
 from torch import nn
 
 from ..models.dense_twin import backbone_config, dense_twin_config, upstream_heads_config
+from ..engine.compile import COMPILE_MODES
 from ..models.sparse import SparseConvGate
 from .flops import count_macs
 from .inputs import model_inputs
 from .models import (build_model, build_upstream_backbone, copy_shared_weights, default_scope,
                      model_config, upstream_backbone_config)
 
-PARTS = ('backbone', 'model')
-# How the models run: eager PyTorch, torch.compile (inductor, one graph per input shape), or
-# exported to ONNX and run in ONNX Runtime (CPU, float32).
+# backbone; features = backbone + neck of a whole model (its extract_feat: what a detector runs
+# on the whole image); model = the whole model in its 'tensor' mode.
+PARTS = ('backbone', 'features', 'model')
+# How the models run: eager PyTorch, torch.compile (inductor, one graph per input shape, in
+# one of COMPILE_MODES), or exported to ONNX and run in ONNX Runtime (CPU, float32).
 BACKENDS = ('pytorch', 'compile', 'onnxruntime')
 # A call slower than this multiple of the model's fastest one counts as disturbed by foreign
 # load.
@@ -72,7 +76,8 @@ def build_subject(cfg: Config, name: str, part: str, image: np.ndarray,
     Args:
         cfg: the dynamic model's config (wrapper configs are measured on their student).
         name: label of the subject in the results.
-        part: ``'backbone'`` or ``'model'`` (the whole model in its ``tensor`` mode).
+        part: ``'backbone'``, ``'features'`` (the whole model's backbone and neck,
+            :class:`Features`) or ``'model'`` (the whole model in its ``tensor`` mode).
         image: (H, W, 3) uint8 RGB photograph used as input.
         shape: (H, W) the image is resized to.
         twin: also build mmdvit's dense twin.
@@ -83,8 +88,8 @@ def build_subject(cfg: Config, name: str, part: str, image: np.ndarray,
         raise ValueError(f'part={part!r}: use one of {PARTS}')
     model_cfg, scope = model_config(cfg), default_scope(cfg)
     is_bare = 'backbone' not in model_cfg
-    if part == 'model' and is_bare:
-        raise ValueError(f'{name}: the config is a bare backbone; part "model" needs a model '
+    if part != 'backbone' and is_bare:
+        raise ValueError(f'{name}: the config is a bare backbone; part "{part}" needs a model '
                          'config (segmentor / detector / classifier).')
     if part == 'backbone':
         dynamic_cfg = backbone_config(model_cfg)
@@ -110,27 +115,42 @@ def build_subject(cfg: Config, name: str, part: str, image: np.ndarray,
     for model in models.values():
         model.to(device=device, memory_format=memory_format)
         model.eval()
-    subject = Subject(name, part, models)
+    subject = Subject(name, part, {})
     for which, model in models.items():
-        subject.inputs[which] = _input_factory(model, part, image, shape, memory_format)
+        subject.inputs[which] = input_factory(model, part, image, shape, memory_format)
+        subject.models[which] = Features(model) if part == 'features' else model
     return subject
 
 
-def _input_factory(model: nn.Module, part: str, image: np.ndarray, shape: Sequence[int],
-                   memory_format: torch.memory_format) -> Callable[[int], Tuple[tuple, dict]]:
-    """Inputs for a batch: backbones take ImageNet-normalised images; whole models take the
-    output of their own data preprocessor (normalisation, padding) and data samples."""
+class Features(nn.Module):
+    """The backbone and neck of a whole model (its ``extract_feat``): what a detector runs on
+    the whole image at a fixed size, before proposals and RoI heads."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+        self.neck = getattr(model, 'neck', None)
+
+    def forward(self, inputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """inputs: (B, 3, H, W) preprocessed images -> the neck's (else the backbone's)
+        maps."""
+        feats = self.backbone(inputs)
+        return self.neck(feats) if self.neck is not None else feats
+
+
+def input_factory(model: nn.Module, part: str, image: np.ndarray, shape: Sequence[int],
+                  memory_format: torch.memory_format) -> Callable[[int], Tuple[tuple, dict]]:
+    """Inputs for a batch: backbones take ImageNet-normalised images; whole models (and their
+    ``features`` part) take the output of their own data preprocessor (normalisation, padding),
+    whole models the data samples too."""
     cache: Dict[int, Tuple[tuple, dict]] = {}
 
     def make(batch: int) -> Tuple[tuple, dict]:
         if batch not in cache:
-            if part == 'backbone':
-                data = model_inputs(model, [image] * batch, shape)
-                cache[batch] = ((data['inputs'].to(memory_format=memory_format), ), {})
-            else:
-                data = model_inputs(model, [image] * batch, shape)
-                inputs = data['inputs'].to(memory_format=memory_format)
-                cache[batch] = ((inputs, data['data_samples']), dict(mode='tensor'))
+            data = model_inputs(model, [image] * batch, shape)
+            inputs = data['inputs'].to(memory_format=memory_format)
+            cache[batch] = (((inputs, data['data_samples']), dict(mode='tensor'))
+                            if part == 'model' else ((inputs, ), {}))
         return cache[batch]
 
     return make
@@ -183,11 +203,14 @@ def build_conv_subject(preset: str, keep_ratio: float, block: int,
 
 
 def backend_calls(subject: Subject, batch: int, backend: str, folder: Optional[str] = None,
-                  threads: Optional[int] = None) -> Dict[str, Callable[[], Any]]:
+                  threads: Optional[int] = None,
+                  compile_mode: str = 'default') -> Dict[str, Callable[[], Any]]:
     """``{model: call}`` running each model of ``subject`` on a batch through ``backend``.
 
-    ``'compile'``: ``torch.compile(model, dynamic=False)`` (compiled at the first, untimed
-    call). ``'onnxruntime'``: each model exported at this batch size with
+    ``'compile'``: ``torch.compile(model, mode=compile_mode, dynamic=False)`` (one of
+    :data:`~mmdvit.engine.compile.COMPILE_MODES`; compiled at the first, untimed call;
+    ``reduce-overhead`` replays CUDA graphs on a GPU, each call starting a new CUDA-graph step).
+    ``'onnxruntime'``: each model exported at this batch size with
     :func:`mmdvit.deploy.export_and_verify` (``verify=False``: the export tool and its tests
     check correctness; with untrained predictors near-tied scores may pick other positions in
     ONNX Runtime, which does not change the cost) into ``folder`` and run in an ONNX Runtime
@@ -198,14 +221,7 @@ def backend_calls(subject: Subject, batch: int, backend: str, folder: Optional[s
     if backend == 'pytorch':
         return {w: subject.call(w, batch) for w in subject.models}
     if backend == 'compile':
-        compiled = subject.__dict__.setdefault('compiled', {})
-        calls = {}
-        for which, model in subject.models.items():
-            if which not in compiled:
-                compiled[which] = torch.compile(model, dynamic=False)
-            args, kwargs = subject.inputs[which](batch)
-            calls[which] = (lambda f=compiled[which], a=args, k=kwargs: f(*a, **k))
-        return calls
+        return _compiled_calls(subject, batch, compile_mode)
     from ..deploy import export_and_verify, ort_session
     if folder is None:
         raise ValueError('backend onnxruntime needs a folder for the exported graphs')
@@ -218,6 +234,28 @@ def backend_calls(subject: Subject, batch: int, backend: str, folder: Optional[s
         session = ort_session(path, threads)
         feed = {session.get_inputs()[0].name: image.numpy()}
         calls[which] = (lambda s=session, f=feed: s.run(None, f))
+    return calls
+
+
+def _compiled_calls(subject: Subject, batch: int, mode: str) -> Dict[str, Callable[[], Any]]:
+    """The ``'compile'`` backend of :func:`backend_calls`; each model is compiled once per mode
+    (and once per input shape inside torch.compile)."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f'compile mode {mode!r}: use one of {COMPILE_MODES}')
+    compiled = subject.__dict__.setdefault('compiled', {})
+    step = (torch.compiler.cudagraph_mark_step_begin if mode == 'reduce-overhead' else
+            (lambda: None))
+    calls = {}
+    for which, model in subject.models.items():
+        if (which, mode) not in compiled:
+            compiled[which, mode] = torch.compile(model, mode=mode, dynamic=False)
+        args, kwargs = subject.inputs[which](batch)
+
+        def call(f=compiled[which, mode], a=args, k=kwargs):
+            step()
+            return f(*a, **k)
+
+        calls[which] = call
     return calls
 
 
@@ -364,9 +402,10 @@ def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int
                    report: Optional[Callable[[dict], None]] = None,
                    backend: str = 'pytorch', folder: Optional[str] = None,
                    progress: Optional[Callable[[dict, str], None]] = None,
-                   retime: bool = True) -> List[dict]:
+                   retime: bool = True, compile_mode: str = 'default') -> List[dict]:
     """One result row per (dtype, batch), the models run through ``backend`` (see
-    :func:`backend_calls`; ONNX Runtime rows are float32 on CPU only).
+    :func:`backend_calls`; ONNX Runtime rows are float32 on CPU only; ``compile`` rows record
+    their ``compile_mode``).
 
     Wall clock: ``*_ips`` = batch / median seconds over the model's quiet calls (see
     :func:`quiet_calls`), ``*_ips_best`` from its fastest call; ``speedup`` (dynamic over the
@@ -393,6 +432,8 @@ def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int
         for batch in batches:
             row = dict(name=subject.name, device=device, dtype=amp_dtype_name(device, dtype),
                        part=subject.part, batch=batch, shape=list(shape), backend=backend)
+            if backend == 'compile':
+                row['compile_mode'] = compile_mode
             if backend == 'onnxruntime' and (dtype != 'float32' or device != 'cpu'):
                 row.update(skipped='onnxruntime rows run in float32 on CPU only',
                            **{k: None for k in ('dense_ips', 'dynamic_ips', 'speedup',
@@ -402,7 +443,8 @@ def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int
                     report(row)
                 continue
             try:
-                calls = backend_calls(subject, batch, backend, folder, torch.get_num_threads())
+                calls = backend_calls(subject, batch, backend, folder, torch.get_num_threads(),
+                                      compile_mode)
                 figures = _timed_figures(calls, row, gflops,
                                          (device, dtype, warmup, iters, max_seconds), retime,
                                          progress)

@@ -91,14 +91,27 @@ def _field_text(row: dict, key: str) -> str:
     return str(row.get(key))
 
 
+def _module_rows(data: dict) -> List[dict]:
+    """``benchmark.py --per-module`` timings as rows: one per module and one per whole forward
+    (``module`` = its name), with the model's fields."""
+    rows = []
+    for model in data.get('modules') or []:
+        fields = {k: v for k, v in model.items() if k not in ('units', 'total', 'name')}
+        for unit in model['units'] + [model['total']]:
+            rows.append(dict(fields, model=model['name'], module=unit['name'], **{
+                k: v for k, v in unit.items() if k != 'name'}))
+    return rows
+
+
 def _file_rows(data: dict, kind: str) -> List[dict]:
     """The rows of one JSON file a mark of ``kind`` reads: a ``get_flops.py`` file is one row;
     benchmark files give their ``rows`` (``speed``), their ``memory`` rows (``memory``, with
-    ``part='memory'``) or both (``numbers``)."""
+    ``part='memory'``) or all of them with the ``--per-module`` timings (``numbers``)."""
     if 'rows' not in data:
         return [data]
     memory = [dict(r, part='memory') for r in data.get('memory') or []]
-    return {'speed': data['rows'], 'memory': memory}.get(kind, data['rows'] + memory)
+    return {'speed': data['rows'], 'memory': memory}.get(
+        kind, data['rows'] + memory + _module_rows(data))
 
 
 def select_rows(bench_dir: Path, spec: Sequence[str], kind: str) -> List[Tuple[dict, dict]]:

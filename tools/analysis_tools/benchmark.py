@@ -30,17 +30,20 @@ import os
 import platform
 import sys
 import tempfile
-from typing import Optional, TextIO
+from typing import List, Optional, TextIO
 
 import torch
 from mmengine.config import DictAction
 
-from mmdvit.analysis.benchmark import (CONV_PRESETS, benchmark_rows, build_conv_subject,
-                                       build_subject, is_disturbed)
+from mmdvit.analysis.benchmark import (CONV_PRESETS, PARTS, amp_dtype_name, benchmark_rows,
+                                       build_conv_subject, build_subject, is_disturbed,
+                                       precision)
 from mmdvit.analysis.inputs import sample_photos
 from mmdvit.analysis.memory import training_step_memory
 from mmdvit.analysis.models import backbone_config, load_config, model_config, set_keep_ratios
+from mmdvit.analysis.module_timing import module_rows
 from mmdvit.engine.cli import add_debug_argument, run_tool
+from mmdvit.engine.compile import COMPILE_MODES
 from mmdvit.models.sparse import sparse_children
 
 QUICK = dict(configs=['swin-test', 'convnext-test'], shape=[64, 64], batches=[1, 2],
@@ -69,8 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--conv-keep-ratio', type=float, default=0.35,
                         help='kept fraction of tiles for --convs')
     parser.add_argument('--conv-block', type=int, default=16, help='tile size for --convs')
-    parser.add_argument('--parts', nargs='+', default=['backbone'],
-                        choices=['backbone', 'model'])
+    parser.add_argument('--parts', nargs='+', default=['backbone'], choices=PARTS,
+                        help='features: the backbone and neck of a whole model (what a '
+                        'detector runs on the whole image)')
     parser.add_argument('--shape', type=int, nargs='+', default=[224, 224], help='H [W]')
     parser.add_argument('--batches', type=int, nargs='+', default=[1, 8, 32])
     parser.add_argument('--dtypes', nargs='+',
@@ -81,8 +85,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--backend', default='pytorch', choices=['pytorch', 'onnxruntime'],
                         help='onnxruntime: export every model at each batch size (ONNX, '
                         'mmdvit.deploy) and time it in ONNX Runtime on CPU, float32')
-    parser.add_argument('--compile', action='store_true',
-                        help='time torch.compile (inductor) versions of the models')
+    parser.add_argument('--compile', nargs='?', const='default', choices=COMPILE_MODES,
+                        help='time torch.compile (inductor) versions of the models (dense and '
+                        'dynamic alike), compiled in this mode (default: %(const)s; '
+                        'reduce-overhead: CUDA graphs on a GPU)')
     parser.add_argument('--onnx-dir', help='keep the exported .onnx files here (default: a '
                         'temporary folder)')
     parser.add_argument('--keep-ratios', type=float, nargs='+',
@@ -98,6 +104,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="skip mmdvit's own dense backbone")
     parser.add_argument('--channels-last', action='store_true',
                         help='run every model and input in channels-last memory format')
+    parser.add_argument('--per-module', action='store_true',
+                        help='instead of whole-model rows, time every sparse module (backbone '
+                        'stage, head convolution) sparse against dense (keep ratios 1.0) inside '
+                        'the model, mark those that lose and print the --cfg-options that make '
+                        'them dense')
     parser.add_argument('--memory', action='store_true',
                         help='also measure training-step peak memory of the backbones')
     parser.add_argument('--memory-batch', type=int, default=8)
@@ -121,6 +132,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.shape = args.shape * 2
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device is visible to torch')
+    if args.per_module and (args.backend != 'pytorch' or args.compile or args.convs):
+        parser.error('--per-module times eager PyTorch modules of configs: drop --backend, '
+                     '--compile and --convs')
     if args.compile and args.backend != 'pytorch':
         parser.error('--compile applies to the pytorch backend, not --backend onnxruntime')
     if args.backend == 'onnxruntime':
@@ -236,16 +250,58 @@ class Progress:
         self.done += 1
 
 
+def format_modules(entry: dict) -> List[str]:
+    """The console lines of one ``--per-module`` measurement."""
+    lines = [f"per module: {row_label(entry)} ({entry['device']}), ms per forward:",
+             f"  {'module':<34}{'keep ratios':<20}{'dense':>9}{'sparse':>9}{'speedup':>9}"]
+    for unit in entry['units'] + [entry['total']]:
+        ratios = ' '.join(f'{r:g}' for r in unit.get('keep_ratios', []))
+        lines.append(f"  {unit['name']:<34}{ratios:<20}{unit['dense_ms']:9.2f}"
+                     f"{unit['sparse_ms']:9.2f}{speedup(unit['speedup'], 9)}"
+                     f"{'  loses' if unit['loses'] and unit['name'] != 'total' else ''}")
+    if entry['dense_override']:
+        options = ' '.join(f"'{k}=({','.join(repr(float(v)) for v in values)})'"
+                           for k, values in entry['dense_override'].items())
+        lines.append(f'  to run the losing modules dense: --cfg-options {options}')
+    return lines
+
+
+def per_module(args: argparse.Namespace, cfg, label: str, image, progress: Progress) -> List[dict]:
+    """``--per-module``: every sparse module of each part, dtype and batch (see
+    :func:`mmdvit.analysis.module_timing.module_rows`)."""
+    entries = []
+    for part in args.parts:
+        for dtype in args.dtypes:
+            for batch in args.batches:
+                entry = dict(name=label, part=part, device=args.device, batch=batch,
+                             dtype=amp_dtype_name(args.device, dtype), shape=list(args.shape))
+                progress.show(f'{row_label(entry)}: timing every sparse module...')
+                entry.update(module_rows(cfg, part, image, args.shape, batch, args.device,
+                                         args.warmup, args.iters,
+                                         lambda d=dtype: precision(args.device, d)))
+                progress.clear()
+                print('\n'.join(format_modules(entry)), flush=True)
+                progress.done += 1
+                entries.append(entry)
+    return entries
+
+
 def measure(args: argparse.Namespace, onnx_dir: str) -> dict:
     """Every row the arguments ask for (ONNX graphs go to ``onnx_dir``)."""
     image = sample_photos(1)[0]
-    result = dict(machine=machine(), method=METHOD, backend=args.backend, rows=[], memory=[])
-    print(f"machine: {result['machine']}\nbackend: {args.backend}\n"
-          f"images/s (higher is better)\n{HEADER}")
+    result = dict(machine=machine(), method=METHOD, backend=args.backend, rows=[], memory=[],
+                  modules=[])
+    mode = f' (mode {args.compile})' if args.compile else ''
+    if args.compile:
+        result['compile_mode'] = args.compile
+    print(f"machine: {result['machine']}\nbackend: {args.backend}{mode}")
+    if not args.per_module:
+        print(f'images/s (higher is better)\n{HEADER}')
     subjects = len(args.convs) + len(args.configs) * len(args.parts)
     progress = Progress(subjects * len(args.dtypes) * len(args.batches))
     callbacks = dict(report=progress.report, progress=progress.timing,
-                     retime=not args.no_retime, backend=args.backend, folder=onnx_dir)
+                     retime=not args.no_retime, backend=args.backend, folder=onnx_dir,
+                     compile_mode=args.compile or 'default')
     for preset in args.convs:
         progress.show(f'{preset}: building the convolutions, counting FLOPs...')
         subject = build_conv_subject(preset, args.conv_keep_ratio, args.conv_block, args.device)
@@ -262,6 +318,9 @@ def measure(args: argparse.Namespace, onnx_dir: str) -> dict:
         if args.keep_ratios:
             cfg.model = set_keep_ratios(model_config(cfg), args.keep_ratios)
         label = os.path.splitext(os.path.basename(name))[0]
+        if args.per_module:
+            result['modules'] += per_module(args, cfg, label, image, progress)
+            continue
         for part in args.parts:
             progress.show(f'{label} {part}: building the models, counting FLOPs...')
             subject = build_subject(cfg, label, part, image, args.shape, twin=not args.no_twin,

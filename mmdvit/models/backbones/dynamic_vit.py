@@ -263,13 +263,14 @@ class DynamicViT(DynamicBackbone):
             raise ValueError('feature_distill_loss needs the patch tokens: build DynamicViT with '
                              'distill_tokens=True (student and teacher).')
         student, teacher = student_outs[0].float(), teacher_outs[0].float()
-        if self.sparsity_decisions:
-            keep = self.sparsity_decisions[-1].keep_mask.detach() > 0.5
-        else:
-            keep = torch.ones(student.shape[:2], dtype=torch.bool, device=student.device)
-        if not keep.any():
-            return student.sum() * 0.0
-        return (student[keep] - teacher[keep]).pow(2).mean()
+        if not self.sparsity_decisions:
+            return (student - teacher).pow(2).mean()
+        # A masked mean rather than boolean indexing: no data-dependent shape, so no host
+        # synchronisation on a GPU.
+        keep = (self.sparsity_decisions[-1].keep_mask.detach() > 0.5).unsqueeze(-1)
+        error = torch.where(keep, (student - teacher).pow(2), 0.0)
+        count = keep.sum() * student.shape[-1]
+        return error.sum() / count.clamp_min(1)
 
     @staticmethod
     def _expand(index: Tensor, x: Tensor) -> Tensor:

@@ -147,31 +147,47 @@ def check_finite_scores(log_probs: Tensor, name: str) -> None:
     The environment variable ``MMDVIT_NONFINITE_SCORES`` chooses what happens: ``error``
     (default) raises a ``FloatingPointError`` naming the predictor and the likely causes;
     ``warn`` warns once per predictor and ranks the scores anyway (the behaviour before this
-    check); ``off`` skips the check. The check reads one flag back from the device (a host
-    synchronisation per decision on GPUs; ``off`` avoids it); it is skipped while tracing,
-    compiling or exporting (:func:`is_tracing`), where it could not be recorded.
+    check); ``off`` skips the check. It is skipped while tracing, compiling or exporting
+    (:func:`is_tracing`), where it could not be recorded.
+
+    On the accelerator path (:func:`~.accelerator.uses_accelerator_path`) ``error`` does not
+    wait for the device: the check is queued there (``torch._assert_async``) and a failure
+    surfaces at the next synchronisation as a device-side assertion (a ``RuntimeError`` with
+    the same message on CPU). ``warn`` reads the flag back (one host synchronisation per
+    decision), since a warning needs the value.
 
     Args:
         log_probs: (B, n, 2) predictor output.
         name: the predictor, as :func:`predictor_name` writes it.
     """
+    from .accelerator import uses_accelerator_path  # the module imports is_tracing from here
     if is_tracing():
         return
     mode = os.environ.get(NONFINITE_ENV, 'error')
     if mode not in NONFINITE_MODES:
         raise ValueError(f'{NONFINITE_ENV}={mode!r}: use one of {NONFINITE_MODES}.')
-    if mode == 'off' or bool(torch.isfinite(log_probs).all()):
+    if mode == 'off':
         return
-    message = (f'{name} produced non-finite keep scores (NaN / Inf) at inference; ranking them '
-               'would keep arbitrary positions. Likely causes: NaN / Inf weights in the '
-               'checkpoint (this predictor or the layers before it), NaN / Inf in the input '
-               'image, or fp16 overflow in the layers before it (run in float32 or bf16). '
-               f'{NONFINITE_ENV}=warn ranks them anyway with a warning.')
+    finite = torch.isfinite(log_probs).all()
+    if mode == 'error' and uses_accelerator_path(log_probs):
+        torch._assert_async(finite, _nonfinite_message(name))
+        return
+    if bool(finite):
+        return
+    message = _nonfinite_message(name)
     if mode == 'error':
         raise FloatingPointError(message)
     if name not in _warned_nonfinite:
         _warned_nonfinite.add(name)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _nonfinite_message(name: str) -> str:
+    return (f'{name} produced non-finite keep scores (NaN / Inf) at inference; ranking them '
+            'would keep arbitrary positions. Likely causes: NaN / Inf weights in the '
+            'checkpoint (this predictor or the layers before it), NaN / Inf in the input '
+            'image, or fp16 overflow in the layers before it (run in float32 or bf16). '
+            f'{NONFINITE_ENV}=warn ranks them anyway with a warning.')
 
 
 def needs_scores(keep_ratio: float, training: bool, num_positions: int,
@@ -282,7 +298,8 @@ def _decide_nested(log_probs: Optional[Tensor], record: Callable[..., SparsityDe
                              f'but the previous decision kept {present.shape[1]}')
         top = rank(keep_margin(log_probs))[:, :k]
         kept = present.gather(1, top)
-        full_log_probs = log_probs.new_tensor([float('-inf'), 0.0]).repeat(batch, num, 1)
+        full_log_probs = log_probs.new_zeros(batch, num, 2)
+        full_log_probs[..., 0].fill_(float('-inf'))
         full_log_probs = full_log_probs.scatter(1, present.unsqueeze(-1).expand(-1, -1, 2),
                                                 log_probs)
     mask = torch.zeros(batch, num, device=present.device).scatter_(1, kept, 1.0)
