@@ -21,7 +21,8 @@ from ..models.dense_twin import dense_twin_config
 from ..models.sparse.accelerator import accelerator_path
 from .complexity import backbone_of
 from .inputs import model_inputs
-from .models import build_model, copy_shared_weights, default_scope, model_config
+from .models import (build_model, copy_shared_weights, default_scope, load_weights,
+                     model_config)
 
 aten = torch.ops.aten
 # Ops that return a view, allocate without writing, or only read metadata: no kernel on a GPU.
@@ -35,7 +36,7 @@ METADATA_OPS = frozenset({
     aten.expand_as, aten.diagonal, aten.lift_fresh, aten.empty, aten.empty_strided,
     aten.empty_like, aten.new_empty, aten.new_empty_strided, aten.sym_size, aten.sym_stride,
     aten.sym_numel, aten.sym_storage_offset, aten.dim, aten.is_contiguous, aten.stride,
-    aten.size, aten.numel, aten.result_type, aten._local_scalar_dense
+    aten.size, aten.numel, aten.result_type, aten.promote_types, aten._local_scalar_dense
 })
 
 
@@ -79,7 +80,7 @@ def model_ops(model: nn.Module, inputs: Tensor, samples: Any) -> Dict[str, int]:
     ``'tensor'`` mode; the backbone for a bare backbone)."""
     counts = {'backbone': count_ops(backbone_of(model), inputs)}
     if getattr(model, 'with_neck', False) or getattr(model, 'neck', None) is not None:
-        counts['backbone_and_neck'] = count_ops(model.extract_feat, inputs)
+        counts['backbone_neck'] = count_ops(model.extract_feat, inputs)
     if hasattr(model, 'backbone'):
         counts['model'] = count_ops(model, inputs, samples, mode='tensor')
     else:
@@ -87,16 +88,19 @@ def model_ops(model: nn.Module, inputs: Tensor, samples: Any) -> Dict[str, int]:
     return counts
 
 
-def op_counts(cfg: Config, shape: Optional[Sequence[int]], image: np.ndarray) -> Dict[str, Any]:
+def op_counts(cfg: Config, shape: Optional[Sequence[int]], image: np.ndarray,
+              checkpoint: Optional[str] = None, trust: bool = False) -> Dict[str, Any]:
     """Kernel-launching aten ops per forward of the config's model (dynamic) and of its dense
-    twin at batch 1, inference, on the accelerator path (:func:`count_ops`).
+    twin at batch 1, inference, on the accelerator path (:func:`count_ops`); ``shape``,
+    ``checkpoint`` and ``trust`` as for :func:`~.complexity.complexity`.
 
     Returns:
-        ``{"backbone" | "backbone_and_neck" | "model": {"dense", "dynamic", "ratio"}}``, with
-        ``ratio`` = dynamic / dense (``backbone_and_neck`` for models with a neck).
+        ``{"backbone" | "backbone_neck" | "model": {"dense", "dynamic", "ratio"}}``, with
+        ``ratio`` = dynamic / dense (``backbone_neck``: backbone and neck, for models with a neck).
     """
     model_cfg, scope = model_config(cfg), default_scope(cfg)
     dynamic = build_model(model_cfg, scope).eval()
+    load_weights(dynamic, checkpoint, trust)
     dense = build_model(dense_twin_config(model_cfg), scope).eval()
     copy_shared_weights(dynamic, dense)
     data = model_inputs(dynamic, [image], shape)
