@@ -122,17 +122,11 @@ def paste_tiles(out: Tensor, tiles: Tensor, coords: Coords) -> None:
 
 
 # --------------------------------------------------------------------------------- windows
-@shape_cached
-def window_sources(hw_shape: HW, window_size: int, shift: int,
-                   device: torch.device) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-    """Where each position of Swin's windows comes from: the (H, W) map padded at the bottom
-    and right to multiples of ``window_size``, shifted by ``-shift`` and cut into windows.
-
-    Returns:
-        ``read`` (nW, T) long: the position in the unpadded map (0 for padding); ``write``
-        (nW, T) long: the same, but H*W (a spare row past the map) for padding; ``valid``
-        (nW, T, 1) float, 1 at real positions and 0 at padding (``None`` without padding).
-    """
+def _window_positions(hw_shape: HW, window_size: int, shift: int,
+                      device: torch.device) -> Tensor:
+    """(nW, T) position in the (H, W) map of each position of Swin's windows: the map padded
+    at the bottom and right to multiples of ``window_size``, shifted by ``-shift`` and cut
+    into windows (row-major); -1 at padding."""
     height, width = hw_shape
     ws = window_size
     rows, cols = -(-height // ws), -(-width // ws)
@@ -140,17 +134,37 @@ def window_sources(hw_shape: HW, window_size: int, shift: int,
     index = F.pad(index, (0, cols * ws - width, 0, rows * ws - height), value=-1)
     if shift:
         index = torch.roll(index, shifts=(-shift, -shift), dims=(0, 1))
-    index = index.view(rows, ws, cols, ws).permute(0, 2, 1, 3).reshape(rows * cols, ws * ws)
+    return index.view(rows, ws, cols, ws).permute(0, 2, 1, 3).reshape(rows * cols, ws * ws)
+
+
+@shape_cached
+def window_sources(batch: int, hw_shape: HW, window_size: int, shift: int,
+                   device: torch.device) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Where each position of Swin's windows is read from and written to in the flattened
+    (B * H * W, C) tokens of B (H, W) maps (pad, cyclic shift by ``-shift`` and window
+    partition folded into one index).
+
+    Returns:
+        ``read`` (B, nW, T) long: the row of each window position (row 0 for padding, whose
+        value attention masks out); ``write`` (B, nW, T): the same, but the spare row
+        B * H * W (past the maps) for padding; ``valid`` (nW, T, 1) float, 1 at real
+        positions and 0 at padding (``None`` without padding).
+    """
+    positions = hw_shape[0] * hw_shape[1]
+    index = _window_positions(hw_shape, window_size, shift, device)
     real = index >= 0
-    valid = real.unsqueeze(-1).float() if (rows * ws, cols * ws) != (height, width) else None
-    return index.clamp_min(0), index.masked_fill(~real, height * width), valid
+    offsets = torch.arange(batch, device=device).view(-1, 1, 1) * positions
+    read = index.clamp_min(0) + offsets
+    if not (hw_shape[0] % window_size or hw_shape[1] % window_size):
+        return read, read, None
+    write = torch.where(real, index + offsets, batch * positions)
+    return read, write, real.unsqueeze(-1).float()
 
 
-def window_rows(index: Tensor, order: Tensor, positions: int) -> Tensor:
-    """Rows of the flattened (B * positions, C) tokens for the windows ``order`` (B, n) of
-    each image: ``index`` (nW, T) per window (from :func:`window_sources`) -> (B * n * T,)."""
-    offsets = torch.arange(order.shape[0], device=order.device).view(-1, 1, 1) * positions
-    return (index[order] + offsets).flatten()
+def window_rows(rows: Tensor, order: Tensor) -> Tensor:
+    """The rows (from :func:`window_sources`, (B, nW, T)) of the windows ``order`` (B, n) of
+    each image: (B, n, T)."""
+    return rows.gather(1, order.unsqueeze(-1).expand(-1, -1, rows.shape[-1]))
 
 
 @shape_cached
@@ -161,13 +175,11 @@ def shifted_overlap(grid: HW, window_size: int, shift: int, hw_shape: HW,
     ``-shift`` (Swin's ``torch.roll``); row sums are the real positions of each shifted
     window. ``values @ overlap.T`` sums per-window values over each shifted window's
     positions."""
-    read, _, valid = window_sources(hw_shape, window_size, shift, device)
+    index = _window_positions(hw_shape, window_size, shift, device)
     rows, cols = grid
     # The regular window of each real position, for every position of each shifted window.
-    row, col = read.div(hw_shape[1], rounding_mode='floor'), read % hw_shape[1]
-    owner = (row // window_size) * cols + col // window_size
-    weight = torch.ones_like(owner, dtype=torch.float64)
-    if valid is not None:
-        weight = weight * valid.squeeze(-1)
+    row, col = index.div(hw_shape[1], rounding_mode='floor'), index.clamp_min(0) % hw_shape[1]
+    owner = (row.clamp_min(0) // window_size) * cols + col // window_size
+    weight = (index >= 0).double()
     overlap = torch.zeros(rows * cols, rows * cols, dtype=torch.float64, device=device)
     return overlap.scatter_add_(1, owner, weight)
