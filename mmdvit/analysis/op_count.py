@@ -64,13 +64,19 @@ def count_ops(fn: Callable[..., Any], *args: Any, counter: Optional[OpCounter] =
     """Kernel-launching aten ops of ``fn(*args, **kwargs)`` without gradients, with the sparse
     modules on their accelerator path (what a GPU runs; :data:`METADATA_OPS` left out).
 
+    The call is counted in the steady state of a model serving inputs of one shape: after one
+    uncounted warm-up call, which builds the index maps the sparse modules keep per input
+    shape (:func:`~mmdvit.models.sparse.gather.shape_cached`).
+
     Args:
         counter: an :class:`OpCounter` to count into (to read the per-op ``counts``); a fresh
             one by default.
     """
     counter = OpCounter() if counter is None else counter
-    with torch.no_grad(), accelerator_path(), counter:
+    with torch.no_grad(), accelerator_path():
         fn(*args, **kwargs)
+        with counter:
+            fn(*args, **kwargs)
     return counter.total
 
 

@@ -248,21 +248,25 @@ class DynamicSwinBlock(nn.Module):
             return self.forward_windows_merged(x, hw_shape, shift, mask, decision)
         batch, positions, channels = x.shape
         read, write, valid = window_sources(batch, tuple(hw_shape), ws, shift, x.device)
-        kept, pruned = decision.order[:, :k], decision.order[:, k:]
-        tokens = x.reshape(batch * positions, channels)
+        order = decision.order
+        rows = window_rows(read, order)
+        # Every window of every image, kept ones first: (B, nW, T, C), one gather.
+        windows = x.reshape(batch * positions, channels)[rows]
         # Kept windows: the whole block on a batch of windows.
-        w = tokens[window_rows(read, kept)].flatten(0, 1)  # (B * k, T, C)
+        w = windows[:, :k].flatten(0, 1)  # (B * k, T, C)
         h = self.norm1(w)
         if valid is not None:
-            h = h * valid[kept].flatten(0, 1)  # attention sees zeros at padding
-        w = w + attn.w_msa(h, None if mask is None else mask[kept].flatten(0, 1))
+            h = h * valid[order[:, :k]].flatten(0, 1)  # attention sees zeros at padding
+        w = w + attn.w_msa(h, None if mask is None else mask[order[:, :k]].flatten(0, 1))
         w = w + self.ffn(self.norm2(w))
         # Pruned windows: x + fast_path(x), position-wise.
-        t = tokens[window_rows(read, pruned)]
+        t = windows[:, k:]
         t = t + self.fast_path(t).to(t.dtype)
+        if valid is not None:
+            rows = window_rows(write, order)
         out = w.new_empty((batch * positions + (valid is not None), channels))
-        out.index_put_((window_rows(write, kept), ), w.view(batch, k, -1, channels))
-        out.index_put_((window_rows(write, pruned), ), t.to(w.dtype))
+        out.index_put_((rows[:, :k], ), w.view(batch, k, -1, channels))
+        out.index_put_((rows[:, k:], ), t.to(w.dtype))
         return out[:batch * positions].view(batch, positions, channels)
 
     def forward_windows_merged(self, x: Tensor, hw_shape: HW, shift: int,

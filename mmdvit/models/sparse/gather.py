@@ -169,12 +169,16 @@ def window_rows(rows: Tensor, order: Tensor) -> Tensor:
 
 @shape_cached
 def shifted_overlap(grid: HW, window_size: int, shift: int, hw_shape: HW,
-                    device: torch.device) -> Tensor:
-    """(nW, nW) float64: entry (i, j) counts the real positions (of the (H, W) = ``hw_shape``
-    map, padding excluded) of regular window j that fall in window i of the map shifted by
-    ``-shift`` (Swin's ``torch.roll``); row sums are the real positions of each shifted
-    window. ``values @ overlap.T`` sums per-window values over each shifted window's
-    positions."""
+                    device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
+    """How the windows of the map shifted by ``-shift`` (Swin's ``torch.roll``) overlap the
+    regular windows: ``values @ overlap.T`` sums per-window values over each shifted window's
+    real positions (those of the (H, W) = ``hw_shape`` map, padding excluded).
+
+    Returns:
+        ``overlap`` (nW, nW) float64, entry (i, j) the real positions of regular window j in
+        shifted window i; the same in float32; ``size`` (nW,) float64, the real positions of
+        each shifted window (at least 1).
+    """
     index = _window_positions(hw_shape, window_size, shift, device)
     rows, cols = grid
     # The regular window of each real position, for every position of each shifted window.
@@ -182,4 +186,5 @@ def shifted_overlap(grid: HW, window_size: int, shift: int, hw_shape: HW,
     owner = (row.clamp_min(0) // window_size) * cols + col // window_size
     weight = (index >= 0).double()
     overlap = torch.zeros(rows * cols, rows * cols, dtype=torch.float64, device=device)
-    return overlap.scatter_add_(1, owner, weight)
+    overlap = overlap.scatter_add_(1, owner, weight)
+    return overlap, overlap.float(), overlap.sum(1).clamp_min(1.0)

@@ -77,10 +77,9 @@ def shifted_decision(decision: SparsityDecision, window_size: int, shift: int,
         return decision
     mask = decision.keep_mask
     # (i, j): real positions of regular window j in shifted window i (shape-only, cached).
-    overlap = shifted_overlap(tuple(decision.hw_shape), window_size, shift, tuple(hw_shape),
-                              mask.device)
-    size = overlap.sum(1).clamp_min(1.0)  # real positions per shifted window
-    kept = mask @ overlap.to(mask.dtype).T
+    overlap, overlap32, size = shifted_overlap(tuple(decision.hw_shape), window_size, shift,
+                                               tuple(hw_shape), mask.device)
+    kept = mask @ overlap32.T
     # Summed in float64 (exact for float32 margins of similar magnitude, in any summation
     # order): windows whose means are equal (e.g. shifted windows straddling the same regular
     # windows alike) stay exactly tied in every runtime, so the tie-break by position decides
@@ -97,7 +96,7 @@ def shifted_decision(decision: SparsityDecision, window_size: int, shift: int,
     counts = mask.detach().sum(dim=1, keepdim=True)
     ranks = torch.argsort(order, dim=1)
     hard = (ranks < counts).to(mask.dtype)
-    kept_fraction = kept / size.to(kept.dtype)
+    kept_fraction = kept / size.float()
     straight_through = hard + kept_fraction - kept_fraction.detach()
     return SparsityDecision(decision.stage, decision.index, decision.keep_ratio,
                             decision.hw_shape, decision.log_probs, straight_through, None, None,
