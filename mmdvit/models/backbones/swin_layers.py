@@ -247,11 +247,11 @@ class DynamicSwinBlock(nn.Module):
         if k is None or k == num or k == 0:
             return self.forward_windows_merged(x, hw_shape, shift, mask, decision)
         batch, positions, channels = x.shape
-        read, write, valid = window_sources(batch, tuple(hw_shape), ws, shift, x.device)
+        rows, valid = window_sources(batch, tuple(hw_shape), ws, shift, x.device)
         order = decision.order
-        rows = window_rows(read, order)
+        rows = window_rows(rows, order)  # (B, nW, T, 2): read and write rows, kept first
         # Every window of every image, kept ones first: (B, nW, T, C), one gather.
-        windows = x.reshape(batch * positions, channels)[rows]
+        windows = x.reshape(batch * positions, channels)[rows[..., 0]]
         # Kept windows: the whole block on a batch of windows.
         w = windows[:, :k].flatten(0, 1)  # (B * k, T, C)
         h = self.norm1(w)
@@ -262,11 +262,9 @@ class DynamicSwinBlock(nn.Module):
         # Pruned windows: x + fast_path(x), position-wise.
         t = windows[:, k:]
         t = t + self.fast_path(t).to(t.dtype)
-        if valid is not None:
-            rows = window_rows(write, order)
         out = w.new_empty((batch * positions + (valid is not None), channels))
-        out.index_put_((rows[:, :k], ), w.view(batch, k, -1, channels))
-        out.index_put_((rows[:, k:], ), t.to(w.dtype))
+        out.index_put_((rows[:, :k, :, 1], ), w.view(batch, k, -1, channels))
+        out.index_put_((rows[:, k:, :, 1], ), t.to(w.dtype))
         return out[:batch * positions].view(batch, positions, channels)
 
     def forward_windows_merged(self, x: Tensor, hw_shape: HW, shift: int,
@@ -280,7 +278,7 @@ class DynamicSwinBlock(nn.Module):
         windows, padded = attn.partition(x, hw_shape, shift)
         batch, num, tokens, channels = windows.shape
         # Attention sees zeros at padded positions (as the dense block, which pads after norm1).
-        valid = window_sources(1, tuple(hw_shape), attn.window_size, shift, x.device)[2]
+        valid = window_sources(1, tuple(hw_shape), attn.window_size, shift, x.device)[1]
 
         def slow(w: Tensor) -> Tensor:
             """w: (B, nW, T, C), every window of every image."""

@@ -139,32 +139,34 @@ def _window_positions(hw_shape: HW, window_size: int, shift: int,
 
 @shape_cached
 def window_sources(batch: int, hw_shape: HW, window_size: int, shift: int,
-                   device: torch.device) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+                   device: torch.device) -> Tuple[Tensor, Optional[Tensor]]:
     """Where each position of Swin's windows is read from and written to in the flattened
     (B * H * W, C) tokens of B (H, W) maps (pad, cyclic shift by ``-shift`` and window
     partition folded into one index).
 
     Returns:
-        ``read`` (B, nW, T) long: the row of each window position (row 0 for padding, whose
-        value attention masks out); ``write`` (B, nW, T): the same, but the spare row
-        B * H * W (past the maps) for padding; ``valid`` (nW, T, 1) float, 1 at real
-        positions and 0 at padding (``None`` without padding).
+        ``rows`` (B, nW, T, 2) long: ``[..., 0]`` the row each window position reads (row 0
+        for padding, whose value attention masks out), ``[..., 1]`` the row it writes (the
+        spare row B * H * W, past the maps, for padding); ``valid`` (nW, T, 1) float, 1 at
+        real positions and 0 at padding (``None`` without padding, where both rows agree).
     """
     positions = hw_shape[0] * hw_shape[1]
     index = _window_positions(hw_shape, window_size, shift, device)
     real = index >= 0
     offsets = torch.arange(batch, device=device).view(-1, 1, 1) * positions
     read = index.clamp_min(0) + offsets
-    if not (hw_shape[0] % window_size or hw_shape[1] % window_size):
-        return read, read, None
     write = torch.where(real, index + offsets, batch * positions)
-    return read, write, real.unsqueeze(-1).float()
+    valid = None
+    if hw_shape[0] % window_size or hw_shape[1] % window_size:
+        valid = real.unsqueeze(-1).float()
+    return torch.stack([read, write], dim=-1), valid
 
 
 def window_rows(rows: Tensor, order: Tensor) -> Tensor:
-    """The rows (from :func:`window_sources`, (B, nW, T)) of the windows ``order`` (B, n) of
-    each image: (B, n, T)."""
-    return rows.gather(1, order.unsqueeze(-1).expand(-1, -1, rows.shape[-1]))
+    """The rows (from :func:`window_sources`, (B, nW, T, 2)) of the windows ``order`` (B, n)
+    of each image: (B, n, T, 2)."""
+    index = order.view(*order.shape, 1, 1).expand(-1, -1, *rows.shape[-2:])
+    return rows.gather(1, index)
 
 
 @shape_cached
