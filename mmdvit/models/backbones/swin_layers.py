@@ -249,9 +249,10 @@ class DynamicSwinBlock(nn.Module):
         batch, positions, channels = x.shape
         rows, valid = window_sources(batch, tuple(hw_shape), ws, shift, x.device)
         order = decision.order
-        rows = window_rows(rows, order)  # (B, nW, T, 2): read and write rows, kept first
+        read, write = window_rows(rows, order)  # (B, nW, T) each, kept windows first
         # Every window of every image, kept ones first: (B, nW, T, C), one gather.
-        windows = x.reshape(batch * positions, channels)[rows[..., 0]]
+        windows = x.reshape(batch * positions, channels).index_select(0, read.flatten())
+        windows = windows.view(batch, num, -1, channels)
         # Kept windows: the whole block on a batch of windows.
         w = windows[:, :k].flatten(0, 1)  # (B * k, T, C)
         h = self.norm1(w)
@@ -263,8 +264,8 @@ class DynamicSwinBlock(nn.Module):
         t = windows[:, k:]
         t = t + self.fast_path(t).to(t.dtype)
         out = w.new_empty((batch * positions + (valid is not None), channels))
-        out.index_put_((rows[:, :k, :, 1], ), w.view(batch, k, -1, channels))
-        out.index_put_((rows[:, k:, :, 1], ), t.to(w.dtype))
+        out.index_copy_(0, write[:, :k].flatten(), w.flatten(0, 1))
+        out.index_copy_(0, write[:, k:].flatten(), t.flatten(0, 2).to(w.dtype))
         return out[:batch * positions].view(batch, positions, channels)
 
     def forward_windows_merged(self, x: Tensor, hw_shape: HW, shift: int,

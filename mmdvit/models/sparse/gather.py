@@ -145,10 +145,10 @@ def window_sources(batch: int, hw_shape: HW, window_size: int, shift: int,
     partition folded into one index).
 
     Returns:
-        ``rows`` (B, nW, T, 2) long: ``[..., 0]`` the row each window position reads (row 0
-        for padding, whose value attention masks out), ``[..., 1]`` the row it writes (the
-        spare row B * H * W, past the maps, for padding); ``valid`` (nW, T, 1) float, 1 at
-        real positions and 0 at padding (``None`` without padding, where both rows agree).
+        ``rows`` (2, B, nW, T) long: ``[0]`` the row each window position reads (row 0 for
+        padding, whose value attention masks out), ``[1]`` the row it writes (the spare row
+        B * H * W, past the maps, for padding); ``valid`` (nW, T, 1) float, 1 at real
+        positions and 0 at padding (``None`` without padding, where both rows agree).
     """
     positions = hw_shape[0] * hw_shape[1]
     index = _window_positions(hw_shape, window_size, shift, device)
@@ -159,14 +159,14 @@ def window_sources(batch: int, hw_shape: HW, window_size: int, shift: int,
     valid = None
     if hw_shape[0] % window_size or hw_shape[1] % window_size:
         valid = real.unsqueeze(-1).float()
-    return torch.stack([read, write], dim=-1), valid
+    return torch.stack([read, write]), valid
 
 
 def window_rows(rows: Tensor, order: Tensor) -> Tensor:
-    """The rows (from :func:`window_sources`, (B, nW, T, 2)) of the windows ``order`` (B, n)
-    of each image: (B, n, T, 2)."""
-    index = order.view(*order.shape, 1, 1).expand(-1, -1, *rows.shape[-2:])
-    return rows.gather(1, index)
+    """The rows (from :func:`window_sources`, (2, B, nW, T)) of the windows ``order`` (B, n)
+    of each image: (2, B, n, T)."""
+    index = order.view(1, *order.shape, 1).expand(2, -1, -1, rows.shape[-1])
+    return rows.gather(2, index)
 
 
 @shape_cached
