@@ -125,3 +125,21 @@ def test_sparse_conv_equals_per_tile_reference(path, batch, size, block, dilatio
     tile_mask = keep.view(batch, 1, *grid).repeat_interleave(block, 2).repeat_interleave(block, 3)
     expected = torch.where(tile_mask[..., :size[0], :size[1]], dense, fast)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_maps_first_built_in_inference_mode_serve_training():
+    """A window block in training mode reuses the maps an inference-mode forward built (no
+    'inference tensors cannot be saved for backward')."""
+    torch.manual_seed(0)
+    block = DynamicSwinBlock(8, 2, 16, window_size=4, shift=True, sparse=True)
+    hw, grid = (9, 10), (3, 3)
+    x = torch.randn(1, 90, 8)
+    with torch.inference_mode():
+        decision = decide(torch.randn(1, 9, 2).log_softmax(-1), 0.5, False, 0, 0, grid,
+                          window_size=4)
+        block.eval()(x, hw, decision)
+    block.train()
+    log_probs = torch.randn(1, 9, 2, requires_grad=True)
+    decision = decide(log_probs.log_softmax(-1), 0.5, True, 0, 0, grid, window_size=4)
+    block(x, hw, decision).sum().backward()
+    assert log_probs.grad is not None and log_probs.grad.abs().sum() > 0

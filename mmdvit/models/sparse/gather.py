@@ -36,8 +36,14 @@ T = TypeVar('T')
 
 def shape_cached(build: Callable[..., T]) -> Callable[..., T]:
     """``build(*shape_args, device)`` memoised per arguments; built afresh while ops are being
-    recorded (``torch.compile`` traces with fake tensors, which must not be kept)."""
-    cached = lru_cache(maxsize=256)(build)
+    recorded (``torch.compile`` traces with fake tensors, which must not be kept). Cached maps
+    are built outside inference mode, so training steps may use maps first built under
+    ``torch.inference_mode()``."""
+
+    @lru_cache(maxsize=256)
+    def cached(*args):
+        with torch.inference_mode(False), torch.no_grad():
+            return build(*args)
 
     def get(*args):
         return build(*args) if is_tracing() else cached(*args)
