@@ -246,8 +246,20 @@ class DynamicSwinBlock(nn.Module):
         k, num = decision.num_keep, grid[0] * grid[1]
         if k is None or k == num or k == 0:
             return self.forward_windows_merged(x, hw_shape, shift, mask, decision)
+        return self.forward_windows_gathered(x, hw_shape, shift, mask, decision)
+
+    def forward_windows_gathered(self, x: Tensor, hw_shape: HW, shift: int,
+                                 mask: Optional[Tensor], decision: SparsityDecision) -> Tensor:
+        """:meth:`forward_windows` at inference, keeping some windows and pruning others: one
+        gather of every window (kept first) through the cached window map of the padded,
+        shifted map, and in-place writes of both paths' outputs.
+
+        x: (B, H*W, C) -> (B, H*W, C); ``mask``: the attention mask of the shifted windows.
+        """
+        attn = self.attn
+        k, num = decision.num_keep, decision.order.shape[1]
         batch, positions, channels = x.shape
-        rows, valid = window_sources(batch, tuple(hw_shape), ws, shift, x.device)
+        rows, valid = window_sources(batch, tuple(hw_shape), attn.window_size, shift, x.device)
         order = decision.order
         read, write = window_rows(rows, order)  # (B, nW, T) each, kept windows first
         # Every window of every image, kept ones first: (B, nW, T, C), one gather.
