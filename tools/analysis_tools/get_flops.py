@@ -7,7 +7,9 @@ Example::
 
 The table gives GFLOPs (multiply-adds) and millions of parameters of the dense twin and the
 dynamic model, and dense / dynamic as ``N.NNx`` (for FLOPs: the speed-up they imply); the
-``--out`` JSON keeps full precision.
+``--out`` JSON keeps full precision. ``--count-ops`` adds the kernel-launching aten ops of one
+inference forward at batch 1 on the accelerator path (what a GPU launches; views excluded,
+:mod:`mmdvit.analysis.op_count`), dense and dynamic, and dynamic / dense.
 """
 import argparse
 import json
@@ -18,6 +20,7 @@ from mmengine.config import DictAction
 from mmdvit.analysis.complexity import complexity
 from mmdvit.analysis.inputs import read_image, sample_photos
 from mmdvit.analysis.models import load_config
+from mmdvit.analysis.op_count import op_counts
 from mmdvit.engine.cli import add_debug_argument, add_trust_argument, run_tool
 
 
@@ -41,6 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         '"(0.9,0.7,0.5)" for the shipped (mmdvit.SparsityTrainer) configs, '
                         'model.backbone.keep_ratios=... for a plain model config, '
                         'model.keep_ratios=... for a preset')
+    parser.add_argument('--count-ops', action='store_true',
+                        help='also count the kernel-launching aten ops of one inference forward '
+                        '(batch 1, first image, the sparse modules on their GPU code path), '
+                        'dense and dynamic')
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     if len(args.shape) == 1:
@@ -76,6 +83,9 @@ def format_report(result: dict) -> str:
         lines.append(f"predictor {d['name']} ({where}, {d['hw_shape'][0]}x"
                      f"{d['hw_shape'][1]}): keeps {d['kept']} of {d['positions']} {d['unit']} "
                      f"(ratio {d['keep_ratio']:g})")
+    for part, ops in result.get('ops', {}).items():
+        lines.append(f"{part:16s}{ops['dense']:12d}{ops['dynamic']:12d}"
+                     f"{ops['ratio']:14.2f}x  aten ops (dynamic/dense)")
     lines.append('Convention: ' + result['convention'])
     if result['note']:
         lines.append('Note: ' + result['note'])
@@ -88,6 +98,9 @@ def main(argv=None) -> dict:
     images = ([read_image(p) for p in args.images] if args.images else
               sample_photos(args.num_images))
     result = complexity(cfg, args.shape, images, args.checkpoint, args.trust_checkpoint)
+    if args.count_ops:
+        result['ops'] = op_counts(cfg, args.shape, images[0], args.checkpoint,
+                                  args.trust_checkpoint)
     print(format_report(result))
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -18,7 +18,8 @@ from mmseg.models.backbones.swin import WindowMSA
 from torch import Tensor, nn
 
 from ..sparse import SparsityDecision, route_tokens, route_windows
-from ..sparse.windows import shifted_decision
+from ..sparse.gather import window_rows, window_sources
+from ..sparse.windows import shifted_decision, window_grid
 from ..weight_init import trunc_normal_init
 
 HW = Tuple[int, int]
@@ -235,35 +236,74 @@ class DynamicSwinBlock(nn.Module):
             raise ValueError(f'a decision over {decision.window_size}-position windows reached '
                              f'a block with window_size={ws}')
         shift = attn.effective_shift(hw_shape)
-        windows, padded = attn.partition(x, hw_shape, shift)
-        batch, num, tokens, channels = windows.shape
-        if tuple(decision.hw_shape) != (padded[0] // ws, padded[1] // ws):
+        grid = window_grid(hw_shape, ws)
+        if tuple(decision.hw_shape) != grid:
             raise ValueError(f'a decision over a {tuple(decision.hw_shape)} window grid reached '
                              f'a block whose {hw_shape[0]}x{hw_shape[1]} map has '
-                             f'{padded[0] // ws}x{padded[1] // ws} windows')
+                             f'{grid[0]}x{grid[1]} windows')
         decision = shifted_decision(decision, ws, shift, hw_shape)
-        mask = attn.attention_mask(padded, shift, x)
-        # Attention sees zeros at padded positions (as the dense block, which pads after norm1).
-        valid = None
-        if padded != tuple(hw_shape):
-            valid = attn.partition(x.new_ones(1, hw_shape[0] * hw_shape[1], 1), hw_shape,
-                                   shift)[0][0]
+        mask = attn.attention_mask((grid[0] * ws, grid[1] * ws), shift, x)
+        k, num = decision.num_keep, grid[0] * grid[1]
+        if k is None or k == num or k == 0:
+            return self.forward_windows_merged(x, hw_shape, shift, mask, decision)
+        return self.forward_windows_gathered(x, hw_shape, shift, mask, decision)
 
-        def slow(w: Tensor, ids: Optional[Tensor]) -> Tensor:
-            """w: (n, T, C) windows (all B * nW in order when ``ids`` is None)."""
+    def forward_windows_gathered(self, x: Tensor, hw_shape: HW, shift: int,
+                                 mask: Optional[Tensor], decision: SparsityDecision) -> Tensor:
+        """:meth:`forward_windows` at inference, keeping some windows and pruning others: one
+        gather of every window (kept first) through the cached window map of the padded,
+        shifted map, and in-place writes of both paths' outputs.
+
+        x: (B, H*W, C) -> (B, H*W, C); ``mask``: the attention mask of the shifted windows.
+        """
+        attn = self.attn
+        k, num = decision.num_keep, decision.order.shape[1]
+        batch, positions, channels = x.shape
+        rows, valid = window_sources(batch, tuple(hw_shape), attn.window_size, shift, x.device)
+        order = decision.order
+        read, write = window_rows(rows, order)  # (B, nW, T) each, kept windows first
+        # Every window of every image, kept ones first: (B, nW, T, C), one gather.
+        windows = x.reshape(batch * positions, channels).index_select(0, read.flatten())
+        windows = windows.view(batch, num, -1, channels)
+        # Kept windows: the whole block on a batch of windows.
+        w = windows[:, :k].flatten(0, 1)  # (B * k, T, C)
+        h = self.norm1(w)
+        if valid is not None:
+            h = h * valid[order[:, :k]].flatten(0, 1)  # attention sees zeros at padding
+        w = w + attn.w_msa(h, None if mask is None else mask[order[:, :k]].flatten(0, 1))
+        w = w + self.ffn(self.norm2(w))
+        # Pruned windows: x + fast_path(x), position-wise.
+        t = windows[:, k:]
+        t = t + self.fast_path(t).to(t.dtype)
+        out = w.new_empty((batch * positions + (valid is not None), channels))
+        out.index_copy_(0, write[:, :k].flatten(), w.flatten(0, 1))
+        out.index_copy_(0, write[:, k:].flatten(), t.flatten(0, 2).to(w.dtype))
+        return out[:batch * positions].view(batch, positions, channels)
+
+    def forward_windows_merged(self, x: Tensor, hw_shape: HW, shift: int,
+                               mask: Optional[Tensor], decision: SparsityDecision) -> Tensor:
+        """:meth:`forward_windows` in training (one merged stream of both paths, weighted by
+        the straight-through window mask) and for decisions that keep every window or none.
+
+        x: (B, H*W, C) -> (B, H*W, C); ``mask``: the attention mask of the shifted windows.
+        """
+        attn = self.attn
+        windows, padded = attn.partition(x, hw_shape, shift)
+        batch, num, tokens, channels = windows.shape
+        # Attention sees zeros at padded positions (as the dense block, which pads after norm1).
+        valid = window_sources(1, tuple(hw_shape), attn.window_size, shift, x.device)[1]
+
+        def slow(w: Tensor) -> Tensor:
+            """w: (B, nW, T, C), every window of every image."""
             h = self.norm1(w)
-            if ids is None:
-                if valid is not None:
-                    h = (h.view(batch, num, tokens, channels) * valid).view_as(h)
-                out = attn.w_msa(h, mask).view(batch, num * tokens, channels)
-                # Drop path per image, as in the dense block.
-                y = w.view(batch, num * tokens, channels) + self.drop_path(out)
-                y = y + self.drop_path(self.ffn(self.norm2(y)))
-                return y.view_as(w)
             if valid is not None:
-                h = h * valid[ids]
-            y = w + attn.w_msa(h, None if mask is None else mask[ids])
-            return y + self.ffn(self.norm2(y))
+                h = h * valid
+            out = attn.w_msa(h.view(-1, tokens, channels), mask).view(batch, num * tokens,
+                                                                       channels)
+            # Drop path per image, as in the dense block.
+            y = w.view(batch, num * tokens, channels) + self.drop_path(out)
+            y = y + self.drop_path(self.ffn(self.norm2(y)))
+            return y.view_as(w)
 
         def fast(t: Tensor) -> Tensor:
             return t + self.drop_path(self.fast_path(t)).to(t.dtype)

@@ -7,9 +7,6 @@ from torch import Tensor
 from .decision import SparsityDecision
 
 Path = Callable[[Tensor], Tensor]
-# A slow path that also receives the flattened rows (b * N + position) it is applied to, or
-# None when it runs on every position of every image in order.
-IndexedPath = Callable[[Tensor, Optional[Tensor]], Tensor]
 
 
 def route_tokens(x: Tensor, slow: Path, fast: Path, decision: SparsityDecision) -> Tensor:
@@ -34,7 +31,7 @@ def route_tokens(x: Tensor, slow: Path, fast: Path, decision: SparsityDecision) 
         (B, N, C_out) path outputs (the residual branch; the caller adds the shortcut). The
         dtype is the wider of the two paths' dtypes, so autocast outputs stay consistent.
     """
-    return _route(x, lambda kept, _: slow(kept), fast, decision)
+    return _route(x, slow, fast, decision)
 
 
 def drop_pruned(x: Tensor, decision: SparsityDecision,
@@ -61,14 +58,13 @@ def drop_pruned(x: Tensor, decision: SparsityDecision,
     return x.gather(1, kept.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-def route_windows(windows: Tensor, slow: IndexedPath, fast: Path,
-                  decision: SparsityDecision) -> Tensor:
+def route_windows(windows: Tensor, slow: Path, fast: Path, decision: SparsityDecision) -> Tensor:
     """:func:`route_tokens` for window decisions: whole windows take one path or the other.
 
     Args:
         windows: (B, nW, T, C), the T positions of each of the nW windows of every image.
-        slow: (n, T, C) windows and their indices in the image's window grid, (n,) long, or
-            ``None`` for all B * nW windows in order -> (n, T, C_out).
+        slow: (B, n, T, C) windows -> (B, n, T, C_out) (n = nW in training and when every
+            window is kept).
         fast: position-wise map (B, n, C) -> (B, n, C_out).
         decision: a decision over the nW windows.
 
@@ -78,9 +74,8 @@ def route_windows(windows: Tensor, slow: IndexedPath, fast: Path,
     """
     batch, num, tokens, channels = windows.shape
 
-    def slow_rows(x: Tensor, rows: Optional[Tensor]) -> Tensor:
-        ids = None if rows is None else rows % num
-        out = slow(x.reshape(-1, tokens, channels), ids)
+    def slow_rows(x: Tensor) -> Tensor:
+        out = slow(x.view(batch, x.shape[1], tokens, channels))
         return out.reshape(batch, x.shape[1], -1)
 
     def fast_rows(x: Tensor) -> Tensor:
@@ -90,22 +85,22 @@ def route_windows(windows: Tensor, slow: IndexedPath, fast: Path,
     return out.view(batch, num, tokens, -1)
 
 
-def _route(x: Tensor, slow: IndexedPath, fast: Path, decision: SparsityDecision) -> Tensor:
-    """The implementation of :func:`route_tokens`; ``slow`` also receives the kept rows."""
+def _route(x: Tensor, slow: Path, fast: Path, decision: SparsityDecision) -> Tensor:
+    """The implementation of :func:`route_tokens` and :func:`route_windows`."""
     if decision.num_keep is None:
         mask = decision.keep_mask.unsqueeze(-1)
-        slow_out, fast_out = slow(x, None), fast(x)
+        slow_out, fast_out = slow(x), fast(x)
         dtype = torch.promote_types(slow_out.dtype, fast_out.dtype)
         return (mask * slow_out + (1 - mask) * fast_out).to(dtype)
     k, num = decision.num_keep, x.shape[1]
     if k == num:
-        return slow(x, None)
+        return slow(x)
     if k == 0:
         return fast(x)
     batch, channels = x.shape[0], x.shape[-1]
     kept, pruned = decision.flat_rows()
     tokens = x.reshape(batch * num, channels)
-    slow_out = slow(tokens.index_select(0, kept).view(batch, k, channels), kept)
+    slow_out = slow(tokens.index_select(0, kept).view(batch, k, channels))
     fast_out = fast(tokens.index_select(0, pruned).view(batch, num - k, channels))
     dtype = torch.promote_types(slow_out.dtype, fast_out.dtype)
     out = slow_out.new_empty((batch * num, slow_out.shape[-1]), dtype=dtype)

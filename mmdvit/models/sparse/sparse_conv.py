@@ -22,106 +22,20 @@ of the FLOPs-implied speed-up in our measurements (docs/whole_model.md). Batches
 run faster per FLOP than the whole map through oneDNN on the project CPU, for the 1x1 fast path
 as much as for the kxk convolution.
 
-Eager inference gathers and pastes tiles with one slice copy per kept tile (the fastest way
-measured, by far, on CPU); under tracing, ``torch.compile`` or ONNX export, where Python loops
-over data-dependent indices cannot be recorded, the same gather and paste run as indexing ops
-(:func:`gather_tiles_indexed`, :func:`paste_tiles_indexed`; equal results, tested).
+Inference moves tiles with :func:`~.gather.gather_tiles` and :func:`~.gather.paste_tiles`:
+one gather of the kept tiles (with halo) and one of the pruned ones, and both outputs written in
+place into one output map.
 """
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .accelerator import uses_accelerator_path
 from .decision import SparsityDecision
+from .gather import block_grid, expand_block_mask, gather_tiles, paste_tiles, tile_coords
 
-
-def block_grid(height: int, width: int, block: int) -> Tuple[int, int]:
-    """(rows, columns) of ``block x block`` tiles covering an H x W map (ceil)."""
-    return -(-height // block), -(-width // block)
-
-
-def expand_block_mask(mask: Tensor, grid: Tuple[int, int], block: int, height: int,
-                      width: int) -> Tensor:
-    """(B, rows * cols) tile mask -> (B, 1, H, W) position mask (each tile's value spread over
-    its positions, cropped to the map)."""
-    mask = mask.view(-1, 1, *grid)
-    mask = mask.repeat_interleave(block, dim=2).repeat_interleave(block, dim=3)
-    return mask[..., :height, :width]
-
-
-def _padded(x: Tensor, block: int, halo: int) -> Tensor:
-    """x zero-padded by ``halo`` around and up to whole tiles at the bottom / right."""
-    height, width = x.shape[-2:]
-    rows, cols = block_grid(height, width, block)
-    pads = (halo, halo + cols * block - width, halo, halo + rows * block - height)
-    return F.pad(x, pads) if any(pads) else x
-
-
-def gather_tiles_indexed(x: Tensor, tiles: Tensor, block: int, halo: int) -> Tensor:
-    """:func:`gather_tiles` as indexing ops on a strided view of the padded map (traceable,
-    and one kernel on a GPU)."""
-    rows, cols = block_grid(*x.shape[-2:], block)
-    size = block + 2 * halo
-    view = _padded(x, block, halo).unfold(2, size, block).unfold(3, size, block)
-    view = view.permute(0, 2, 3, 1, 4, 5)  # (B, rows, cols, C, size, size)
-    b, rest = tiles.div(rows * cols, rounding_mode='floor'), tiles % (rows * cols)
-    return view[b, rest.div(cols, rounding_mode='floor'), rest % cols]
-
-
-def gather_tiles(x: Tensor, tiles: Tensor, block: int, halo: int) -> Tensor:
-    """The tiles ``tiles`` of x (B, C, H, W) with a halo of ``halo`` positions (zeros outside
-    the map): (n, C, block + 2 * halo, block + 2 * halo).
-
-    Args:
-        tiles: (n,) long, flat tile indices ``b * rows * cols + r * cols + c``.
-    """
-    if uses_accelerator_path(x):
-        return gather_tiles_indexed(x, tiles, block, halo)
-    batch, channels, height, width = x.shape
-    rows, cols = block_grid(height, width, block)
-    size = block + 2 * halo
-    out = x.new_empty((tiles.numel(), channels, size, size))
-    for i, tile in enumerate(tiles.tolist()):
-        b, rest = divmod(tile, rows * cols)
-        top, left = (rest // cols) * block - halo, (rest % cols) * block - halo
-        y0, x0 = max(top, 0), max(left, 0)
-        y1, x1 = min(top + size, height), min(left + size, width)
-        if (y0, x0, y1, x1) != (top, left, top + size, left + size):
-            out[i].zero_()  # a border tile: the part outside the map is padding
-        out[i, :, y0 - top:y1 - top, x0 - left:x1 - left] = x[b, :, y0:y1, x0:x1]
-    return out
-
-
-def paste_tiles_indexed(out: Tensor, tiles_out: Tensor, tiles: Tensor) -> Tensor:
-    """:func:`paste_tiles` as an indexing op on a strided view (traceable)."""
-    batch, channels, height, width = out.shape
-    block = tiles_out.shape[-1]
-    rows, cols = block_grid(height, width, block)
-    full = _padded(out, block, 0)
-    view = full.unfold(2, block, block).unfold(3, block, block).permute(0, 2, 3, 1, 4, 5)
-    b, rest = tiles.div(rows * cols, rounding_mode='floor'), tiles % (rows * cols)
-    view = view.index_put((b, rest.div(cols, rounding_mode='floor'), rest % cols), tiles_out)
-    full = view.permute(0, 3, 1, 4, 2, 5).reshape(full.shape)
-    return full[..., :height, :width]
-
-
-def paste_tiles(out: Tensor, tiles_out: Tensor, tiles: Tensor) -> Tensor:
-    """Write ``tiles_out`` (n, C, T, T) over the tiles ``tiles`` (flat indices, as in
-    :func:`gather_tiles`) of out (B, C, H, W) (in place in eager mode); parts of a tile past
-    the map are dropped. Returns the map."""
-    if uses_accelerator_path(out):
-        return paste_tiles_indexed(out, tiles_out, tiles)
-    height, width = out.shape[-2:]
-    block = tiles_out.shape[-1]
-    rows, cols = block_grid(height, width, block)
-    for i, tile in enumerate(tiles.tolist()):
-        b, rest = divmod(tile, rows * cols)
-        top, left = (rest // cols) * block, (rest % cols) * block
-        y1, x1 = min(top + block, height), min(left + block, width)
-        out[b, :, top:y1, left:x1] = tiles_out[i, :, :y1 - top, :x1 - left]
-    return out
+__all__ = ['block_grid', 'expand_block_mask', 'fast_path_conv', 'sparse_conv2d']
 
 
 def fast_path_conv(x: Tensor, fast_weight: Tensor, fast_bias: Optional[Tensor],
@@ -172,11 +86,12 @@ def sparse_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], fast_weight
         mask = expand_block_mask(decision.keep_mask, grid, block, height, width)
         dtype = torch.promote_types(slow.dtype, fast.dtype)
         return (mask * slow + (1 - mask) * fast).to(dtype)
-    kept, pruned = decision.flat_rows()
+    kept, pruned = tile_coords(decision.order, grid[1], k)
     slow = F.conv2d(gather_tiles(x, kept, block, halo), weight, bias, dilation=dilation)
     fast = fast_path_conv(gather_tiles(x, pruned, block, fast_halo), fast_weight, fast_bias,
                           fast_dw, 0)
     dtype = torch.promote_types(slow.dtype, fast.dtype)
-    out = slow.new_empty((batch, slow.shape[1], height, width), dtype=dtype)
-    out = paste_tiles(out, slow.to(dtype), kept)
-    return paste_tiles(out, fast.to(dtype), pruned)
+    out = slow.new_empty((batch, slow.shape[1], grid[0] * block, grid[1] * block), dtype=dtype)
+    paste_tiles(out, slow.to(dtype), kept)
+    paste_tiles(out, fast.to(dtype), pruned)
+    return out[..., :height, :width]

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .decision import SparsityDecision, keep_margin, rank
+from .gather import shifted_overlap
 
 HW = Tuple[int, int]
 
@@ -46,29 +47,6 @@ def pool_windows(tokens: Tensor, hw_shape: HW, window_size: int) -> Tuple[Tensor
     # ceil_mode pools the partial last row / column over its real positions only.
     pooled = F.avg_pool2d(grid, window_size, ceil_mode=True)
     return pooled.flatten(2).transpose(1, 2), (pooled.shape[2], pooled.shape[3])
-
-
-def _per_window_sum(token_map: Tensor, window_size: int) -> Tensor:
-    """(B, rows*ws, cols*ws) -> (B, rows*cols) sums over each window."""
-    batch, height, width = token_map.shape
-    ws = window_size
-    return token_map.view(batch, height // ws, ws, width // ws, ws).sum((2, 4)).flatten(1)
-
-
-def _to_shifted_grid(values: Tensor, grid: HW, window_size: int, shift: int,
-                     real: Tensor) -> Tensor:
-    """Per-window values (B, rows*cols) -> for each window of the map shifted by ``-shift``
-    (Swin's ``torch.roll``), the sum of the values broadcast to its real positions.
-
-    ``real``: (rows*ws, cols*ws), 1 at the positions of the unpadded map, 0 at padding.
-    """
-    batch = values.shape[0]
-    rows, cols = grid
-    ws = window_size
-    positions = values.view(batch, rows, 1, cols, 1).expand(batch, rows, ws, cols, ws)
-    positions = positions.reshape(batch, rows * ws, cols * ws) * real
-    rolled = torch.roll(positions, shifts=(-shift, -shift), dims=(1, 2))
-    return _per_window_sum(rolled, ws)
 
 
 def shifted_order(kept: Tensor, margin: Tensor) -> Tensor:
@@ -98,19 +76,15 @@ def shifted_decision(decision: SparsityDecision, window_size: int, shift: int,
     if shift == 0 or decision.log_probs is None:
         return decision
     mask = decision.keep_mask
-    batch, num = mask.shape
-    rows, cols = decision.hw_shape
-    real = mask.new_zeros(rows * window_size, cols * window_size)
-    real[:hw_shape[0], :hw_shape[1]] = 1.0
-    size = _to_shifted_grid(real.new_ones(1, num), decision.hw_shape, window_size, shift, real)
-    size = size.clamp_min(1.0)  # real positions per shifted window
-    kept = _to_shifted_grid(mask, decision.hw_shape, window_size, shift, real)
+    # (i, j): real positions of regular window j in shifted window i (shape-only, cached).
+    overlap, overlap32, size = shifted_overlap(tuple(decision.hw_shape), window_size, shift,
+                                               tuple(hw_shape), mask.device)
+    kept = mask @ overlap32.T
     # Summed in float64 (exact for float32 margins of similar magnitude, in any summation
     # order): windows whose means are equal (e.g. shifted windows straddling the same regular
     # windows alike) stay exactly tied in every runtime, so the tie-break by position decides
     # them alike (ONNX Runtime included).
-    margin = _to_shifted_grid(keep_margin(decision.log_probs.detach()).double(),
-                              decision.hw_shape, window_size, shift, real) / size
+    margin = keep_margin(decision.log_probs.detach()).double() @ overlap.T / size
     order = shifted_order(kept.detach(), margin.float())
     if decision.num_keep is not None:
         k = decision.num_keep
@@ -122,7 +96,7 @@ def shifted_decision(decision: SparsityDecision, window_size: int, shift: int,
     counts = mask.detach().sum(dim=1, keepdim=True)
     ranks = torch.argsort(order, dim=1)
     hard = (ranks < counts).to(mask.dtype)
-    kept_fraction = kept / size
+    kept_fraction = kept / size.float()
     straight_through = hard + kept_fraction - kept_fraction.detach()
     return SparsityDecision(decision.stage, decision.index, decision.keep_ratio,
                             decision.hw_shape, decision.log_probs, straight_through, None, None,

@@ -1,0 +1,117 @@
+"""Counting the kernel-launching aten ops of a forward pass.
+
+At batch 1-8 a GPU runs these models launch-bound: every small kernel costs time whatever its
+size, so the number of ops a forward launches is what the sparse paths must keep close to the
+dense model's. :func:`count_ops` counts the aten ops that reach the dispatcher's kernels under a
+``TorchDispatchMode``, with the sparse modules on their accelerator path
+(:func:`~mmdvit.models.sparse.accelerator.accelerator_path`, the code a GPU runs), and leaves
+out :data:`METADATA_OPS`: views and other ops that only change a tensor's metadata (shape,
+strides, offset) and launch no kernel.
+"""
+from collections import Counter
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from ..models.dense_twin import dense_twin_config
+from ..models.sparse.accelerator import accelerator_path
+from .complexity import backbone_of
+from .inputs import model_inputs
+from .models import (build_model, copy_shared_weights, default_scope, load_weights,
+                     model_config)
+
+aten = torch.ops.aten
+# Ops that return a view, allocate without writing, or only read metadata: no kernel on a GPU.
+# (``reshape`` / ``contiguous`` / ``flatten`` reach the dispatcher as a view or, when they copy,
+# as ``clone`` / ``_unsafe_view``; the copy counts.)
+METADATA_OPS = frozenset({
+    aten.view, aten._unsafe_view, aten.reshape, aten._reshape_alias, aten.as_strided,
+    aten.expand, aten.t, aten.permute, aten.transpose, aten.slice, aten.select, aten.unsqueeze,
+    aten.squeeze, aten.detach, aten.alias, aten.unfold, aten.split, aten.split_with_sizes,
+    aten.unbind, aten.chunk, aten.narrow, aten.flatten, aten.unflatten, aten.view_as,
+    aten.expand_as, aten.diagonal, aten.lift_fresh, aten.empty, aten.empty_strided,
+    aten.empty_like, aten.new_empty, aten.new_empty_strided, aten.sym_size, aten.sym_stride,
+    aten.sym_numel, aten.sym_storage_offset, aten.dim, aten.is_contiguous, aten.stride,
+    aten.size, aten.numel, aten.result_type, aten.promote_types, aten._local_scalar_dense
+})
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the kernel-launching aten ops (by overload packet) run inside the mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        packet = func.overloadpacket
+        if packet not in METADATA_OPS:
+            self.counts[str(packet).replace('aten.', '')] += 1
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def total(self) -> int:
+        """Kernel-launching ops counted so far."""
+        return sum(self.counts.values())
+
+
+def count_ops(fn: Callable[..., Any], *args: Any, counter: Optional[OpCounter] = None,
+              **kwargs: Any) -> int:
+    """Kernel-launching aten ops of ``fn(*args, **kwargs)`` without gradients, with the sparse
+    modules on their accelerator path (what a GPU runs; :data:`METADATA_OPS` left out).
+
+    The call is counted in the steady state of a model serving inputs of one shape: after one
+    uncounted warm-up call, which builds the index maps the sparse modules keep per input
+    shape (:func:`~mmdvit.models.sparse.gather.shape_cached`).
+
+    Args:
+        counter: an :class:`OpCounter` to count into (to read the per-op ``counts``); a fresh
+            one by default.
+    """
+    counter = OpCounter() if counter is None else counter
+    with torch.no_grad(), accelerator_path():
+        fn(*args, **kwargs)
+        with counter:
+            fn(*args, **kwargs)
+    return counter.total
+
+
+def model_ops(model: nn.Module, inputs: Tensor, samples: Any) -> Dict[str, int]:
+    """Kernel-launching ops of one forward of ``inputs`` (B, 3, H, W) through the backbone,
+    the backbone and neck (``extract_feat``, models with a neck) and the whole model (its
+    ``'tensor'`` mode; the backbone for a bare backbone)."""
+    counts = {'backbone': count_ops(backbone_of(model), inputs)}
+    if getattr(model, 'with_neck', False) or getattr(model, 'neck', None) is not None:
+        counts['backbone_neck'] = count_ops(model.extract_feat, inputs)
+    if hasattr(model, 'backbone'):
+        counts['model'] = count_ops(model, inputs, samples, mode='tensor')
+    else:
+        counts['model'] = counts['backbone']
+    return counts
+
+
+def op_counts(cfg: Config, shape: Optional[Sequence[int]], image: np.ndarray,
+              checkpoint: Optional[str] = None, trust: bool = False) -> Dict[str, Any]:
+    """Kernel-launching aten ops per forward of the config's model (dynamic) and of its dense
+    twin at batch 1, inference, on the accelerator path (:func:`count_ops`); ``shape``,
+    ``checkpoint`` and ``trust`` as for :func:`~.complexity.complexity`.
+
+    Returns:
+        ``{"backbone" | "backbone_neck" | "model": {"dense", "dynamic", "ratio"}}``, with
+        ``ratio`` = dynamic / dense (``backbone_neck``: backbone and neck, for models with a neck).
+    """
+    model_cfg, scope = model_config(cfg), default_scope(cfg)
+    dynamic = build_model(model_cfg, scope).eval()
+    load_weights(dynamic, checkpoint, trust)
+    dense = build_model(dense_twin_config(model_cfg), scope).eval()
+    copy_shared_weights(dynamic, dense)
+    data = model_inputs(dynamic, [image], shape)
+    counts = {name: model_ops(model, data['inputs'], data['data_samples'])
+              for name, model in (('dense', dense), ('dynamic', dynamic))}
+    return {part: {'dense': counts['dense'][part], 'dynamic': counts['dynamic'][part],
+                   'ratio': round(counts['dynamic'][part] / counts['dense'][part], 4)}
+            for part in counts['dynamic']}

@@ -1,0 +1,198 @@
+"""All index movement of the sparse paths: tokens, windows and tiles.
+
+Every sparse module moves data the same way at inference: one gather of the kept units and one
+of the pruned ones, and one in-place write of each path's output into the full result. The
+index maps that depend only on a shape (where each window position of a padded, shifted map
+comes from; how shifted windows overlap regular ones) are built once per shape and device and
+reused (:func:`shape_cached`); those that depend on a decision are derived from its ``order``
+with a handful of ops.
+
+- Tokens (:func:`~.routing.route_tokens`): rows of the flattened (B*N, C) tokens,
+  ``index_select`` / ``index_copy_`` (:meth:`~.decision.SparsityDecision.flat_rows`).
+- Windows (:func:`window_rows`): the rows of each window position in the unpadded (B*H*W, C)
+  tokens, with Swin's pad, cyclic shift and window partition folded into the index; padding
+  positions read any row (attention masks them to zero) and write to a spare row past the map.
+- Tiles (:func:`gather_tiles`, :func:`paste_tiles`): ``block x block`` tiles of a (B, C, H, W)
+  map, read with a halo through a strided view of the padded map and written in place into
+  one output. On CPU in eager mode one slice copy per tile is used instead (the fastest way
+  measured there, by far); elsewhere the same moves run as indexing ops (equal results,
+  tested).
+"""
+from functools import lru_cache
+from typing import Callable, Optional, Tuple, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .accelerator import uses_accelerator_path
+from .decision import is_tracing
+
+HW = Tuple[int, int]
+# (image, tile row, tile column) advanced indices of a (B, rows, cols, ...) tile view.
+Coords = Tuple[Tensor, Tensor, Tensor]
+T = TypeVar('T')
+
+
+def shape_cached(build: Callable[..., T]) -> Callable[..., T]:
+    """``build(*shape_args, device)`` memoised per arguments; built afresh while ops are being
+    recorded (``torch.compile`` traces with fake tensors, which must not be kept). Cached maps
+    are built outside inference mode, so training steps may use maps first built under
+    ``torch.inference_mode()``."""
+
+    @lru_cache(maxsize=256)
+    def cached(*args):
+        with torch.inference_mode(False), torch.no_grad():
+            return build(*args)
+
+    def get(*args):
+        return build(*args) if is_tracing() else cached(*args)
+
+    get.__doc__ = build.__doc__
+    return get
+
+
+# ----------------------------------------------------------------------------------- tiles
+def block_grid(height: int, width: int, block: int) -> HW:
+    """(rows, columns) of ``block x block`` tiles covering an H x W map (ceil)."""
+    return -(-height // block), -(-width // block)
+
+
+def expand_block_mask(mask: Tensor, grid: HW, block: int, height: int, width: int) -> Tensor:
+    """(B, rows * cols) tile mask -> (B, 1, H, W) position mask (each tile's value spread over
+    its positions, cropped to the map)."""
+    mask = mask.view(-1, 1, *grid)
+    mask = mask.repeat_interleave(block, dim=2).repeat_interleave(block, dim=3)
+    return mask[..., :height, :width]
+
+
+def _padded(x: Tensor, block: int, halo: int) -> Tensor:
+    """x zero-padded by ``halo`` around and up to whole tiles at the bottom / right."""
+    height, width = x.shape[-2:]
+    rows, cols = block_grid(height, width, block)
+    pads = (halo, halo + cols * block - width, halo, halo + rows * block - height)
+    return F.pad(x, pads) if any(pads) else x
+
+
+def tile_coords(order: Tensor, cols: int, k: int) -> Tuple[Coords, Coords]:
+    """(image, tile row, tile column) of the kept (the first k of a decision's ``order``
+    (B, N)) and of the pruned tiles, each broadcastable to (B, k) and (B, N - k): the advanced
+    indices of a (B, rows, cols, ...) view."""
+    image = torch.arange(order.shape[0], device=order.device).unsqueeze(1)
+    row = order.div(cols, rounding_mode='floor')
+    col = order - row * cols
+    return (image, row[:, :k], col[:, :k]), (image, row[:, k:], col[:, k:])
+
+
+def _tile_view(x: Tensor, block: int, halo: int) -> Tensor:
+    """(B, rows, cols, C, T + 2 halo, T + 2 halo) strided view of the padded map of x."""
+    size = block + 2 * halo
+    view = _padded(x, block, halo).unfold(2, size, block).unfold(3, size, block)
+    return view.permute(0, 2, 3, 1, 4, 5)
+
+
+def gather_tiles(x: Tensor, coords: Coords, block: int, halo: int) -> Tensor:
+    """The tiles at ``coords`` (from :func:`tile_coords`, each (B, n)) of x (B, C, H, W), with
+    a halo of ``halo`` positions (zeros outside the map): (B * n, C, T + 2 halo, T + 2 halo)."""
+    if uses_accelerator_path(x):
+        tiles = _tile_view(x, block, halo)[coords]
+        return tiles.flatten(0, 1)
+    channels, height, width = x.shape[1:]
+    size = block + 2 * halo
+    pairs = [(b, r * block - halo, c * block - halo)
+             for b, r, c in zip(*(t.expand_as(coords[1]).flatten().tolist() for t in coords))]
+    out = x.new_empty((len(pairs), channels, size, size))
+    for i, (b, top, left) in enumerate(pairs):
+        y0, x0 = max(top, 0), max(left, 0)
+        y1, x1 = min(top + size, height), min(left + size, width)
+        if (y0, x0, y1, x1) != (top, left, top + size, left + size):
+            out[i].zero_()  # a border tile: the part outside the map is padding
+        out[i, :, y0 - top:y1 - top, x0 - left:x1 - left] = x[b, :, y0:y1, x0:x1]
+    return out
+
+
+def paste_tiles(out: Tensor, tiles: Tensor, coords: Coords) -> None:
+    """Write ``tiles`` (B * n, C, T, T) in place over the tiles at ``coords`` (as in
+    :func:`gather_tiles`) of ``out`` (B, C, rows * T, cols * T), a map padded to whole
+    tiles."""
+    batch, channels, height, width = out.shape
+    block = tiles.shape[-1]
+    if uses_accelerator_path(out):
+        view = out.view(batch, channels, height // block, block, width // block, block)
+        view = view.permute(0, 2, 4, 1, 3, 5)  # (B, rows, cols, C, T, T), a view of out
+        view.index_put_(coords, tiles.view(*coords[1].shape, channels, block, block))
+        return
+    for i, (b, r, c) in enumerate(zip(*(t.expand_as(coords[1]).flatten().tolist()
+                                        for t in coords))):
+        out[b, :, r * block:(r + 1) * block, c * block:(c + 1) * block] = tiles[i]
+
+
+# --------------------------------------------------------------------------------- windows
+def _window_positions(hw_shape: HW, window_size: int, shift: int,
+                      device: torch.device) -> Tensor:
+    """(nW, T) position in the (H, W) map of each position of Swin's windows: the map padded
+    at the bottom and right to multiples of ``window_size``, shifted by ``-shift`` and cut
+    into windows (row-major); -1 at padding."""
+    height, width = hw_shape
+    ws = window_size
+    rows, cols = -(-height // ws), -(-width // ws)
+    index = torch.arange(height * width, device=device).view(height, width)
+    index = F.pad(index, (0, cols * ws - width, 0, rows * ws - height), value=-1)
+    if shift:
+        index = torch.roll(index, shifts=(-shift, -shift), dims=(0, 1))
+    return index.view(rows, ws, cols, ws).permute(0, 2, 1, 3).reshape(rows * cols, ws * ws)
+
+
+@shape_cached
+def window_sources(batch: int, hw_shape: HW, window_size: int, shift: int,
+                   device: torch.device) -> Tuple[Tensor, Optional[Tensor]]:
+    """Where each position of Swin's windows is read from and written to in the flattened
+    (B * H * W, C) tokens of B (H, W) maps (pad, cyclic shift by ``-shift`` and window
+    partition folded into one index).
+
+    Returns:
+        ``rows`` (2, B, nW, T) long: ``[0]`` the row each window position reads (row 0 for
+        padding, whose value attention masks out), ``[1]`` the row it writes (the spare row
+        B * H * W, past the maps, for padding); ``valid`` (nW, T, 1) float, 1 at real
+        positions and 0 at padding (``None`` without padding, where both rows agree).
+    """
+    positions = hw_shape[0] * hw_shape[1]
+    index = _window_positions(hw_shape, window_size, shift, device)
+    real = index >= 0
+    offsets = torch.arange(batch, device=device).view(-1, 1, 1) * positions
+    read = index.clamp_min(0) + offsets
+    write = torch.where(real, index + offsets, batch * positions)
+    valid = None
+    if hw_shape[0] % window_size or hw_shape[1] % window_size:
+        valid = real.unsqueeze(-1).float()
+    return torch.stack([read, write]), valid
+
+
+def window_rows(rows: Tensor, order: Tensor) -> Tensor:
+    """The rows (from :func:`window_sources`, (2, B, nW, T)) of the windows ``order`` (B, n)
+    of each image: (2, B, n, T)."""
+    index = order.view(1, *order.shape, 1).expand(2, -1, -1, rows.shape[-1])
+    return rows.gather(2, index)
+
+
+@shape_cached
+def shifted_overlap(grid: HW, window_size: int, shift: int, hw_shape: HW,
+                    device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
+    """How the windows of the map shifted by ``-shift`` (Swin's ``torch.roll``) overlap the
+    regular windows: ``values @ overlap.T`` sums per-window values over each shifted window's
+    real positions (those of the (H, W) = ``hw_shape`` map, padding excluded).
+
+    Returns:
+        ``overlap`` (nW, nW) float64, entry (i, j) the real positions of regular window j in
+        shifted window i; the same in float32; ``size`` (nW,) float64, the real positions of
+        each shifted window (at least 1).
+    """
+    index = _window_positions(hw_shape, window_size, shift, device)
+    rows, cols = grid
+    # The regular window of each real position, for every position of each shifted window.
+    row, col = index.div(hw_shape[1], rounding_mode='floor'), index.clamp_min(0) % hw_shape[1]
+    owner = (row.clamp_min(0) // window_size) * cols + col // window_size
+    weight = (index >= 0).double()
+    overlap = torch.zeros(rows * cols, rows * cols, dtype=torch.float64, device=device)
+    overlap = overlap.scatter_add_(1, owner, weight)
+    return overlap, overlap.float(), overlap.sum(1).clamp_min(1.0)

@@ -1,0 +1,78 @@
+"""Kernel-launching aten ops per forward (mmdvit/analysis/op_count.py): what the counter counts,
+that it counts the dense twin as it counts the upstream backbone, and ceilings on the
+dynamic / dense ratio of small versions of the shipped configs so the sparse paths do not
+grow (docs/efficiency.md, 'Lean sparse path', has the full-size counts)."""
+import os
+
+import pytest
+import torch
+from test_flops import GET_FLOPS, run_tool
+
+from mmdvit.analysis.inputs import sample_photos
+from mmdvit.analysis.models import (build_model, build_upstream_backbone, default_scope,
+                                    load_config, model_config)
+from mmdvit.analysis.op_count import OpCounter, count_ops, op_counts
+from mmdvit.models.dense_twin import dense_twin_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(ROOT, 'configs', 'demo')
+
+# config -> (input H, W, the part compared, ratio reached + 0.05 slack). Small widths, few
+# blocks: the ratios differ from the full-size models' (docs/efficiency.md).
+CEILINGS = {
+    'upernet_dvit_swin_whole_demo.py': ((96, 128), 'model', 2.13),
+    'upernet_dvit_convnext_whole_demo.py': ((96, 128), 'model', 3.14),
+    'maskrcnn_dvit_swin_whole_demo.py': ((96, 128), 'backbone_neck', 2.20),
+    'swin-test': ((96, 96), 'backbone', 1.49),
+    'convnext-test': ((96, 96), 'backbone', 2.59),
+    'deit-test': ((64, 64), 'backbone', 2.63),
+}
+
+
+def test_counter_counts_kernels_and_leaves_out_views():
+    """A view chain costs nothing; a copy, an add and an activation are three kernels."""
+    x = torch.randn(4, 6)
+
+    def fn(t):
+        v = t.view(6, 4).t().unsqueeze(0)  # views only (not contiguous)
+        return torch.relu(v.contiguous() + 1)  # clone (the copy), add, relu
+
+    counter = OpCounter()
+    assert count_ops(fn, x, counter=counter) == 3
+    assert counter.counts == {'clone': 1, 'add': 1, 'relu': 1}
+
+
+@pytest.mark.parametrize('preset, exact', [('convnext-test', True), ('swin-test', False)])
+def test_dense_twin_counts_like_the_upstream_backbone(preset, exact):
+    """The dense twin of a dynamic backbone launches what the upstream backbone it replaces
+    launches (mmpretrain's ConvNeXt: the same ops; mmseg's Swin: within 5 %, mmdvit pads and
+    partitions windows itself)."""
+    cfg = load_config(preset)
+    dense = build_model(dense_twin_config(model_config(cfg)), default_scope(cfg)).eval()
+    upstream = build_upstream_backbone(model_config(cfg))
+    x = torch.randn(1, 3, 64, 64)
+    ours, theirs = count_ops(dense, x), count_ops(upstream, x)
+    assert theirs > 40
+    if exact:
+        assert ours == theirs
+    else:
+        assert abs(ours - theirs) <= 0.05 * theirs, (ours, theirs)
+
+
+@pytest.mark.parametrize('name', CEILINGS)
+def test_dynamic_over_dense_ops_stay_below_the_ceiling(name):
+    shape, part, ceiling = CEILINGS[name]
+    config = os.path.join(DEMO, name) if name.endswith('.py') else name
+    counts = op_counts(load_config(config), shape, sample_photos(1)[0])[part]
+    assert counts['dynamic'] / counts['dense'] <= ceiling, counts
+    assert counts['ratio'] == round(counts['dynamic'] / counts['dense'], 4)
+
+
+def test_get_flops_reports_the_op_counts(tmp_path, capsys):
+    out = tmp_path / 'flops.json'
+    result = run_tool(GET_FLOPS, ['swin-test', '--shape', '64', '--count-ops', '--out',
+                                  str(out)])
+    ops = result['ops']['backbone']
+    assert 0 < ops['dense'] < ops['dynamic'] and ops['ratio'] > 1
+    assert f"{ops['dense']:12d}{ops['dynamic']:12d}" in capsys.readouterr().out
+    assert out.read_text().count('"ops"') == 1
