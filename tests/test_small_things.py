@@ -158,7 +158,7 @@ def test_warns_naming_both_scores_only_when_the_teacher_is_known_to_be_weaker(tm
     unknown = tmp_path / 'unknown' / 'iter_600.pth'
     unknown.parent.mkdir()
     unknown.write_bytes(b'')
-    with pytest.warns(UserWarning, match=r'mIoU 30\.60.*below.*mIoU 39\.14'):
+    with pytest.warns(RuntimeWarning, match=r'mIoU 30\.60.*below.*mIoU 39\.14'):
         assert warn_if_teacher_weaker(weak, start) is not None
     with warnings.catch_warnings():
         warnings.simplefilter('error')
@@ -191,7 +191,7 @@ def build_distilling_trainer(tmp_path: Path, teacher_score: float, start_score: 
 
 def test_trainer_warns_when_its_teacher_scored_below_the_students_start(tmp_path):
     trainer = build_distilling_trainer(tmp_path / 'weak', 30.6, 39.14)
-    with pytest.warns(UserWarning, match=r'teacher checkpoint .*mIoU 30\.60.*mIoU 39\.14'):
+    with pytest.warns(RuntimeWarning, match=r'teacher checkpoint .*mIoU 30\.60.*mIoU 39\.14'):
         trainer.init_weights()
     for name, kwargs in (('strong', dict(teacher_score=43.07, start_score=39.14)),
                          ('no_distill', dict(teacher_score=30.6, start_score=39.14,

@@ -82,5 +82,5 @@ def warn_if_teacher_weaker(teacher_checkpoint: Optional[str],
         'Distilling from a weaker teacher holds the student back: give a teacher at least as '
         'good (e.g. a dense model trained at least as long as the student in total), or set '
         'logit_distill_weight and feature_distill_weight to 0.')
-    warnings.warn(message, UserWarning, stacklevel=2)
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
     return message
