@@ -202,3 +202,14 @@ def test_trainer_warns_when_its_teacher_scored_below_the_students_start(tmp_path
             warnings.simplefilter('always')
             trainer.init_weights()
         assert not [w for w in caught if 'teacher checkpoint' in str(w.message)]
+
+
+def test_the_dense_twin_drops_the_options():
+    """The teacher built as the student's dense twin gets mmseg's UPerHead, without them."""
+    from mmengine.config import ConfigDict
+
+    from mmdvit.models.dense_twin import upstream_heads_config
+    head = dict(in_channels=[8, 16, 32, 64], channels=8, num_classes=4)
+    twin = upstream_heads_config(ConfigDict(decode_head=dict(
+        head, type='mmdvit.DynamicUPerHead', detail_cue=True, neighbour_bonus=1.0)))
+    assert twin.decode_head == ConfigDict(head, type='mmseg.UPerHead')
