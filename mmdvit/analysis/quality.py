@@ -5,9 +5,9 @@ iterations of (a) the dense model and (b) the sparse student (started at the tea
 distilled from it or, with ``distill_from='dense'``, from (a): a teacher trained as long as the
 student in total), the same schedule and seed. Every stage runs the repository's tools in
 subprocesses (``tools/train.py``, ``tools/test.py``, ``tools/analysis_tools/get_flops.py``), as
-a user would; each records its command and inputs in ``<stage dir>/stage.json`` and is skipped when
-its output exists with the same record. ``tools/analysis_tools/quality_benchmark.py`` is the
-command line.
+a user would; each records its command and inputs in ``<stage dir>/stage.json`` and is skipped
+when its output exists with the same record. ``tools/analysis_tools/quality_benchmark.py`` is
+the command line.
 
 Per-class IoU is recomputed from the label maps ``tools/test.py --out`` writes (mmseg's
 ``IoUMetric`` with ``output_dir``) and the annotation PNGs, as mmseg computes it (pixels
