@@ -100,6 +100,25 @@ def test_plan_trains_dense_and_student_equally_from_the_teacher(tmp_path):
             plan(args, CLASSES)
 
 
+def test_distill_from_dense_uses_the_dense_model_trained_as_long(tmp_path):
+    """--distill-from dense: the student still starts from the teacher but distils from the
+    dense model trained as long as its total (its checkpoint is a recorded input)."""
+    from mmengine.config import Config
+    tool = quality_tool()
+    args = tool.parse_args(['--work-dir', str(tmp_path / 'w'), '--teacher-iters', '40',
+                            '--iters', '20', '--distill-from', 'dense'])
+    stages = plan(args, CLASSES)
+    cfg = Config.fromfile(stages['whole'].command[2])
+    cfg.merge_from_dict(cfg_options(stages['whole'].command))
+    teacher_ckpt = tmp_path / 'w' / 'teacher' / 'iter_40.pth'
+    dense_ckpt = tmp_path / 'w' / 'dense' / 'iter_20.pth'
+    assert cfg.model.student_checkpoint == str(teacher_ckpt)
+    assert cfg.model.teacher.checkpoint == str(dense_ckpt) == str(stages['dense'].output)
+    assert set(stages['whole'].inputs) == {teacher_ckpt, dense_ckpt}
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--distill-from', 'student'])
+
+
 def counting_stage(tmp_path: Path, value: str = 'a', strict: bool = True, inputs=()) -> Stage:
     """A stage whose command appends a line to runs.txt and writes out.txt."""
     script = (f"open({str(tmp_path / 'runs.txt')!r}, 'a').write('run\\n'); "

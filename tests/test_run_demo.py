@@ -20,7 +20,8 @@ from test_flops import load_tool
 ROOT = Path(__file__).resolve().parents[1]
 demo = load_tool(str(ROOT / 'tools' / 'run_demo.py'))
 DEMO_CONFIG = ROOT / 'configs/demo/upernet_dvit_swin_demo.py'
-WORK_DIRS = ('upernet_swin_dense_demo', 'upernet_dvit_swin_demo', 'upernet_dvit_swin_whole_demo')
+WORK_DIRS = ('upernet_swin_dense_demo', 'upernet_dvit_swin_demo', 'upernet_swin_dense_long_demo',
+             'upernet_dvit_swin_whole_demo')
 
 
 def with_options(options: List[str]) -> Config:
@@ -55,18 +56,23 @@ def test_job_options_are_taken_and_the_rest_goes_to_the_dynamic_model():
     args, rest = demo.parse_args(['--fresh', '--amp', '--cfg-options', 'a.b=1', 'c=(1,2)',
                                   '--iters', '4'])
     assert args.fresh and args.iters == 4 and rest == ['--amp']
-    teacher, dynamic, whole = demo.build_stages(args, rest)
+    teacher, dynamic, reference, whole = demo.build_stages(args, rest)
     assert dynamic.train_args == ('--amp', '--cfg-options', 'a.b=1', 'c=(1,2)')
     assert dynamic.eval_options == ('a.b=1', 'c=(1,2)')
-    assert teacher.train_args == whole.train_args == () == teacher.eval_options
-    command = demo.train_command(dynamic, 4, 'work_dirs/t/iter_4.pth')
+    assert teacher.train_args == whole.train_args == reference.train_args == () == \
+        teacher.eval_options
+    command = demo.train_command(dynamic, 4, {'dense teacher': 'work_dirs/t/iter_4.pth'})
     options = command[command.index('--cfg-options') + 1:]
     assert 'model.teacher.checkpoint=work_dirs/t/iter_4.pth' in options
     assert options[-4:] == ['--amp', '--cfg-options', 'a.b=1', 'c=(1,2)']  # the user's last
-    whole_options = demo.train_command(whole, None, 'T.pth')
-    assert {'model.teacher.checkpoint=T.pth', 'model.student_checkpoint=T.pth'} <= set(
+    # The dense reference continues the teacher; the whole model starts from the teacher and
+    # distils from the reference, trained as long as the whole model in total.
+    checkpoints = {'dense teacher': 'T.pth', 'dense reference': 'R.pth'}
+    assert 'load_from=T.pth' in demo.train_command(reference, None, checkpoints)
+    whole_options = demo.train_command(whole, None, checkpoints)
+    assert {'model.teacher.checkpoint=R.pth', 'model.student_checkpoint=T.pth'} <= set(
         whole_options)
-    teacher_command = demo.train_command(teacher, 4, None)
+    teacher_command = demo.train_command(teacher, 4, {})
     assert not any('model.teacher' in option for option in teacher_command)
     trained = with_options(teacher_command[teacher_command.index('--cfg-options') + 1:])
     assert trained.default_hooks.checkpoint.max_keep_ckpts == 2
@@ -76,15 +82,16 @@ def test_job_options_are_taken_and_the_rest_goes_to_the_dynamic_model():
 def test_a_stage_starts_over_when_its_training_command_or_its_teacher_changes():
     args, rest = demo.parse_args([])
     dynamic = demo.build_stages(args, rest)[1]
-    command = demo.train_command(dynamic, None, 'work_dirs/t/iter_300.pth')[1:]
+    teacher = {'dense teacher': 'work_dirs/t/iter_300.pth'}
+    command = demo.train_command(dynamic, None, teacher)[1:]
     key = demo.stage_key(command, 'teacher-key')
     assert demo.stage_key(list(command), 'teacher-key') == key
     assert demo.stage_key(command, 'retrained-teacher-key') != key
     args, rest = demo.parse_args(['--cfg-options', 'model.student.backbone.keep_ratios=(0.9,)'])
-    changed = demo.train_command(demo.build_stages(args, rest)[1], None,
-                                 'work_dirs/t/iter_300.pth')[1:]
+    changed = demo.train_command(demo.build_stages(args, rest)[1], None, teacher)[1:]
     assert demo.stage_key(changed, 'teacher-key') != key
-    assert demo.stage_key(demo.train_command(dynamic, 6, 'work_dirs/t/iter_6.pth')[1:],
+    short = {'dense teacher': 'work_dirs/t/iter_6.pth'}
+    assert demo.stage_key(demo.train_command(dynamic, 6, short)[1:],
                           'teacher-key') != key
 
 
@@ -160,7 +167,7 @@ def finish(command: List[str], env: dict) -> str:
 
 
 def stage_line(output: str, number: int) -> str:
-    return [line for line in output.splitlines() if line.startswith(f'[{number}/3] ')][-1]
+    return [line for line in output.splitlines() if line.startswith(f'[{number}/4] ')][-1]
 
 
 def newest_run_log(work_dir: Path) -> str:
@@ -187,7 +194,7 @@ def test_demo_job_skips_finished_stages_and_resumes_an_interrupted_one(tmp_path)
 
     output = interrupt(command, env, lambda: (dirs[0] / 'last_checkpoint').is_file())
     assert 'demo data: data/demo (present)' in output
-    assert re.search(r'\[1/3\] dense teacher .* interrupted after \d+ s', output), output
+    assert re.search(r'\[1/4\] dense teacher .* interrupted after \d+ s', output), output
     assert not dirs[1].exists()
     teacher_iter = checkpoint_iter(dirs[0])
     assert teacher_iter < 6
@@ -196,29 +203,35 @@ def test_demo_job_skips_finished_stages_and_resumes_an_interrupted_one(tmp_path)
         return demo.read_state(str(dirs[index])).get('step') == 'trained'
 
     output = interrupt(command, env, lambda: (dirs[1] / 'last_checkpoint').is_file())
-    assert re.search(rf'\[1/3\] dense teacher .* resuming from iter_{teacher_iter}\.pth, \d+ s, '
+    assert re.search(rf'\[1/4\] dense teacher .* resuming from iter_{teacher_iter}\.pth, \d+ s, '
                      r'mIoU \d+\.\d\d$', stage_line(output, 1)), output
     log = newest_run_log(dirs[0])
     assert f'resumed epoch: 0, iter: {teacher_iter}' in log
     assert f'Iter(train) [{teacher_iter + 1}/6]' in log and 'Iter(train) [1/6]' not in log
-    assert re.search(r'\[2/3\] dynamic backbone .* interrupted', output)
+    assert re.search(r'\[2/4\] dynamic backbone .* interrupted', output)
     dynamic_iter = checkpoint_iter(dirs[1])
     assert dynamic_iter < 6
 
-    output = interrupt(command, env, lambda: trained(2))
+    output = interrupt(command, env, lambda: trained(3))
     assert 'dense teacher (configs/demo/upernet_swin_dense_demo.py) ... done before' in output
     assert re.search(rf'resuming from iter_{dynamic_iter}\.pth, \d+ s, mIoU \d+\.\d\d, model FLOPs '
                      r'\d\.\d\dx fewer \(backbone \d\.\d\dx\)$', stage_line(output, 2)), output
     assert f'resumed epoch: 0, iter: {dynamic_iter}' in newest_run_log(dirs[1])
     teacher_checkpoint = f'model.teacher.checkpoint={dirs[0]}/iter_6.pth'
     assert teacher_checkpoint in (dirs[1] / demo.LOG_FILE).read_text()
-    assert re.search(r'\[3/3\] whole model .* interrupted', output)
+    assert re.search(r'\[3/4\] dense reference .* \d+ s, mIoU', stage_line(output, 3)), output
+    assert f'load_from={dirs[0]}/iter_6.pth' in (dirs[2] / demo.LOG_FILE).read_text()
+    assert re.search(r'\[4/4\] whole model .* interrupted', output)
 
-    whole_log = (dirs[2] / demo.LOG_FILE).read_text()
+    whole_log = (dirs[3] / demo.LOG_FILE).read_text()
+    assert f'model.teacher.checkpoint={dirs[2]}/iter_6.pth' in whole_log
+    assert f'model.student_checkpoint={dirs[0]}/iter_6.pth' in whole_log
     output = finish(command, env)
-    new_part = (dirs[2] / demo.LOG_FILE).read_text()[len(whole_log):]
+    new_part = (dirs[3] / demo.LOG_FILE).read_text()[len(whole_log):]
     assert 'tools/train.py' not in new_part and 'tools/test.py' in new_part, new_part[:2000]
-    assert re.search(r'\[3/3\] whole model .* \d+ s, mIoU', stage_line(output, 3)), output
+    assert re.search(r'\[4/4\] whole model .* \d+ s, mIoU', stage_line(output, 4)), output
+    assert re.search(r'whole model vs the dense reference \(trained as long\): [+-]\d+\.\d\d '
+                     'mIoU', output), output
     assert '==> Demo done' in output
     for work_dir in dirs:
         state = json.loads((work_dir / demo.STATE_FILE).read_text())
@@ -227,5 +240,5 @@ def test_demo_job_skips_finished_stages_and_resumes_an_interrupted_one(tmp_path)
     logs = [(work_dir / demo.LOG_FILE).read_text() for work_dir in dirs]
     output = finish(command, env)
     assert [stage_line(output, i).split(' ... ')[1].startswith('done before (')
-            for i in (1, 2, 3)] == [True] * 3, output
+            for i in (1, 2, 3, 4)] == [True] * 4, output
     assert [(work_dir / demo.LOG_FILE).read_text() for work_dir in dirs] == logs

@@ -2,7 +2,7 @@
 
     python tools/run_demo.py [--fresh] [--iters N] [--out DIR] [tools/train.py arguments ...]
 
-Writes the demo data (``data/demo/``) when it is missing, then runs three stages, each printed
+Writes the demo data (``data/demo/``) when it is missing, then runs four stages, each printed
 as one line with its time and result:
 
 1. dense teacher: UPerNet + Swin (``configs/demo/upernet_swin_dense_demo.py``), trained and
@@ -10,8 +10,12 @@ as one line with its time and result:
 2. dynamic backbone: UPerNet + DynamicSwin with sparsity training and distillation from the
    teacher (``configs/demo/upernet_dvit_swin_demo.py``), evaluated, its dense and dynamic FLOPs
    counted on validation images (``tools/analysis_tools/get_flops.py``);
-3. whole model: the decode head sparse too, started from the teacher
-   (``configs/demo/upernet_dvit_swin_whole_demo.py``), evaluated and counted;
+3. dense reference: the teacher trained as many iterations more (the same config with
+   ``load_from`` its checkpoint, in ``work_dirs/upernet_swin_dense_long_demo``), evaluated: the
+   dense model trained as long as the whole model in total, its teacher and the model it is
+   compared with;
+4. whole model: the decode head sparse too, started from the teacher and distilled from the
+   dense reference (``configs/demo/upernet_dvit_swin_whole_demo.py``), evaluated and counted;
 
 and a summary. The tools' output goes to ``<work dir>/demo_stage.log``, the stage's state to
 ``<work dir>/demo_stage.json``. A finished stage is skipped when the job runs again; an
@@ -48,9 +52,14 @@ LOG_FILE = 'demo_stage.log'
 FLOPS_SHAPE = (128, 128)  # the demo's crop size
 FLOPS_IMAGES = 4  # validation images the FLOPs are averaged over
 CONFIG_ITERS = 300  # the demo configs' schedule: 30 warm-up iterations, a checkpoint every 50
-TEACHER_KEYS = {  # where a stage's config takes the dense teacher's checkpoint
-    'dynamic backbone': ('model.teacher.checkpoint', ),
-    'whole model': ('model.teacher.checkpoint', 'model.student_checkpoint'),
+# Where a stage's config takes the checkpoint of an earlier stage (config key -> stage). The
+# whole model trains 300 iterations from the teacher's 300: it distils from the dense reference,
+# trained as long in total, not from a teacher it could pass (docs/whole_model.md).
+UPSTREAM = {
+    'dynamic backbone': {'model.teacher.checkpoint': 'dense teacher'},
+    'dense reference': {'load_from': 'dense teacher'},
+    'whole model': {'model.student_checkpoint': 'dense teacher',
+                    'model.teacher.checkpoint': 'dense reference'},
 }
 ITER_PATTERN = re.compile(r'Iter\(train\) \[\s*(\d+)/(\d+)\]')
 # Options of every stage's training: no validation (the stage evaluates its final checkpoint
@@ -86,7 +95,8 @@ class Interrupted(Exception):
 def parse_args(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, List[str]]:
     """The job's own options, and the arguments for the dynamic model's tools/train.py."""
     parser = argparse.ArgumentParser(
-        description='The main demo job: dense teacher, dynamic backbone, whole model.',
+        description='The main demo job: dense teacher, dynamic backbone, dense reference, '
+        'whole model.',
         epilog='Other arguments go to the dynamic model\'s tools/train.py.', allow_abbrev=False)
     parser.add_argument('--fresh', action='store_true',
                         help='redo every stage from the start (default: skip finished stages, '
@@ -120,7 +130,7 @@ def schedule_options(iters: Optional[int]) -> List[str]:
 
 
 def build_stages(args: argparse.Namespace, train_args: List[str]) -> List[Stage]:
-    """The three stages, with the user's arguments on the dynamic model's."""
+    """The four stages, with the user's arguments on the dynamic model's."""
     user_options = tuple(args.cfg_options)
     extra = tuple(train_args) + (('--cfg-options', ) + user_options if user_options else ())
     return [
@@ -129,16 +139,19 @@ def build_stages(args: argparse.Namespace, train_args: List[str]) -> List[Stage]
         Stage('dynamic backbone', 'configs/demo/upernet_dvit_swin_demo.py',
               'work_dirs/upernet_dvit_swin_demo', count_flops=True, train_args=extra,
               eval_options=user_options),
+        Stage('dense reference', 'configs/demo/upernet_swin_dense_demo.py',
+              'work_dirs/upernet_swin_dense_long_demo', count_flops=False),
         Stage('whole model', 'configs/demo/upernet_dvit_swin_whole_demo.py',
               'work_dirs/upernet_dvit_swin_whole_demo', count_flops=True),
     ]
 
 
-def train_command(stage: Stage, iters: Optional[int], teacher: Optional[str]) -> List[str]:
-    """tools/train.py for ``stage`` (without ``--resume``), with the teacher's checkpoint where
-    the config takes it."""
+def train_command(stage: Stage, iters: Optional[int], checkpoints: Dict[str, str]) -> List[str]:
+    """tools/train.py for ``stage`` (without ``--resume``), with the checkpoints of the earlier
+    stages it starts or distils from (``checkpoints``: stage name -> path; see
+    :data:`UPSTREAM`) where its config takes them."""
     options = schedule_options(iters) + TRAIN_OPTIONS
-    options += [f'{key}={teacher}' for key in TEACHER_KEYS.get(stage.name, ())]
+    options += [f'{key}={checkpoints[name]}' for key, name in UPSTREAM.get(stage.name, {}).items()]
     return ([str(ROOT / 'tools/train.py'), str(ROOT / stage.config), '--work-dir', stage.work_dir,
              '--cfg-options'] + options + list(stage.train_args))
 
@@ -331,19 +344,20 @@ def evaluate(stage: Stage, state: Dict[str, Any], log: TextIO, line: StatusLine)
         state['flops'] = read_flops(f'{stage.work_dir}/flops.json')
 
 
-def run_stage(stage: Stage, number: str, iters: Optional[int], teacher: Optional[Dict[str, Any]],
+def run_stage(stage: Stage, number: str, iters: Optional[int], done: Dict[str, Dict[str, Any]],
               fresh: bool) -> Dict[str, Any]:
     """Skip, resume or run ``stage``; its final state (``key``, ``step``, ``checkpoint``,
     ``metrics``, ``flops`` if counted, ``seconds``).
 
     Args:
-        teacher: the dense teacher stage's final state, for the stages that distil from it.
+        done: the final states of the earlier stages by name, for the stages that start or
+            distil from them (:data:`UPSTREAM`).
     """
     start = time.time()
     line = StatusLine(f'[{number}] {stage.name} ({stage.config}) ... ')
-    teacher_checkpoint = teacher['checkpoint'] if stage.name in TEACHER_KEYS else None
-    command = train_command(stage, iters, teacher_checkpoint)
-    key = stage_key(command[1:], teacher['key'] if teacher_checkpoint else '')
+    sources = sorted(set(UPSTREAM.get(stage.name, {}).values()))
+    command = train_command(stage, iters, {name: done[name]['checkpoint'] for name in sources})
+    key = stage_key(command[1:], ','.join(done[name]['key'] for name in sources))
     saved = read_state(stage.work_dir)
     new = fresh or not resumable(saved, key)
     state = {'key': key, 'step': 'training'} if new else saved
@@ -418,6 +432,9 @@ def summary(stages: List[Stage], states: List[Dict[str, Any]], seconds: float) -
                      f"({format_speedup(**model)} fewer; backbone "
                      f"{format_speedup(**backbone)})")
         lines.append(text)
+    metrics = {stage.name: state['metrics']['mIoU'] for stage, state in zip(stages, states)}
+    lines.append(f"    whole model vs the dense reference (trained as long): "
+                 f"{metrics['whole model'] - metrics['dense reference']:+.2f} mIoU")
     dynamic = stages[1]
     names = sorted({Path(state['checkpoint']).name for state in states})
     lines += [
@@ -449,7 +466,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for index, stage in enumerate(stages, 1):
         try:
             states.append(run_stage(stage, f'{index}/{len(stages)}', args.iters,
-                                    states[0] if states else None, args.fresh))
+                                    {s.name: state for s, state in zip(stages, states)},
+                                    args.fresh))
         except StageFailed as err:
             log = Path(stage.work_dir, LOG_FILE)
             print(f'A tool of the {stage.name} stage exited with status {err.returncode}. The '

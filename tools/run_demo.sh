@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The main demo job on a fresh machine (CPU is enough): set up .venv/ (tools/setup_env.sh; a
 # no-op when up to date), then run tools/run_demo.py, which writes the demo data under data/demo/
-# if it is missing and runs three stages, one line each with its time and result:
-#   [1/3] dense teacher: UPerNet + Swin (configs/demo/upernet_swin_dense_demo.py);
-#   [2/3] dynamic backbone: UPerNet + DynamicSwin with sparsity training and distillation from
+# if it is missing and runs four stages, one line each with its time and result:
+#   [1/4] dense teacher: UPerNet + Swin (configs/demo/upernet_swin_dense_demo.py);
+#   [2/4] dynamic backbone: UPerNet + DynamicSwin with sparsity training and distillation from
 #         the teacher (configs/demo/upernet_dvit_swin_demo.py), its dense vs dynamic FLOPs;
-#   [3/3] whole model: the decode head sparse too, started from the teacher
-#         (configs/demo/upernet_dvit_swin_whole_demo.py), its FLOPs;
+#   [3/4] dense reference: the teacher trained as long again (as long as the whole model);
+#   [4/4] whole model: the decode head sparse too, started from the teacher and distilled from
+#         the dense reference (configs/demo/upernet_dvit_swin_whole_demo.py), its FLOPs;
 # each trained, then evaluated with tools/test.py; then a summary. Run again, it skips finished
 # stages and resumes an interrupted one from its last checkpoint; --fresh redoes every stage.
 # Other arguments go to the dynamic model's tools/train.py, e.g. --cfg-options

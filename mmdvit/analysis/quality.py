@@ -1,12 +1,13 @@
 """The fine-structure quality benchmark: a sparse student against a dense model trained as long.
 
 With equal training: a dense teacher trained for T iterations, then from its checkpoint N more
-iterations of (a) the dense model and (b) the sparse student (distilled from and started at the
-teacher), the same schedule and seed. Every stage runs the repository's tools in subprocesses
-(``tools/train.py``, ``tools/test.py``, ``tools/analysis_tools/get_flops.py``), as a user
-would; each records its command and inputs in ``<stage dir>/stage.json`` and is skipped when
-its output exists with the same record. ``tools/analysis_tools/quality_benchmark.py`` is the
-command line.
+iterations of (a) the dense model and (b) the sparse student (started at the teacher and
+distilled from it or, with ``distill_from='dense'``, from (a): a teacher trained as long as the
+student in total), the same schedule and seed. Every stage runs the repository's tools in
+subprocesses (``tools/train.py``, ``tools/test.py``, ``tools/analysis_tools/get_flops.py``), as
+a user would; each records its command and inputs in ``<stage dir>/stage.json`` and is skipped
+when its output exists with the same record. ``tools/analysis_tools/quality_benchmark.py`` is
+the command line.
 
 Per-class IoU is recomputed from the label maps ``tools/test.py --out`` writes (mmseg's
 ``IoUMetric`` with ``output_dir``) and the annotation PNGs, as mmseg computes it (pixels
@@ -468,10 +469,11 @@ def plan(args, class_names: Sequence[str]) -> Dict[str, Stage]:
     start = teacher.output
     dense = _train_stage(args, 'dense', args.dense_config, work / 'dense', args.iters,
                          [f'load_from={start}'], [start], data_root)
-    student_extra = [f'model.teacher.checkpoint={start}', f'model.student_checkpoint={start}',
-                     *args.student_options]
+    distill_from = dense.output if args.distill_from == 'dense' else start
+    student_extra = [f'model.teacher.checkpoint={distill_from}',
+                     f'model.student_checkpoint={start}', *args.student_options]
     student = _train_stage(args, args.variant, args.student_config, work / args.variant,
-                           args.iters, student_extra, [start], data_root)
+                           args.iters, student_extra, sorted({start, distill_from}), data_root)
     stages = {'teacher': teacher, 'dense': dense, args.variant: student}
     for trained, config, extra in ((teacher, args.dense_config, []),
                                    (dense, args.dense_config, []),
@@ -504,7 +506,8 @@ def run_benchmark(args, log=print) -> dict:
     models = {name: json.loads(stages[f'{name} evaluation'].output.read_text())
               for name in ('teacher', 'dense', args.variant)}
     settings = dict(variant=args.variant, teacher_iters=args.teacher_iters, iters=args.iters,
-                    seed=args.seed, data=data, dense_config=args.dense_config,
+                    seed=args.seed, distill_from=args.distill_from,
+                    data=data, dense_config=args.dense_config,
                     student_config=args.student_config, student_options=args.student_options)
     flops = flops_summary(stages['flops'].output, args.flops_shape)
     report = make_report(settings, models, flops, seconds)

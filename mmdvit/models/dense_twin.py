@@ -16,7 +16,7 @@ UPSTREAM_MODULES = {
 }
 # Keyword arguments of mmdvit's necks and heads that their upstream counterparts do not take.
 SPARSE_MODULE_ARGS = ('keep_ratios', 'sparse_convs', 'sparse_levels', 'block_size',
-                      'score_dims', 'fast_path_kind')
+                      'score_dims', 'fast_path_kind', 'detail_cue', 'neighbour_bonus')
 
 
 def backbone_config(model_cfg: ConfigDict) -> ConfigDict:

@@ -6,12 +6,14 @@ thin and small things.
         [--data-seed 0] [--size 128 160] [--teacher-iters 600] [--iters 300] [--seed 0]
         [--dense-config configs/demo/upernet_swin_dense_demo.py]
         [--student-config configs/demo/upernet_dvit_swin_whole_demo.py]
-        [--variant whole] [--student-options KEY=VALUE ...] [--dry-run]
+        [--distill-from {teacher,dense}] [--variant whole] [--student-options KEY=VALUE ...]
+        [--dry-run]
 
 Writes the fine-structure set (tools/dataset_converters/make_fine_structure_data.py) if the
 data folder does not exist, trains a dense teacher for --teacher-iters iterations, then from
 its checkpoint --iters more iterations of (a) the dense model and (b) the student (started from
-and distilled from the teacher), the demo schedule rescaled and the same seed, evaluates the
+and distilled from the teacher, or with ``--distill-from dense`` from the dense model trained as
+long as the student in total), the demo schedule rescaled and the same seed, evaluates the
 three with tools/test.py, counts the student's FLOPs with get_flops.py, and prints mIoU and
 per-class IoU of the dense model and the student side by side (also in
 WORK_DIR/VARIANT/report.json). Stages whose outputs exist with the same settings are skipped,
@@ -56,6 +58,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     train.add_argument('--student-config', default=str(ROOT / STUDENT_CONFIG),
                        help=f'the sparse student, an mmdvit.SparsityTrainer config whose '
                        f'teacher is the dense model (default {STUDENT_CONFIG})')
+    train.add_argument('--distill-from', choices=('teacher', 'dense'), default='teacher',
+                       help='the checkpoint the student distils from: the teacher it starts '
+                       'from (default), or the dense model trained as long as the student in '
+                       'total (teacher + --iters; the student then trains after it)')
     train.add_argument('--variant', default='whole',
                        help='name of the student run (its folder in the work dir; default '
                        '"whole"): one per set of --student-options')

@@ -41,6 +41,13 @@ class DynamicUPerHead(UPerHead):
             pruned tiles at 9 more MACs per input channel and position; adds
             ``gate.fast_path_dw`` parameters). See
             :class:`~mmdvit.models.sparse.SparseConvGate`.
+        detail_cue: each predictor also ranks tiles by a cheap high-frequency cue of its input
+            (local energy per tile; adds a ``detail_weight`` scalar per gate), so tiles holding
+            small or thin things are kept. Off by default.
+        neighbour_bonus: b >= 0: each tile's keep score gains b times the best score of its
+            3x3 neighbourhood of tiles, so the tiles around strongly kept ones are kept too,
+            within the same keep ratio. 0 (default) is off. Both options:
+            :class:`~mmdvit.models.sparse.BlockScorePredictor`.
         **kwargs: ``UPerHead``'s arguments (``pool_scales``, ``in_channels``, ``channels``,
             ``norm_cfg``, ...).
     """
@@ -51,6 +58,8 @@ class DynamicUPerHead(UPerHead):
                  block_size: int = 16,
                  score_dims: int = 64,
                  fast_path_kind: str = '1x1',
+                 detail_cue: bool = False,
+                 neighbour_bonus: float = 0.0,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         names = [f'fpn_convs.{i}' for i in range(len(self.fpn_convs))] + ['fpn_bottleneck']
@@ -65,7 +74,8 @@ class DynamicUPerHead(UPerHead):
             level = int(name.split('.')[1]) if name.startswith('fpn_convs.') else 0
             gate_cfg = dict(index=index, level=level, source='decode_head',
                             block=block_at_level(block_size, level), score_dims=score_dims,
-                            fast_path_kind=fast_path_kind)
+                            fast_path_kind=fast_path_kind, detail_cue=detail_cue,
+                            neighbour_bonus=neighbour_bonus)
             sparse = SparseConvModule.from_dense(
                 self.get_submodule(name), ratio_of[name], gate_cfg,
                 name=f"DynamicUPerHead's {name}", fix=f'remove {name!r} from sparse_convs')

@@ -41,11 +41,15 @@ class SparseConvGate(nn.Module):
         score_dims: width of the predictor (:class:`BlockScorePredictor`).
         bias: whether the fast path has a bias.
         fast_path_kind: ``'1x1'`` (default) or ``'dw3x3'`` (a depthwise 3x3, then the 1x1).
+        detail_cue, neighbour_bonus: options of the predictor that favour tiles holding small
+            or thin things, or next to strongly kept ones (:class:`BlockScorePredictor`); off
+            by default.
     """
 
     def __init__(self, in_channels: int, out_channels: int, keep_ratio: float, index: int = 0,
                  level: int = 0, source: str = '', block: int = 16,
-                 score_dims: int = 64, bias: bool = True, fast_path_kind: str = '1x1') -> None:
+                 score_dims: int = 64, bias: bool = True, fast_path_kind: str = '1x1',
+                 detail_cue: bool = False, neighbour_bonus: float = 0.0) -> None:
         super().__init__()
         if not 0.0 < float(keep_ratio) <= 1.0:
             raise ValueError(f'keep ratio {keep_ratio} of {source or "a sparse conv"} (gate '
@@ -55,7 +59,8 @@ class SparseConvGate(nn.Module):
                              f'(gate {index}) must be one of {FAST_PATH_KINDS}.')
         self.keep_ratio = float(keep_ratio)
         self.index, self.level, self.source, self.block = index, level, source, block
-        self.score_predictor = BlockScorePredictor(in_channels, score_dims, block)
+        self.score_predictor = BlockScorePredictor(in_channels, score_dims, block, detail_cue,
+                                                   neighbour_bonus)
         self.fast_path = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
         self.fast_path_dw = None
         if fast_path_kind == 'dw3x3':

@@ -14,6 +14,7 @@ from ..checkpoint import load_pretrained
 from ..dense_twin import dense_twin_config
 from ..sparse import decision_label, keep_ratio_loss, model_decisions
 from .distill import feature_mse, logit_kl
+from .recorded_score import warn_if_teacher_weaker
 
 # Where each framework keeps the module whose output is the per-class logits.
 LOGIT_MODULES = ('decode_head', 'head')
@@ -191,7 +192,9 @@ class SparsityTrainer(BaseModel):
 
     def init_weights(self) -> None:
         """Initialise the student (its backbone loads its pretrained weights), load
-        ``student_checkpoint`` if given, and build the teacher."""
+        ``student_checkpoint`` if given, and build the teacher; when distilling, warn if the
+        teacher's recorded validation score is below the student checkpoint's
+        (:func:`~.recorded_score.warn_if_teacher_weaker`)."""
         super().init_weights()
         if self.student_checkpoint is not None:
             report = load_pretrained(self.student, self.student_checkpoint,
@@ -205,6 +208,9 @@ class SparsityTrainer(BaseModel):
                     f'modules, e.g. {report.missing[:5]}: give a checkpoint of the dense '
                     'counterpart of the student config.')
         self.build_teacher()
+        if self.teacher_cfg is not None and (self.feature_distill_weight > 0
+                                             or self.logit_distill_weight > 0):
+            warn_if_teacher_weaker(self.teacher_cfg['checkpoint'], self.student_checkpoint)
 
     def build_teacher(self) -> Optional[nn.Module]:
         """Build the frozen teacher once, load its checkpoint, place it beside the student."""
