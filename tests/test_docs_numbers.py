@@ -141,3 +141,34 @@ def test_a_source_that_selects_nothing_or_is_missing_names_the_fix():
 def test_only_measured_decimals_are_checked():
     text = 'torch 2.14.1, 8.8e-7, r0.7, >= 0.9, <=1.3x, 1.53x and **0.24**-0.50x'
     assert DECIMAL_RE.findall(text.replace('**', '')) == ['1.53', '0.24', '0.50']
+
+
+def _write(folder: Path, name: str, data: dict) -> None:
+    (folder / name).write_text(json.dumps(data))
+
+
+def test_quality_reports_per_module_timings_and_op_counts_are_checked(tmp_path):
+    """Quality reports give each model's mIoU, per-class IoU and group means, and the variant's
+    differences to the dense model; ``--per-module`` timings and ``--count-ops`` counts are
+    figures too. A number none of them gives is reported."""
+    groups = {'small': ['car', 'person']}
+    report = {'settings': {'variant': 'v', 'data': {'groups': groups}},
+              'flops': {'dense': 0.3054, 'dynamic': 0.1697, 'ratio': 1.7996},
+              'models': {'dense': {'mIoU': 43.07, 'per_class': {'car': 11.7, 'person': 55.9}},
+                         'v': {'mIoU': 41.54, 'per_class': {'car': 8.8, 'person': 51.2}}}}
+    _write(tmp_path, 'quality_v.json', report)
+    # small: dense 33.8, variant 30.0, difference 3.8; mIoU difference 1.53
+    assert check_paragraph(tmp_path, 'quality_v.json',
+                           'v: 41.54 (-1.53), small 30.0 (-3.8), car -2.9, 1.80x\n') == []
+    assert check_paragraph(tmp_path, 'quality_v.json[model=v]', 'small 30.1\n') == ['30.1']
+    machine = {'cpu': 'X'}
+    _write(tmp_path, 'modules.json', {'machine': machine, 'rows': [], 'modules': [{
+        'name': 'm', 'batch': 1, 'units': [{'name': 'stage0', 'dense_ms': 320.77,
+                                            'sparse_ms': 172.97, 'speedup': 1.8545}],
+        'total': {'name': 'total', 'dense_ms': 7685.1, 'sparse_ms': 4454.1, 'speedup': 1.73}}]})
+    assert check_paragraph(tmp_path, 'modules.json', '| stage0 | 320.8 | 173.0 | 1.85x |\n') == []
+    assert check_paragraph(tmp_path, 'modules.json', '| stage0 | 320.8 | 173.1 |\n') == ['173.1']
+    _write(tmp_path, 'ops.json', {'ops': {'model': {'dense': 477, 'dynamic': 840,
+                                                    'ratio': 1.761}}})
+    assert check_paragraph(tmp_path, 'ops.json', '840 of 477: 1.76\n') == []
+    assert check_paragraph(tmp_path, 'ops.json', '1.77\n') == ['1.77']

@@ -103,10 +103,37 @@ def _module_rows(data: dict) -> List[dict]:
     return rows
 
 
+def _quality_rows(data: dict) -> List[dict]:
+    """A ``quality_benchmark.py`` report as rows: one per trained model (``model`` = teacher,
+    dense or the variant) with its mIoU, per-class IoU and group means (``large``, ``thin``,
+    ``small``); the variant's row adds its differences to the dense model (``vs_dense.*``,
+    unsigned: the docs print the sign) and the FLOPs at the report's size (``flops.*``)."""
+    groups = data['settings']['data']['groups']
+
+    def figures(result: dict) -> dict:
+        per_class = result['per_class']
+        means = {g: sum(per_class[c] for c in names) / len(names) for g, names in groups.items()}
+        return dict(mIoU=result['mIoU'], **per_class, **means)
+
+    dense = figures(data['models']['dense'])
+    rows = []
+    for name, result in data['models'].items():
+        row = dict(figures(result), model=name, variant=data['settings']['variant'])
+        if name == data['settings']['variant']:
+            row.update({f'vs_dense.{k}': abs(v - dense[k]) for k, v in figures(result).items()})
+            row.update({f'flops.{k}': v for k, v in data['flops'].items()
+                        if isinstance(v, float)})
+        rows.append(row)
+    return rows
+
+
 def _file_rows(data: dict, kind: str) -> List[dict]:
-    """The rows of one JSON file a mark of ``kind`` reads: a ``get_flops.py`` file is one row;
+    """The rows of one JSON file a mark of ``kind`` reads: a ``get_flops.py`` file is one row, a
+    quality report one per model (:func:`_quality_rows`);
     benchmark files give their ``rows`` (``speed``), their ``memory`` rows (``memory``, with
     ``part='memory'``) or all of them with the ``--per-module`` timings (``numbers``)."""
+    if 'models' in data and 'settings' in data:
+        return _quality_rows(data)
     if 'rows' not in data:
         return [data]
     memory = [dict(r, part='memory') for r in data.get('memory') or []]
@@ -259,7 +286,8 @@ def update_text(text: str, bench_dir: Path) -> str:
 def row_figures(row: dict) -> Dict[str, float]:
     """Every figure a paragraph may quote from one row (or one ``get_flops.py`` file): its
     numeric fields and, for FLOPs files, each part's dense, dynamic and dense / dynamic, and
-    ``heads_alone`` (the whole model with the dense backbone and the dynamic neck and heads)."""
+    ``heads_alone`` (the whole model with the dense backbone and the dynamic neck and heads),
+    and the op counts of ``--count-ops`` (``ops.<part>.dense / dynamic / ratio``)."""
     figures = {k: float(v) for k, v in row.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     figures.update({f'{k}.{i}': float(x) for k, v in row.items() if isinstance(v, list)
@@ -271,6 +299,8 @@ def row_figures(row: dict) -> Dict[str, float]:
                             f'{part}.ratio': dense / dynamic})
         figures['heads_alone'] = row['model']['dense'] / (
             row['backbone']['dense'] + row['neck_and_heads']['dynamic'])
+    for part, counts in (row.get('ops') or {}).items():  # get_flops.py --count-ops
+        figures.update({f'ops.{part}.{k}': float(v) for k, v in counts.items()})
     return figures
 
 
