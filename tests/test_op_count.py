@@ -18,8 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, 'configs', 'demo')
 
 # config -> (input H, W, the part compared, ratio reached + 0.05 slack; with the sync-free
-# accelerator path). Small widths, few
-# blocks: the ratios differ from the full-size models' (docs/efficiency.md).
+# accelerator path). Small widths, few blocks: the ratios differ from the full-size models'
+# (docs/efficiency.md).
 CEILINGS = {
     'upernet_dvit_swin_whole_demo.py': ((96, 128), 'model', 2.13),
     'upernet_dvit_convnext_whole_demo.py': ((96, 128), 'model', 3.20),
