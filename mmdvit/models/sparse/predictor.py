@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..weight_init import trunc_normal_init
+from .decision import keep_margin
 
 
 def score_in_float32(predictor: nn.Module, x: Tensor, *args: Optional[Tensor]) -> Tensor:
@@ -162,7 +163,7 @@ class BlockScorePredictor(nn.Module):
         log_probs = self.score(self.proj(pooled).flatten(2).transpose(1, 2))
         if self.detail_weight is None and not self.neighbour_bonus:
             return log_probs
-        margin = log_probs[..., 0] - log_probs[..., 1]
+        margin = keep_margin(log_probs)
         if self.detail_weight is not None:
             cue = detail_cue(x, self.block)
             margin = margin + self.detail_weight * (cue - cue.mean(dim=1, keepdim=True))
