@@ -285,7 +285,7 @@ def test_non_finite_scores_raise_naming_the_predictor(name, monkeypatch):
         with pytest.raises(FloatingPointError, match=r'backbone predictor 0 \(stage 2\)'):
             clean(bad)
         monkeypatch.setenv('MMDVIT_NONFINITE_SCORES', 'warn')
-        from mmdvit.models.sparse import decision as decision_module
+        from mmdvit.sparse import decision as decision_module
         monkeypatch.setattr(decision_module, '_warned_nonfinite', set())
         with pytest.warns(RuntimeWarning, match=r'backbone predictor 1 \(stage 2\)') as record:
             backbone(x)

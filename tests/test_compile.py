@@ -24,7 +24,7 @@ from mmdvit.analysis.inputs import model_inputs, sample_photos
 from mmdvit.analysis.models import build_model, default_scope, model_config
 from mmdvit.datasets import make_ade20k_demo
 from mmdvit.engine.compile import CompileHook, compile_model, inference_model
-from mmdvit.models.sparse import model_decisions
+from mmdvit.sparse import model_decisions
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_TOOL = ROOT / 'tools' / 'analysis_tools' / 'benchmark.py'

@@ -11,8 +11,8 @@ from test_sparse_conv import tile_decision
 
 from mmdvit.analysis.inputs import model_inputs, sample_photos
 from mmdvit.models import DynamicConvNeXt, DynamicSwinTransformer, DynamicViT, keep_ratio_loss
-from mmdvit.models.sparse import sparse_conv2d
-from mmdvit.models.sparse.sparse_conv import block_grid
+from mmdvit.sparse import sparse_conv2d
+from mmdvit.sparse.sparse_conv import block_grid
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 HALF = {'float16': torch.float16, 'bfloat16': torch.bfloat16}

@@ -266,7 +266,7 @@ def test_decisions_and_outputs_equal_the_implementation_before_the_shared_core()
     """``golden/dynamic_vit_before_core.pt`` holds a small model, its input, and the training
     (seeded Gumbel masks, scores, outputs) and inference results (kept tokens in order, scores,
     featmap and tokens) of DynamicViT as it was before it decided through
-    ``mmdvit.models.sparse``. The file was recorded on another CPU: decisions (masks, kept
+    ``mmdvit.sparse``. The file was recorded on another CPU: decisions (masks, kept
     tokens and their order) must be equal, values within float32 rounding (CPUs with other
     vector units round the last bits differently)."""
     golden = torch.load(Path(__file__).parent / 'golden' / 'dynamic_vit_before_core.pt')

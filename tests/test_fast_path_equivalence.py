@@ -8,8 +8,8 @@ import mmdvit.models.backbones.convnext_layers as convnext_layers
 import mmdvit.models.backbones.swin_layers as swin_layers
 from helpers import randomize
 from mmdvit.models import DynamicConvNeXt, DynamicSwinTransformer
-from mmdvit.models.sparse import decide, route_tokens
-from mmdvit.models.sparse.decision import SparsityDecision
+from mmdvit.sparse import decide, route_tokens
+from mmdvit.sparse.decision import SparsityDecision
 
 
 def reference_route(x: Tensor, slow, fast, decision: SparsityDecision) -> Tensor:

@@ -12,7 +12,7 @@ from mmdvit.analysis.complexity import complexity
 from mmdvit.analysis.flops import count_macs
 from mmdvit.analysis.inputs import sample_photos
 from mmdvit.analysis.models import load_config
-from mmdvit.models.sparse import decide, route_tokens
+from mmdvit.sparse import decide, route_tokens
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GET_FLOPS = os.path.join(ROOT, 'tools', 'analysis_tools', 'get_flops.py')

@@ -1,4 +1,4 @@
-"""The lean sparse path (mmdvit/models/sparse/gather.py): one gather and in-place writes per
+"""The lean sparse path (mmdvit/sparse/gather.py): one gather and in-place writes per
 sparse block or convolution, index maps built once per shape. Each result is compared with a
 reference written here without the module under test (pad / roll / partition or per-tile
 masks of whole dense computations), on the CPU eager path and with the accelerator path
@@ -12,9 +12,9 @@ from helpers import random_keep_sets, randomize
 from test_swin_windows import reference_shifted_keep
 
 from mmdvit.models.backbones.swin_layers import DynamicSwinBlock
-from mmdvit.models.sparse import decide, sparse_conv2d
-from mmdvit.models.sparse.accelerator import accelerator_path
-from mmdvit.models.sparse.gather import shifted_overlap, window_sources
+from mmdvit.sparse import decide, sparse_conv2d
+from mmdvit.sparse.accelerator import accelerator_path
+from mmdvit.sparse.gather import shifted_overlap, window_sources
 
 PATHS = {'cpu-eager': contextlib.nullcontext, 'accelerator': accelerator_path}
 

@@ -12,7 +12,7 @@ from test_flops import load_tool
 from mmdvit.analysis.inputs import model_inputs, sample_photos
 from mmdvit.analysis.models import build_model, load_config, model_config
 from mmdvit.analysis.module_timing import dense_config, dense_override, sparse_units
-from mmdvit.models.sparse import model_decisions
+from mmdvit.sparse import model_decisions
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_TOOL = ROOT / 'tools' / 'analysis_tools' / 'benchmark.py'

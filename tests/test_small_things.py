@@ -11,8 +11,8 @@ from mmengine.registry import init_default_scope
 from test_sparsity_trainer import seg_student
 
 from mmdvit.models.heads import DynamicUPerHead
-from mmdvit.models.sparse import BlockScorePredictor, SparseConvGate
-from mmdvit.models.sparse.predictor import detail_cue, neighbour_max
+from mmdvit.sparse import BlockScorePredictor, SparseConvGate
+from mmdvit.sparse.predictor import detail_cue, neighbour_max
 from mmdvit.models.wrappers.recorded_score import (checkpoint_step, recorded_scores,
                                                    warn_if_teacher_weaker)
 

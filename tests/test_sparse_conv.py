@@ -11,9 +11,9 @@ from torch import nn
 
 from mmdvit.models.layers import SparseConvModule
 from mmdvit.models.layers.sparse_conv_module import settings
-from mmdvit.models.sparse import SparseConvGate, SparsityDecision, decide, sparse_conv2d
-from mmdvit.models.sparse.predictor import BlockScorePredictor
-from mmdvit.models.sparse.sparse_conv import block_grid, expand_block_mask
+from mmdvit.sparse import SparseConvGate, SparsityDecision, decide, sparse_conv2d
+from mmdvit.sparse.predictor import BlockScorePredictor
+from mmdvit.sparse.sparse_conv import block_grid, expand_block_mask
 
 
 def tile_decision(keep: torch.Tensor, grid, training: bool) -> SparsityDecision:
@@ -190,7 +190,7 @@ def test_dynamic_uper_head_gradients_reach_every_predictor():
 def test_traceable_gather_and_paste_equal_the_eager_ones(size, block):
     """On the accelerator path (GPUs, tracing / torch.compile / export) the tiles move through
     indexing ops instead of a Python loop over tile indices: the same result."""
-    from mmdvit.models.sparse.accelerator import accelerator_path
+    from mmdvit.sparse.accelerator import accelerator_path
     torch.manual_seed(0)
     x = torch.randn(2, 6, *size)
     weight, fast_w = torch.randn(5, 6, 3, 3), torch.randn(5, 6, 1, 1)
@@ -420,7 +420,7 @@ def test_dynamic_uper_head_with_dw3x3_fast_paths():
 def test_accelerator_path_is_taken_off_cpu_and_when_forced():
     """CPU tensors take the eager path unless the accelerator path is forced; any other device
     type takes the accelerator path."""
-    from mmdvit.models.sparse.accelerator import accelerator_path, uses_accelerator_path
+    from mmdvit.sparse.accelerator import accelerator_path, uses_accelerator_path
     assert not uses_accelerator_path(torch.zeros(1))
     assert uses_accelerator_path(torch.zeros(1, device='meta'))
     with accelerator_path():

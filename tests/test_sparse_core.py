@@ -3,10 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from mmdvit.models.sparse import (ScorePredictor, build_schedule, decide, drop_pruned,
+from mmdvit.sparse import (ScorePredictor, build_schedule, decide, drop_pruned,
                                   keep_ratio_loss, route_tokens)
-from mmdvit.models.sparse import decision as decision_module
-from mmdvit.models.sparse.decision import NONFINITE_ENV, num_kept
+from mmdvit.sparse import decision as decision_module
+from mmdvit.sparse.decision import NONFINITE_ENV, num_kept
 
 SWIN_LOCS = {6: (1, 2, 3), 18: (2, 4, 6)}
 

@@ -14,8 +14,8 @@ from mmengine.registry import MODELS, DefaultScope
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from mmdvit.models.sparse import SparseConvGate
-from mmdvit.models.sparse.sparse_conv import expand_block_mask
+from mmdvit.sparse import SparseConvGate
+from mmdvit.sparse.sparse_conv import expand_block_mask
 
 FPN_ARGS = dict(in_channels=[4, 8, 16, 32], out_channels=8, num_outs=5)
 RPN_ARGS = dict(

@@ -12,8 +12,8 @@ from helpers import FixedScores, randomize
 
 from mmdvit.models import DynamicSwinTransformer
 from mmdvit.models.backbones.swin_layers import DynamicSwinBlock
-from mmdvit.models.sparse import SparsityDecision, decide
-from mmdvit.models.sparse.windows import pool_windows, shifted_decision
+from mmdvit.sparse import SparsityDecision, decide
+from mmdvit.sparse.windows import pool_windows, shifted_decision
 
 TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), drop_path_rate=0.0)
 ALL_STAGES = dict(sparse_stages=(0, 1, 2, 3), pruning_locs=((0, ), (0, ), (0, 1), (0, )))

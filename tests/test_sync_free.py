@@ -1,7 +1,7 @@
 """No host synchronisation on the accelerator path (issue: sync-free on every accelerator).
 
 Each dynamic backbone, the sparse heads and the whole models run with the accelerator path
-forced on CPU (:func:`~mmdvit.models.sparse.accelerator.accelerator_path`, the path every GPU
+forced on CPU (:func:`~mmdvit.sparse.accelerator.accelerator_path`, the path every GPU
 takes) under :class:`NoHostSync`, which fails on every op that would read a value back to the
 host or copy a host-built constant to the device on a GPU: at inference and in a training step
 (loss + backward).
@@ -21,8 +21,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from mmdvit.analysis.inputs import model_inputs, sample_photos
 from mmdvit.analysis.models import build_model, model_config
 from mmdvit.models import DynamicViT, keep_ratio_loss
-from mmdvit.models.sparse import decide, model_decisions
-from mmdvit.models.sparse.accelerator import accelerator_path
+from mmdvit.sparse import decide, model_decisions
+from mmdvit.sparse.accelerator import accelerator_path
 from mmdvit.models.wrappers.distill import feature_mse, logit_kl
 
 ROOT = Path(__file__).resolve().parents[1]

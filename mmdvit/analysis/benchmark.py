@@ -22,7 +22,7 @@ from torch import nn
 
 from ..models.dense_twin import backbone_config, dense_twin_config, upstream_heads_config
 from ..engine.compile import COMPILE_MODES
-from ..models.sparse import SparseConvGate
+from ..sparse import SparseConvGate
 from .flops import count_macs
 from .inputs import model_inputs
 from .models import (build_model, build_upstream_backbone, copy_shared_weights, default_scope,
@@ -168,7 +168,7 @@ CONV_PRESETS: Dict[str, dict] = {
 
 
 class GatedConv(nn.Module):
-    """A 3x3 convolution run through a :class:`~mmdvit.models.sparse.SparseConvGate` (the
+    """A 3x3 convolution run through a :class:`~mmdvit.sparse.SparseConvGate` (the
     dynamic side of a convolution benchmark)."""
 
     def __init__(self, conv: nn.Conv2d, gate: SparseConvGate) -> None:

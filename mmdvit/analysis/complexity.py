@@ -7,7 +7,7 @@ from mmengine.config import Config
 from torch import nn
 
 from ..models.dense_twin import dense_twin_config
-from ..models.sparse import SparsityDecision, decision_label, model_decisions, sparse_children
+from ..sparse import SparsityDecision, decision_label, model_decisions, sparse_children
 from .flops import count_macs
 from .inputs import model_inputs
 from .models import build_model, copy_shared_weights, default_scope, load_weights, model_config

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from mmengine.config import ConfigDict
 
-from ..models.sparse import keep_ratio_loss
+from ..sparse import keep_ratio_loss
 from .inputs import model_inputs
 from .models import build_model, build_upstream_backbone
 

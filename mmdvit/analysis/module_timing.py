@@ -3,7 +3,7 @@
 A *unit* is a part of a model whose sparsity one config entry controls: a sparse stage of a
 hierarchical backbone (its blocks and predictors; Swin, ConvNeXt), the blocks after the first
 predictor of a plain ViT, and each sparse head convolution (a
-:class:`~mmdvit.models.sparse.SparseConvGate` of a neck or head). The model runs as configured
+:class:`~mmdvit.sparse.SparseConvGate` of a neck or head). The model runs as configured
 and with every keep ratio set to 1.0 (each unit then computes its dense counterpart, predictors
 skipped), the same weights and inputs, in interleaved rounds; hooks time each unit (with a
 device synchronisation around it on a GPU). A unit *loses* where its sparse time is not below
@@ -21,7 +21,7 @@ from mmengine.config import Config
 from torch import nn
 
 from ..models.dense_twin import backbone_config
-from ..models.sparse import SparseConvGate, sparse_children
+from ..sparse import SparseConvGate, sparse_children
 from .benchmark import Features, input_factory
 from .models import WRAPPER_TYPE, build_model, copy_shared_weights, default_scope, model_config
 

@@ -4,7 +4,7 @@ At batch 1-8 a GPU runs these models launch-bound: every small kernel costs time
 size, so the number of ops a forward launches is what the sparse paths must keep close to the
 dense model's. :func:`count_ops` counts the aten ops that reach the dispatcher's kernels under a
 ``TorchDispatchMode``, with the sparse modules on their accelerator path
-(:func:`~mmdvit.models.sparse.accelerator.accelerator_path`, the code a GPU runs), and leaves
+(:func:`~mmdvit.sparse.accelerator.accelerator_path`, the code a GPU runs), and leaves
 out :data:`METADATA_OPS`: views and other ops that only change a tensor's metadata (shape,
 strides, offset) and launch no kernel.
 """
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..models.dense_twin import dense_twin_config
-from ..models.sparse.accelerator import accelerator_path
+from ..sparse.accelerator import accelerator_path
 from .complexity import backbone_of
 from .inputs import model_inputs
 from .models import (build_model, copy_shared_weights, default_scope, load_weights,
@@ -66,7 +66,7 @@ def count_ops(fn: Callable[..., Any], *args: Any, counter: Optional[OpCounter] =
 
     The call is counted in the steady state of a model serving inputs of one shape: after one
     uncounted warm-up call, which builds the index maps the sparse modules keep per input
-    shape (:func:`~mmdvit.models.sparse.gather.shape_cached`).
+    shape (:func:`~mmdvit.sparse.gather.shape_cached`).
 
     Args:
         counter: an :class:`OpCounter` to count into (to read the per-op ``counts``); a fresh

@@ -8,7 +8,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from ..models.sparse import decision_label, model_decisions, sparse_children
+from ..sparse import decision_label, model_decisions, sparse_children
 from .complexity import backbone_of
 from .inputs import model_inputs, preprocess
 

@@ -2,7 +2,7 @@
 from .backbones import DynamicConvNeXt, DynamicLVViT, DynamicSwinTransformer, DynamicViT
 from .heads import DynamicFPN, DynamicRPNHead, DynamicUPerHead
 from .heads.lvvit_head import LVViTClsHead
-from .sparse import SparsityDecision, keep_ratio_loss
+from ..sparse import SparsityDecision, keep_ratio_loss
 from .wrappers import SparsityTrainer
 
 __all__ = [

@@ -44,7 +44,7 @@ from mmdvit.analysis.models import backbone_config, load_config, model_config, s
 from mmdvit.analysis.module_timing import module_rows
 from mmdvit.engine.cli import add_debug_argument, run_tool
 from mmdvit.engine.compile import COMPILE_MODES
-from mmdvit.models.sparse import sparse_children
+from mmdvit.sparse import sparse_children
 
 QUICK = dict(configs=['swin-test', 'convnext-test'], shape=[64, 64], batches=[1, 2],
              warmup=1, iters=2, max_seconds=5.0)

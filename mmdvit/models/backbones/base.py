@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 from ..checkpoint import load_pretrained
 from ..checkpoint.loading import LoadReport
-from ..sparse import ScorePredictor, SparsityDecision, StageSchedule, decide
-from ..sparse.predictor import score_in_float32
+from ...sparse import ScorePredictor, SparsityDecision, StageSchedule, decide
+from ...sparse.predictor import score_in_float32
 
 UNTRAINED_PREDICTORS_WARNING = (
     '{name} is training outside mmdvit.SparsityTrainer: nothing trains its score predictors '
@@ -38,7 +38,7 @@ class DynamicBackbone(BaseModule):
     """Base class of mmdvit's dynamic backbones.
 
     After every forward pass, :attr:`sparsity_decisions` lists one
-    :class:`~mmdvit.models.sparse.SparsityDecision` per predictor, in forward order. Training:
+    :class:`~mmdvit.sparse.SparsityDecision` per predictor, in forward order. Training:
     ``keep_mask`` is the straight-through hard mask (with gradient) that the keep-ratio loss
     consumes; inference: ``keep_indices`` are the kept positions. Loss wrappers read it right
     after calling the backbone (it is replaced on the next forward).
@@ -82,10 +82,10 @@ class DynamicBackbone(BaseModule):
         ``tokens`` are the positions of an (H, W) = ``hw_shape`` map, or for window decisions
         the pooled windows of a ``hw_shape`` window grid with ``window_size``-position sides.
         The predictor is skipped when its ratio keeps every candidate position
-        (:func:`~mmdvit.models.sparse.decide`).
+        (:func:`~mmdvit.sparse.decide`).
 
         ``nested`` (plain ViTs): the decision nests in this forward pass's previous one (see
-        :func:`~mmdvit.models.sparse.decide`), and the predictor's global summary averages the
+        :func:`~mmdvit.sparse.decide`), and the predictor's global summary averages the
         positions kept so far. In training ``tokens`` are all N positions; at inference only
         the n positions still kept, in the order of the previous decision's ``keep_indices``.
         """

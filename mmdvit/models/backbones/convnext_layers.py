@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 from torch import Tensor, nn
 
-from ..sparse import SparsityDecision, route_tokens
+from ...sparse import SparsityDecision, route_tokens
 
 
 class PointwiseConv(nn.Conv2d):

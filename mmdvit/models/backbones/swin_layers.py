@@ -17,10 +17,10 @@ from mmcv.cnn.bricks.transformer import FFN
 from mmseg.models.backbones.swin import WindowMSA
 from torch import Tensor, nn
 
-from ..sparse import SparsityDecision, route_tokens, route_windows
-from ..sparse.gather import window_rows, window_sources
-from ..sparse.windows import shifted_decision, window_grid
-from ..weight_init import trunc_normal_init
+from ...sparse import SparsityDecision, route_tokens, route_windows
+from ...sparse.gather import window_rows, window_sources
+from ...sparse.windows import shifted_decision, window_grid
+from ...sparse.weight_init import trunc_normal_init
 
 HW = Tuple[int, int]
 
@@ -173,7 +173,7 @@ class DynamicSwinBlock(nn.Module):
     - Window decisions: a kept window runs the whole block (window attention, then FFN) as a
       rectangular batch of kept windows; a pruned window skips attention and its positions take
       ``x + fast_path(x)``. Shifted blocks use the decision carried over to the shifted window
-      grid (:func:`~mmdvit.models.sparse.windows.shifted_decision`).
+      grid (:func:`~mmdvit.sparse.windows.shifted_decision`).
 
     Args:
         sparse: build the fast path (the block runs at or after a predictor).

@@ -6,8 +6,8 @@ from torch import Tensor
 
 from ...registry import MODELS
 from ..layers import SparseConvModule
-from ..sparse import SparsityDecision
-from ..sparse.gate import block_at_level, check_gate_args
+from ...sparse import SparsityDecision
+from ...sparse.gate import block_at_level, check_gate_args
 
 
 @MODELS.register_module()
@@ -28,7 +28,7 @@ class DynamicFPN(FPN):
     trained predictor learns to prune flat padding), as in the dynamic backbones.
 
     After each forward pass :attr:`sparsity_decisions` lists one
-    :class:`~mmdvit.models.sparse.SparsityDecision` per sparse level, in level order, with
+    :class:`~mmdvit.sparse.SparsityDecision` per sparse level, in level order, with
     ``source='neck'``, ``stage`` = the output level and ``hw_shape`` = the tile grid.
 
     Args:

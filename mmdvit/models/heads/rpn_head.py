@@ -8,8 +8,8 @@ from mmdet.models.utils import multi_apply
 from torch import Tensor, nn
 
 from ...registry import MODELS
-from ..sparse import SparseConvGate, SparsityDecision
-from ..sparse.gate import block_at_level, check_gate_args, init_fast_path_on_load
+from ...sparse import SparseConvGate, SparsityDecision
+from ...sparse.gate import block_at_level, check_gate_args, init_fast_path_on_load
 
 
 @MODELS.register_module()
@@ -18,7 +18,7 @@ class DynamicRPNHead(RPNHead):
     ``sparse_levels``.
 
     ``rpn_conv`` is shared by all levels, so its cost is dominated by the finest one (P2). Each
-    level in ``sparse_levels`` has its own :class:`~mmdvit.models.sparse.SparseConvGate` in
+    level in ``sparse_levels`` has its own :class:`~mmdvit.sparse.SparseConvGate` in
     ``rpn_gates`` (a score predictor and a 1x1 fast path) that uses ``rpn_conv``'s weights as
     the slow path: kept ``block x block`` tiles take the 3x3 convolution, pruned ones the fast
     path; ReLU, ``rpn_cls`` and ``rpn_reg`` then run on the whole map. Other levels run as in
@@ -32,7 +32,7 @@ class DynamicRPNHead(RPNHead):
     trained predictor learns to prune flat padding), as in the dynamic backbones.
 
     After each forward pass :attr:`sparsity_decisions` lists one
-    :class:`~mmdvit.models.sparse.SparsityDecision` per sparse level, in level order, with
+    :class:`~mmdvit.sparse.SparsityDecision` per sparse level, in level order, with
     ``source='rpn_head'``, ``stage`` = the level and ``hw_shape`` = the tile grid.
 
     Args:

@@ -6,8 +6,8 @@ from torch import Tensor
 
 from ...registry import MODELS
 from ..layers import SparseConvModule
-from ..sparse import SparsityDecision
-from ..sparse.gate import block_at_level, check_gate_args
+from ...sparse import SparsityDecision
+from ...sparse.gate import block_at_level, check_gate_args
 
 
 @MODELS.register_module()
@@ -24,7 +24,7 @@ class DynamicUPerHead(UPerHead):
     1.0 the same output.
 
     After each forward pass :attr:`sparsity_decisions` lists one
-    :class:`~mmdvit.models.sparse.SparsityDecision` per sparse convolution, in forward order
+    :class:`~mmdvit.sparse.SparsityDecision` per sparse convolution, in forward order
     (``fpn_convs.<i>`` by level, then ``fpn_bottleneck``), with ``source='decode_head'`` and
     ``stage`` = the pyramid level (0 = 1/4 scale).
 
@@ -40,14 +40,14 @@ class DynamicUPerHead(UPerHead):
             or ``'dw3x3'`` (a depthwise 3x3, then the 1x1: 3x3 context for small things in
             pruned tiles at 9 more MACs per input channel and position; adds
             ``gate.fast_path_dw`` parameters). See
-            :class:`~mmdvit.models.sparse.SparseConvGate`.
+            :class:`~mmdvit.sparse.SparseConvGate`.
         detail_cue: each predictor also ranks tiles by a cheap high-frequency cue of its input
             (local energy per tile; adds a ``detail_weight`` scalar per gate), so tiles holding
             small or thin things are kept. Off by default.
         neighbour_bonus: b >= 0: each tile's keep score gains b times the best score of its
             3x3 neighbourhood of tiles, so the tiles around strongly kept ones are kept too,
             within the same keep ratio. 0 (default) is off. Both options:
-            :class:`~mmdvit.models.sparse.BlockScorePredictor`.
+            :class:`~mmdvit.sparse.BlockScorePredictor`.
         **kwargs: ``UPerHead``'s arguments (``pool_scales``, ``in_channels``, ``channels``,
             ``norm_cfg``, ...).
     """

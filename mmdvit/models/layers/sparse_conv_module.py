@@ -4,8 +4,8 @@ from typing import Dict, List, Optional
 from mmcv.cnn import ConvModule
 from torch import Tensor, nn
 
-from ..sparse import SparseConvGate, SparsityDecision
-from ..sparse.gate import init_fast_path_on_load
+from ...sparse import SparseConvGate, SparsityDecision
+from ...sparse.gate import init_fast_path_on_load
 
 SUPPORTED = ('a plain Conv2d with an odd square kernel, stride 1, groups 1, equal dilations, '
              "zero padding of dilation * (k - 1) / 2 (padding_mode 'zeros'), no spectral norm, "
@@ -16,7 +16,7 @@ FLAGS = ('order', 'with_norm', 'with_activation', 'with_bias', 'with_explicit_pa
 
 
 def unsupported(module: ConvModule) -> List[str]:
-    """What a ``ConvModule`` does that the sparse convolution (:func:`~mmdvit.models.sparse.
+    """What a ``ConvModule`` does that the sparse convolution (:func:`~mmdvit.sparse.
     sparse_conv.sparse_conv2d`) cannot compute; empty when it can compute all of it."""
     conv = module.conv
     if type(conv) is not nn.Conv2d:
@@ -58,7 +58,7 @@ def settings(module: ConvModule) -> Dict[str, str]:
 
 class SparseConvModule(ConvModule):
     """A ``ConvModule`` whose kxk convolution runs on kept tiles only, with a 1x1 fast path on
-    pruned tiles (:class:`~mmdvit.models.sparse.SparseConvGate`); norm and activation run on
+    pruned tiles (:class:`~mmdvit.sparse.SparseConvGate`); norm and activation run on
     the whole map afterwards, as in the dense module.
 
     Takes ``ConvModule``'s arguments and keeps its parameter names (``conv``, ``bn`` / ``gn``

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ...registry import MODELS
 from ..checkpoint import load_pretrained
 from ..dense_twin import dense_twin_config
-from ..sparse import decision_label, keep_ratio_loss, model_decisions
+from ...sparse import decision_label, keep_ratio_loss, model_decisions
 from .distill import feature_mse, logit_kl
 from .recorded_score import warn_if_teacher_weaker
 

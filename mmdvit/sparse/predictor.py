@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..weight_init import trunc_normal_init
+from .weight_init import trunc_normal_init
 from .decision import keep_margin
 
 

@@ -42,7 +42,7 @@ def drop_pruned(x: Tensor, decision: SparsityDecision,
         x: (B, n, C) tokens at the positions ``previous.keep_indices`` (in that order), or at
             all N positions in order when ``previous`` is None.
         decision: an inference decision nested in ``previous`` (see
-            :func:`~mmdvit.models.sparse.decide`).
+            :func:`~mmdvit.sparse.decide`).
 
     Returns:
         (B, k, C) the tokens at ``decision.keep_indices``, in that order (``x`` itself when
