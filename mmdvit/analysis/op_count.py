@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..models.dense_twin import dense_twin_config
-from ..sparse.accelerator import accelerator_path
+from ..sparse import accelerator_path
 from .complexity import backbone_of
 from .inputs import model_inputs
 from .models import (build_model, copy_shared_weights, default_scope, load_weights,

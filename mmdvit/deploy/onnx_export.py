@@ -38,8 +38,7 @@ from torch import Tensor, nn
 
 from ..analysis.inputs import SAMPLE_PHOTOS, model_inputs, sample_photos
 from ..models.checkpoint import write_atomic
-from ..sparse import ScorePredictor
-from ..sparse.decision import SparsityDecision, keep_margin, model_decisions
+from ..sparse import ScorePredictor, SparsityDecision, keep_margin, model_decisions
 
 INSTALL_HINT = 'pip install onnx onnxruntime onnxscript'
 EXPORTERS = ('torchscript', 'dynamo')

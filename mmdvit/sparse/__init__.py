@@ -1,15 +1,41 @@
-"""The sparsification machinery shared by every dynamic backbone, head and neck (pure
-PyTorch)."""
-from .decision import SparsityDecision, decide, decision_label, model_decisions, sparse_children
-from .gate import SparseConvGate
+"""The sparsification machinery shared by every dynamic backbone, head and neck (torch only).
+
+Data flow, with the file to read for each step:
+
+1. Score: ``predictor.py``. :class:`ScorePredictor` rates every token (or window) with (B, N, 2)
+   log-probabilities of keep / prune; :class:`BlockScorePredictor` rates the tiles of a map.
+2. Decide: ``decision.py``. :func:`decide` turns scores into a :class:`SparsityDecision`: a
+   straight-through Gumbel hard mask in training, a top-k per image at inference.
+   ``schedule.py`` (:func:`build_schedule`) says where predictors sit and their keep ratios.
+3. Route: kept positions take the slow path, pruned ones the fast path.
+
+   - Tokens: ``routing.py``, :func:`route_tokens` (:func:`drop_pruned` for plain ViTs).
+   - Windows: ``windows.py`` (:func:`pool_windows` to score, :func:`shifted_decision` for
+     Swin's shifted blocks), :func:`route_windows`, and ``gather.py`` (:func:`window_sources`,
+     the rows each window position reads and writes).
+   - Tiles: ``sparse_conv.py``, :func:`sparse_conv2d`, driven by :class:`SparseConvGate`
+     (``gate.py``, a predictor and a fast path for a convolution owned elsewhere); tiles move
+     with ``gather.py``.
+4. Keep-ratio loss: ``losses.py``, :func:`keep_ratio_loss` over a forward's decisions.
+"""
+from .accelerator import accelerator_path
+from .decision import (SparsityDecision, decide, decision_label, keep_margin, model_decisions,
+                       sparse_children)
+from .gate import SparseConvGate, block_at_level, check_gate_args, init_fast_path_on_load
+from .gather import window_rows, window_sources
 from .losses import keep_ratio_loss
-from .predictor import BlockScorePredictor, ScorePredictor
+from .predictor import BlockScorePredictor, ScorePredictor, score_in_float32
 from .routing import drop_pruned, route_tokens, route_windows
-from .schedule import StageSchedule, build_schedule
+from .schedule import Locations, StageSchedule, build_schedule
 from .sparse_conv import sparse_conv2d
+from .weight_init import trunc_normal_init
+from .windows import pool_windows, shifted_decision, window_grid
 
 __all__ = [
-    'BlockScorePredictor', 'ScorePredictor', 'SparseConvGate', 'SparsityDecision', 'StageSchedule',
-    'build_schedule', 'decide', 'decision_label', 'drop_pruned', 'keep_ratio_loss',
-    'model_decisions', 'route_tokens', 'route_windows', 'sparse_children', 'sparse_conv2d'
+    'BlockScorePredictor', 'Locations', 'ScorePredictor', 'SparseConvGate', 'SparsityDecision',
+    'StageSchedule', 'accelerator_path', 'block_at_level', 'build_schedule', 'check_gate_args',
+    'decide', 'decision_label', 'drop_pruned', 'init_fast_path_on_load', 'keep_margin',
+    'keep_ratio_loss', 'model_decisions', 'pool_windows', 'route_tokens', 'route_windows',
+    'score_in_float32', 'shifted_decision', 'sparse_children', 'sparse_conv2d',
+    'trunc_normal_init', 'window_grid', 'window_rows', 'window_sources'
 ]

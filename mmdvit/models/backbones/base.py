@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 from ..checkpoint import load_pretrained
 from ..checkpoint.loading import LoadReport
-from ...sparse import ScorePredictor, SparsityDecision, StageSchedule, decide
-from ...sparse.predictor import score_in_float32
+from ...sparse import (ScorePredictor, SparsityDecision, StageSchedule, decide,
+                       score_in_float32)
 
 UNTRAINED_PREDICTORS_WARNING = (
     '{name} is training outside mmdvit.SparsityTrainer: nothing trains its score predictors '

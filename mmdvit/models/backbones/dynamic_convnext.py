@@ -7,9 +7,7 @@ from torch import Tensor, nn
 
 from ...registry import MODELS
 from ..checkpoint import convert_convnext_checkpoint
-from ...sparse import build_schedule
-from ...sparse.schedule import Locations
-from ...sparse.weight_init import trunc_normal_init
+from ...sparse import Locations, build_schedule, trunc_normal_init
 from .base import DynamicBackbone
 from .convnext_layers import DynamicConvNeXtBlock
 

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from ...registry import MODELS
 from ..checkpoint.lvvit import convert_lvvit_checkpoint
 from ..checkpoint.vit import resize_pos_embed
-from ...sparse.weight_init import trunc_normal_init
+from ...sparse import trunc_normal_init
 from .base import DynamicBackbone
 from .dynamic_vit import DynamicViT
 from .lvvit_layers import ConvPatchEmbed

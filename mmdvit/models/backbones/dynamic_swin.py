@@ -10,9 +10,7 @@ from torch import Tensor, nn
 from ...registry import MODELS
 from ..checkpoint import convert_swin_checkpoint
 from ..checkpoint.swin import fit_window_tables
-from ...sparse import SparsityDecision, build_schedule
-from ...sparse.schedule import Locations
-from ...sparse.windows import pool_windows
+from ...sparse import Locations, SparsityDecision, build_schedule, pool_windows
 from .base import DynamicBackbone
 from .swin_layers import DynamicSwinBlock, init_swin_weights, to_pair
 

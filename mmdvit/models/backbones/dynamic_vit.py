@@ -7,8 +7,7 @@ from torch import Tensor, nn
 
 from ...registry import MODELS
 from ..checkpoint.vit import convert_vit_checkpoint, resize_pos_embed
-from ...sparse import SparsityDecision, build_schedule, drop_pruned
-from ...sparse.weight_init import trunc_normal_init
+from ...sparse import SparsityDecision, build_schedule, drop_pruned, trunc_normal_init
 from .base import DynamicBackbone
 from .vit_layers import PatchEmbed, ViTBlock
 

@@ -17,10 +17,8 @@ from mmcv.cnn.bricks.transformer import FFN
 from mmseg.models.backbones.swin import WindowMSA
 from torch import Tensor, nn
 
-from ...sparse import SparsityDecision, route_tokens, route_windows
-from ...sparse.gather import window_rows, window_sources
-from ...sparse.windows import shifted_decision, window_grid
-from ...sparse.weight_init import trunc_normal_init
+from ...sparse import (SparsityDecision, route_tokens, route_windows, shifted_decision,
+                       trunc_normal_init, window_grid, window_rows, window_sources)
 
 HW = Tuple[int, int]
 

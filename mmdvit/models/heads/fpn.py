@@ -6,8 +6,7 @@ from torch import Tensor
 
 from ...registry import MODELS
 from ..layers import SparseConvModule
-from ...sparse import SparsityDecision
-from ...sparse.gate import block_at_level, check_gate_args
+from ...sparse import SparsityDecision, block_at_level, check_gate_args
 
 
 @MODELS.register_module()

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ...registry import MODELS
 from ..checkpoint import extract_state_dict, load_checkpoint_file
-from ...sparse.weight_init import trunc_normal_init
+from ...sparse import trunc_normal_init
 
 
 @MODELS.register_module()

@@ -8,8 +8,8 @@ from mmdet.models.utils import multi_apply
 from torch import Tensor, nn
 
 from ...registry import MODELS
-from ...sparse import SparseConvGate, SparsityDecision
-from ...sparse.gate import block_at_level, check_gate_args, init_fast_path_on_load
+from ...sparse import (SparseConvGate, SparsityDecision, block_at_level, check_gate_args,
+                       init_fast_path_on_load)
 
 
 @MODELS.register_module()

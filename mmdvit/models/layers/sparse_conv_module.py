@@ -4,8 +4,7 @@ from typing import Dict, List, Optional
 from mmcv.cnn import ConvModule
 from torch import Tensor, nn
 
-from ...sparse import SparseConvGate, SparsityDecision
-from ...sparse.gate import init_fast_path_on_load
+from ...sparse import SparseConvGate, SparsityDecision, init_fast_path_on_load
 
 SUPPORTED = ('a plain Conv2d with an odd square kernel, stride 1, groups 1, equal dilations, '
              "zero padding of dilation * (k - 1) / 2 (padding_mode 'zeros'), no spectral norm, "
