@@ -1,11 +1,9 @@
-"""Which code path the sparse modules take.
+"""Which code path the sparse modules take (tile movement, the finiteness check of scores).
 
-On CPU in eager mode, moving a few tiles or windows with plain Python-level copies is the faster
-choice. On an accelerator (any ``device.type`` other than ``'cpu'``), and whenever the ops are
-being recorded (tracing, ``torch.compile``, ONNX export), the modules take the *accelerator
-path*: index arithmetic on tensors only, with no host synchronisation and no data-dependent
-Python control flow. :func:`accelerator_path` forces that path on CPU, so tests and the op
-counters can check it without a GPU.
+The *accelerator path* (tensor ops only: no host synchronisation, no data-dependent Python
+control flow) is taken on any device other than the CPU and whenever ops are being recorded
+(tracing, ``torch.compile``, ONNX export); CPU eager mode may copy per tile and read values
+back. Both give equal results. :func:`accelerator_path` forces the first on CPU.
 """
 from contextlib import contextmanager
 from typing import Iterator

@@ -1,22 +1,15 @@
-"""All index movement of the sparse paths: tokens, windows and tiles.
+"""Index movement of the sparse paths at inference: windows and tiles.
 
-Every sparse module moves data the same way at inference: one gather of the kept units and one
-of the pruned ones, and one in-place write of each path's output into the full result. The
-index maps that depend only on a shape (where each window position of a padded, shifted map
-comes from; how shifted windows overlap regular ones) are built once per shape and device and
-reused (:func:`shape_cached`); those that depend on a decision are derived from its ``order``
-with a handful of ops.
+A sparse module gathers its kept units once and its pruned ones once, and writes each path's
+output in place into one full result. Index maps that depend only on a shape are built once per
+shape and device (:func:`shape_cached`); those that depend on a decision come from its
+``order``.
 
-- Tokens (:func:`~.routing.route_tokens`): rows of the flattened (B*N, C) tokens,
-  ``index_select`` / ``index_copy_`` (:meth:`~.decision.SparsityDecision.flat_rows`).
-- Windows (:func:`window_rows`): the rows of each window position in the unpadded (B*H*W, C)
-  tokens, with Swin's pad, cyclic shift and window partition folded into the index; padding
-  positions read any row (attention masks them to zero) and write to a spare row past the map.
-- Tiles (:func:`gather_tiles`, :func:`paste_tiles`): ``block x block`` tiles of a (B, C, H, W)
-  map, read with a halo through a strided view of the padded map and written in place into
-  one output. On CPU in eager mode one slice copy per tile is used instead (the fastest way
-  measured there, by far); elsewhere the same moves run as indexing ops (equal results,
-  tested).
+- Windows (:func:`window_sources`, :func:`window_rows`): the rows of each window position in
+  the (B*H*W, C) tokens, with Swin's pad, cyclic shift and window partition folded in.
+- Tiles (:func:`gather_tiles`, :func:`paste_tiles`): ``block x block`` tiles of a
+  (B, C, H, W) map, read with a halo. CPU eager mode copies one slice per tile, the
+  accelerator path (:mod:`.accelerator`) uses indexing ops; the results are equal (tested).
 """
 from functools import lru_cache
 from typing import Callable, Optional, Tuple, TypeVar
@@ -35,10 +28,8 @@ T = TypeVar('T')
 
 
 def shape_cached(build: Callable[..., T]) -> Callable[..., T]:
-    """``build(*shape_args, device)`` memoised per arguments; built afresh while ops are being
-    recorded (``torch.compile`` traces with fake tensors, which must not be kept). Cached maps
-    are built outside inference mode, so training steps may use maps first built under
-    ``torch.inference_mode()``."""
+    """``build(*shape_args, device)`` memoised per arguments, built afresh while tracing (fake
+    tensors must not be kept) and outside inference mode (training may reuse the maps)."""
 
     @lru_cache(maxsize=256)
     def cached(*args):

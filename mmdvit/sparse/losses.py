@@ -10,17 +10,15 @@ from .decision import SparsityDecision
 def keep_ratio_loss(decisions: Sequence[SparsityDecision]) -> Tensor:
     """Mean over predictors of mean over images of (kept fraction - target ratio)^2.
 
-    Decisions that could prune nothing (keep ratio 1.0: the predictor was skipped and
-    ``log_probs`` is ``None``, see :func:`~.decision.decide`) are not counted: they neither
-    add a term nor dilute the mean of the others.
+    Decisions without scores (``log_probs`` ``None``: nothing could be pruned, see
+    :func:`~.decision.decide`) neither add a term nor dilute the mean.
 
     Args:
-        decisions: the backbone's ``sparsity_decisions`` from a training forward; each
-            ``keep_mask`` is (B, N) and carries the straight-through gradient.
+        decisions: the decisions of a training forward; each ``keep_mask`` (B, N) carries the
+            straight-through gradient.
 
     Returns:
-        A scalar tensor; zero (on the masks' device) when no decision scored, e.g. when every
-        keep ratio is 1.0.
+        A scalar tensor; zero (on the masks' device) when no decision scored.
 
     Raises:
         ValueError: for an empty list (a model without predictors, or no forward pass yet).

@@ -11,24 +11,17 @@ from .decision import keep_margin
 
 
 def score_in_float32(predictor: nn.Module, x: Tensor, *args: Optional[Tensor]) -> Tensor:
-    """Run a predictor in float32 with autocast disabled, whatever surrounds the call.
-
-    Decisions (scores, Gumbel draws, top-k) must not depend on the compute dtype: under bf16 /
-    fp16 autocast, rounded scores reorder near-tied positions and change which ones are kept.
-    The tensor arguments are cast to float32 (the predictor's weights are float32); the result
-    is float32 log-probabilities.
-    """
+    """``predictor(x, *args)`` with autocast disabled and the tensors cast to float32, whatever
+    surrounds the call: float32 log-probabilities, so decisions do not depend on the compute
+    dtype (docs/method.md, 'Score predictor')."""
     with torch.autocast(x.device.type, enabled=False):
         return predictor(x.float(), *(a if a is None else a.float() for a in args))
 
 
 class ScorePredictor(nn.Module):
-    """Scores each position of a feature map with log-probabilities of (keep, prune).
-
-    ``in_conv`` embeds every position; half of the channels stay local, the other half are
-    averaged over positions (a global summary) and broadcast back; ``out_conv`` maps the
-    concatenation to two log-probabilities. Channel 0 means *keep*. Works for any number of
-    positions, so any H x W.
+    """Scores each position of a feature map with log-probabilities of (keep, prune), from a
+    local and a global (averaged) half of ``in_conv``'s channels through ``out_conv``
+    (docs/method.md, 'Score predictor'). Works for any number of positions.
 
     Args:
         embed_dims: C, the channels of the scored feature map.
@@ -74,14 +67,10 @@ class ScorePredictor(nn.Module):
 
 
 def detail_cue(x: Tensor, block: int, eps: float = 1e-12) -> Tensor:
-    """A cheap high-frequency cue per tile: where a map holds small or thin things.
-
-    The local energy of each position is the channel mean of its squared differences to the
-    next position right and below (0 past the map's border, so a constant map has none,
-    exactly); it is averaged over each ``block x block`` tile (ceil mode, as the predictor
-    pools) and divided by its mean over the image's tiles, so the cue does not depend on the
-    map's scale: ``log(1 + energy / mean energy)``, 0 on a flat map, high on the tiles of a
-    thin line.
+    """A scale-free high-frequency cue per tile: ``log(1 + energy / mean energy)``, where a
+    position's energy is the channel mean of its squared differences to the next position
+    right and below (0 past the border), averaged per tile (ceil mode) and the mean is over the
+    image's tiles. Exactly 0 on a constant map.
 
     Args:
         x: (B, C, H, W) the scored map.
@@ -113,31 +102,25 @@ def margin_log_probs(margin: Tensor) -> Tensor:
 
 
 class BlockScorePredictor(nn.Module):
-    """Scores the ``block x block`` tiles of a (B, C, H, W) map, cheaply.
+    """Scores the ``block x block`` tiles of a (B, C, H, W) map: each tile average-pooled (ceil
+    mode), projected to ``embed_dims`` (1x1) and scored by a :class:`ScorePredictor`.
 
-    Each tile is average-pooled to one vector (ceil mode: the last row / column of tiles may be
-    partial), projected to ``embed_dims`` channels (1x1) and scored by a
-    :class:`ScorePredictor` (local half per tile, global half averaged over the tiles of the
-    image). Working on pooled tiles and a narrow projection keeps the predictor a small
-    fraction of the convolution it gates, even at 1/4 scale.
-
-    Average pooling blurs a small object inside a tile; two options help keep such tiles, both
-    acting on the keep margin ``log p(keep) - log p(prune)`` of every tile, so training (Gumbel
-    draws) and inference (top-k) rank by the same scores and the keep ratio is unchanged:
-
-    - ``detail_cue``: adds ``detail_weight`` (a learned scalar, starting at 1) times the
-      tile's :func:`detail_cue` of the scored map, centred over the image's tiles: tiles with
-      local detail (thin lines, small objects) rank higher from the first iteration.
-    - ``neighbour_bonus`` (b > 0): adds ``b`` times the largest margin of the tile's 3x3
-      neighbourhood (:func:`neighbour_max`): the tiles around a strongly kept one rank higher,
-      so a thing cut by a tile border keeps its neighbour tiles within the same budget.
+    Two options favour tiles holding small or thin things (docs/method.md, 'Heads and
+    necks'). Both add to the keep margin ``log p(keep) - log p(prune)`` of each tile, so
+    training and inference rank by the same scores and the keep ratio is unchanged; both off,
+    the output is the :class:`ScorePredictor`'s.
 
     Args:
         in_channels: C of the scored map.
-        embed_dims: width of the projection and of the score MLP.
-        block: tile size (1 scores every position).
-        detail_cue: add the high-frequency cue (adds the ``detail_weight`` parameter).
-        neighbour_bonus: weight b >= 0 of the neighbourhood's best margin; 0 (default) is off.
+        embed_dims: width of the projection and of the score MLP, >= 4.
+        block: tile size, >= 1 (1 scores every position).
+        detail_cue: add ``detail_weight`` (a learned scalar, starting at 1) times the tile's
+            :func:`detail_cue`, centred over the image's tiles.
+        neighbour_bonus: b >= 0; adds b times the largest margin of the tile's 3x3
+            neighbourhood (:func:`neighbour_max`); 0 (default) is off.
+
+    Raises:
+        ValueError: for a bad ``block``, ``embed_dims`` or ``neighbour_bonus``.
     """
 
     def __init__(self, in_channels: int, embed_dims: int = 64, block: int = 16,

@@ -1,4 +1,5 @@
-"""Asymmetric computation: kept positions take the slow path, pruned ones the fast path."""
+"""Asymmetric computation: kept positions take the slow path, pruned ones the fast path
+(docs/method.md, 'Asymmetric computation')."""
 from typing import Callable, Optional
 
 import torch
@@ -12,15 +13,10 @@ Path = Callable[[Tensor], Tensor]
 def route_tokens(x: Tensor, slow: Path, fast: Path, decision: SparsityDecision) -> Tensor:
     """Apply ``slow`` to kept positions and ``fast`` to pruned ones.
 
-    Training (no ``num_keep``): one merged stream, ``m * slow(x) + (1 - m) * fast(x)`` with the
-    straight-through hard mask ``m``; its value equals the inference result for the same kept
-    set (docs/method.md, 'Training equals inference'). Inference: the kept rows and the pruned
-    rows are each copied out contiguously (``index_select`` on the flattened (B*N, C) tokens),
-    the slow path runs on the first, the fast path on the second, and both are copied into one
-    full-size buffer (``index_copy_``). Row copies move whole rows with a scalar index per row
-    (a gather with an expanded (B, N, C) index reads C indices per row), and the paths read
-    contiguous inputs; the result is bitwise the one of a gather / slice / cat / scatter
-    formulation (tested).
+    Training (no ``num_keep``): one merged stream ``m * slow(x) + (1 - m) * fast(x)`` with the
+    straight-through hard mask ``m``, equal in value to inference for the same kept set.
+    Inference: ``slow`` sees only the kept rows, ``fast`` only the pruned ones (each
+    contiguous, kept rows in ``order``); bitwise equal to a gather / scatter formulation.
 
     Args:
         x: (B, N, C) tokens.
@@ -63,14 +59,12 @@ def route_windows(windows: Tensor, slow: Path, fast: Path, decision: SparsityDec
 
     Args:
         windows: (B, nW, T, C), the T positions of each of the nW windows of every image.
-        slow: (B, n, T, C) windows -> (B, n, T, C_out) (n = nW in training and when every
-            window is kept).
+        slow: (B, n, T, C) windows -> (B, n, T, C_out).
         fast: position-wise map (B, n, C) -> (B, n, C_out).
         decision: a decision over the nW windows.
 
     Returns:
-        (B, nW, T, C_out) path outputs, kept windows from ``slow`` and pruned ones from
-        ``fast``; training mixes both with the straight-through mask of each window.
+        (B, nW, T, C_out) path outputs.
     """
     batch, num, tokens, channels = windows.shape
 

@@ -1,30 +1,7 @@
-"""Spatially sparse convolution over tiles: the full kxk convolution on kept tiles of a map, a
-1x1 fast path (optionally after a depthwise 3x3) elsewhere, and the full (B, C_out, H, W) map
-out.
-
-The map is cut into ``block x block`` tiles (the last row / column of tiles may reach past the
-map). A decision keeps or prunes whole tiles. Both modes live in :func:`sparse_conv2d`, as
-:func:`~.routing.route_tokens` does for tokens:
-
-- Training: one merged stream ``m * conv_kxk(x) + (1 - m) * conv_1x1(x)`` over the whole map,
-  with the straight-through hard tile mask ``m`` spread over each tile's positions.
-- Inference: the kept tiles are gathered *with a halo* of ``dilation * (k - 1) / 2`` positions
-  (their neighbours, or zeros at the map border) into one batch and run through the dense
-  convolution without padding; the pruned tiles are gathered without halo and run through the
-  1x1 fast path; both are pasted into one output map. For the same kept tiles the two modes
-  give the same map (a kept position reads the same neighbours either way).
-
-Why tiles: the batch of tiles goes through the same optimised convolution kernel as the dense
-model, and the only extra work is the halo, ``((T + 2h) / T)^2`` for tile size T (1.27x for
-16x16 tiles of a 3x3 convolution). A per-position gather of neighbours (im2col of the kept
-positions) moves k*k times the input and runs a plain matrix product, which realised far less
-of the FLOPs-implied speed-up in our measurements (docs/whole_model.md). Batches of tiles also
-run faster per FLOP than the whole map through oneDNN on the project CPU, for the 1x1 fast path
-as much as for the kxk convolution.
-
-Inference moves tiles with :func:`~.gather.gather_tiles` and :func:`~.gather.paste_tiles`:
-one gather of the kept tiles (with halo) and one of the pruned ones, and both outputs written in
-place into one output map.
+"""Spatially sparse convolution over ``block x block`` tiles (docs/whole_model.md, 'How a
+sparse convolution computes'). Training runs one merged stream over the whole map; inference
+convolves the kept tiles gathered with their halo (:mod:`.gather`), runs the fast path on the
+pruned ones and pastes both into one map.
 """
 from typing import Optional
 
@@ -51,15 +28,14 @@ def fast_path_conv(x: Tensor, fast_weight: Tensor, fast_bias: Optional[Tensor],
 def sparse_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], fast_weight: Tensor,
                   fast_bias: Optional[Tensor], decision: SparsityDecision, block: int,
                   dilation: int = 1, fast_dw: Optional[Tensor] = None) -> Tensor:
-    """Slow path (the kxk convolution) on kept tiles, fast path (1x1, optionally after a
-    depthwise 3x3) on pruned ones.
+    """The kxk convolution on kept tiles (equal there to the dense convolution), the fast path
+    (1x1, optionally after a depthwise convolution) on pruned ones.
 
     Args:
         x: (B, C_in, H, W).
         weight, bias: the kxk convolution (k odd; stride 1, padding ``dilation * (k - 1) / 2``).
         fast_weight, fast_bias: the 1x1 fast path, (C_out, C_in, 1, 1) and (C_out,) or None.
-        decision: over the tiles of x (``keep_mask`` (B, rows * cols), row-major, see
-            :func:`block_grid`).
+        decision: over the row-major tiles of x (``hw_shape`` = :func:`block_grid`).
         block: tile size T.
         dilation: of the kxk convolution.
         fast_dw: (C_in, 1, k', k') depthwise kernel (k' odd, zero padding, dilation 1) run
@@ -67,6 +43,9 @@ def sparse_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], fast_weight
 
     Returns:
         (B, C_out, H, W), the same in both modes for the same kept tiles.
+
+    Raises:
+        ValueError: when ``decision.hw_shape`` is not the tile grid of x.
     """
     batch, _, height, width = x.shape
     grid = block_grid(height, width, block)

@@ -1,19 +1,6 @@
-"""Window-granular decisions: a window of a map is the unit that is kept or pruned.
-
-A map of H x W positions, padded at the bottom and right to multiples of the window size ``ws``
-(as Swin pads it for attention), is a grid of ``rows x cols`` windows. A predictor scores each
-window from its pooled positions (:func:`pool_windows`) and a decision keeps windows.
-
-Swin's shifted blocks partition the cyclically shifted map, whose windows straddle four
-windows of the regular grid. :func:`shifted_decision` carries a regular-grid decision over to
-the shifted grid with the same number of kept windows per image: the shifted windows that
-contain the most kept positions, ties broken by the predictor's keep margin
-(``log p(keep) - log p(prune)``, which does not saturate) averaged over the window's positions
-(real positions only: padding counts for neither). In training the mask
-it returns is hard (the same rule applied to each image's own number of kept windows) with the
-straight-through gradient of the kept fraction of each shifted window, so the shifted blocks
-train the predictor too.
-"""
+"""Window-granular decisions: the attention window is the unit kept or pruned, on the grid of
+windows of the map padded to multiples of the window size (docs/method.md, 'Window granularity
+(Swin) and every stage sparse')."""
 from typing import Tuple
 
 import torch
@@ -51,9 +38,7 @@ def pool_windows(tokens: Tensor, hw_shape: HW, window_size: int) -> Tuple[Tensor
 
 def shifted_order(kept: Tensor, margin: Tensor) -> Tensor:
     """(B, n) shifted windows ranked by kept-position count (descending), ties by mean keep
-    margin (descending), then by position: a lexicographic order, as two stable sorts (by
-    margin, then by count). The margin does not saturate where the keep probability does
-    (see :func:`~.decision.keep_margin`), so confident windows still rank by the predictor.
+    margin (descending), then by position (two stable sorts).
 
     Args:
         kept: (B, n) kept positions per shifted window (rounded to whole counts here).
@@ -66,24 +51,24 @@ def shifted_order(kept: Tensor, margin: Tensor) -> Tensor:
 
 def shifted_decision(decision: SparsityDecision, window_size: int, shift: int,
                      hw_shape: HW) -> SparsityDecision:
-    """The decision over the windows of the map shifted by ``-shift`` that corresponds to
-    ``decision`` (over the regular windows of the same padded map); see the module docstring.
-    Only the real positions of the (H, W) = ``hw_shape`` map count, padding does not.
+    """Carry ``decision`` (over the regular windows of the padded (H, W) = ``hw_shape`` map) to
+    the windows of the map shifted by ``-shift``, keeping as many windows per image, ranked by
+    :func:`shifted_order` (kept real positions counted, padding not).
 
-    Returns ``decision`` itself for ``shift == 0`` or when it keeps every window without
-    scores.
+    Returns:
+        ``decision`` itself for ``shift == 0`` or when it keeps every window without scores.
+        At inference a decision with the same ``num_keep`` and a hard mask; in training a
+        hard mask with the straight-through gradient of each shifted window's kept fraction,
+        so shifted blocks train the predictor too.
     """
     if shift == 0 or decision.log_probs is None:
         return decision
     mask = decision.keep_mask
-    # (i, j): real positions of regular window j in shifted window i (shape-only, cached).
     overlap, overlap32, size = shifted_overlap(tuple(decision.hw_shape), window_size, shift,
                                                tuple(hw_shape), mask.device)
     kept = mask @ overlap32.T
-    # Summed in float64 (exact for float32 margins of similar magnitude, in any summation
-    # order): windows whose means are equal (e.g. shifted windows straddling the same regular
-    # windows alike) stay exactly tied in every runtime, so the tie-break by position decides
-    # them alike (ONNX Runtime included).
+    # Summed in float64 so that equal means stay exactly tied in every runtime (ONNX Runtime
+    # included) and the tie-break by position decides them alike.
     margin = keep_margin(decision.log_probs.detach()).double() @ overlap.T / size
     order = shifted_order(kept.detach(), margin.float())
     if decision.num_keep is not None:
