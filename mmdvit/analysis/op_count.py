@@ -4,7 +4,7 @@ At batch 1-8 a GPU runs these models launch-bound: every small kernel costs time
 size, so the number of ops a forward launches is what the sparse paths must keep close to the
 dense model's. :func:`count_ops` counts the aten ops that reach the dispatcher's kernels under a
 ``TorchDispatchMode``, with the sparse modules on their accelerator path
-(:func:`~mmdvit.sparse.accelerator.accelerator_path`, the code a GPU runs), and leaves
+(:func:`~mmdvit.sparse.accelerator_path`, the code a GPU runs), and leaves
 out :data:`METADATA_OPS`: views and other ops that only change a tensor's metadata (shape,
 strides, offset) and launch no kernel.
 """

@@ -17,6 +17,9 @@ Data flow, with the file to read for each step:
      (``gate.py``, a predictor and a fast path for a convolution owned elsewhere); tiles move
      with ``gather.py``.
 4. Keep-ratio loss: ``losses.py``, :func:`keep_ratio_loss` over a forward's decisions.
+
+Beside the flow: ``accelerator.py`` (which code path moves data, :func:`accelerator_path`) and
+``weight_init.py`` (:func:`trunc_normal_init`).
 """
 from .accelerator import accelerator_path
 from .decision import (SparsityDecision, decide, decision_label, keep_margin, model_decisions,

@@ -1,10 +1,6 @@
-"""Which code path the sparse modules take (tile movement, the finiteness check of scores).
-
-The *accelerator path* (tensor ops only: no host synchronisation, no data-dependent Python
-control flow) is taken on any device other than the CPU and whenever ops are being recorded
-(tracing, ``torch.compile``, ONNX export); CPU eager mode may copy per tile and read values
-back. Both give equal results. :func:`accelerator_path` forces the first on CPU.
-"""
+"""The *accelerator path*: tensor ops only, no host synchronisation or data-dependent Python
+control flow (tile movement, the finiteness check of scores). Taken off CPU and while ops are
+recorded (tracing, ``torch.compile``, export); equal results to CPU eager mode."""
 from contextlib import contextmanager
 from typing import Iterator
 

@@ -1,15 +1,7 @@
-"""Index movement of the sparse paths at inference: windows and tiles.
-
-A sparse module gathers its kept units once and its pruned ones once, and writes each path's
-output in place into one full result. Index maps that depend only on a shape are built once per
-shape and device (:func:`shape_cached`); those that depend on a decision come from its
-``order``.
-
-- Windows (:func:`window_sources`, :func:`window_rows`): the rows of each window position in
-  the (B*H*W, C) tokens, with Swin's pad, cyclic shift and window partition folded in.
-- Tiles (:func:`gather_tiles`, :func:`paste_tiles`): ``block x block`` tiles of a
-  (B, C, H, W) map, read with a halo. CPU eager mode copies one slice per tile, the
-  accelerator path (:mod:`.accelerator`) uses indexing ops; the results are equal (tested).
+"""Index movement of the sparse paths at inference: one gather of the kept windows or tiles,
+one of the pruned ones, in-place writes of both outputs. Index maps that depend only on a shape
+are cached (:func:`shape_cached`). Tiles move by one slice copy each in CPU eager mode, by
+indexing ops on the accelerator path (:mod:`.accelerator`), with equal results (tested).
 """
 from functools import lru_cache
 from typing import Callable, Optional, Tuple, TypeVar
@@ -66,9 +58,8 @@ def _padded(x: Tensor, block: int, halo: int) -> Tensor:
 
 
 def tile_coords(order: Tensor, cols: int, k: int) -> Tuple[Coords, Coords]:
-    """(image, tile row, tile column) of the kept (the first k of a decision's ``order``
-    (B, N)) and of the pruned tiles, each broadcastable to (B, k) and (B, N - k): the advanced
-    indices of a (B, rows, cols, ...) view."""
+    """(image, tile row, tile column) of the kept tiles (the first k of ``order`` (B, N)) and of
+    the pruned ones, broadcastable to (B, k) and (B, N - k)."""
     image = torch.arange(order.shape[0], device=order.device).unsqueeze(1)
     row = order.div(cols, rounding_mode='floor')
     col = order - row * cols
@@ -137,15 +128,13 @@ def _window_positions(hw_shape: HW, window_size: int, shift: int,
 @shape_cached
 def window_sources(batch: int, hw_shape: HW, window_size: int, shift: int,
                    device: torch.device) -> Tuple[Tensor, Optional[Tensor]]:
-    """Where each position of Swin's windows is read from and written to in the flattened
-    (B * H * W, C) tokens of B (H, W) maps (pad, cyclic shift by ``-shift`` and window
-    partition folded into one index).
+    """The rows of the (B*H*W, C) tokens of B (H, W) maps that each position of Swin's windows
+    (pad, cyclic shift by ``-shift``, partition) reads and writes.
 
     Returns:
-        ``rows`` (2, B, nW, T) long: ``[0]`` the row each window position reads (row 0 for
-        padding, whose value attention masks out), ``[1]`` the row it writes (the spare row
-        B * H * W, past the maps, for padding); ``valid`` (nW, T, 1) float, 1 at real
-        positions and 0 at padding (``None`` without padding, where both rows agree).
+        ``rows`` (2, B, nW, T) long: ``[0]`` the row read (row 0 at padding, which attention
+        masks out), ``[1]`` the row written (the spare row B*H*W at padding); ``valid``
+        (nW, T, 1) float, 0 at padding (``None`` without padding).
     """
     positions = hw_shape[0] * hw_shape[1]
     index = _window_positions(hw_shape, window_size, shift, device)
@@ -169,14 +158,12 @@ def window_rows(rows: Tensor, order: Tensor) -> Tensor:
 @shape_cached
 def shifted_overlap(grid: HW, window_size: int, shift: int, hw_shape: HW,
                     device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
-    """How the windows of the map shifted by ``-shift`` (Swin's ``torch.roll``) overlap the
-    regular windows: ``values @ overlap.T`` sums per-window values over each shifted window's
-    real positions (those of the (H, W) = ``hw_shape`` map, padding excluded).
+    """How the windows of the map shifted by ``-shift`` overlap the regular ones.
 
     Returns:
-        ``overlap`` (nW, nW) float64, entry (i, j) the real positions of regular window j in
-        shifted window i; the same in float32; ``size`` (nW,) float64, the real positions of
-        each shifted window (at least 1).
+        ``overlap`` (nW, nW) float64, (i, j) the real positions (of the (H, W) = ``hw_shape``
+        map) of regular window j in shifted window i; the same in float32; ``size`` (nW,)
+        float64, the real positions of each shifted window (at least 1).
     """
     index = _window_positions(hw_shape, window_size, shift, device)
     rows, cols = grid

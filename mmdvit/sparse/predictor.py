@@ -43,16 +43,8 @@ class ScorePredictor(nn.Module):
         trunc_normal_init(self)
 
     def forward(self, x: Tensor, policy: Optional[Tensor] = None) -> Tensor:
-        """Score positions.
-
-        Args:
-            x: (B, N, C) tokens of the feature map (row-major H x W positions).
-            policy: optional (B, N, 1) keep mask; when given, the global summary averages only
-                the kept positions (plain ViTs). ``None`` averages all positions.
-
-        Returns:
-            (B, N, 2) log-probabilities; ``[..., 0]`` is the keep score.
-        """
+        """x: (B, N, C) tokens -> (B, N, 2) log-probabilities (``[..., 0]`` = keep). With a
+        ``policy`` (B, N, 1) keep mask (plain ViTs) the global half averages kept tokens only."""
         x = self.in_conv(x)
         half = x.shape[-1] // 2
         local, global_ = x[..., :half], x[..., half:]
@@ -67,18 +59,11 @@ class ScorePredictor(nn.Module):
 
 
 def detail_cue(x: Tensor, block: int, eps: float = 1e-12) -> Tensor:
-    """A scale-free high-frequency cue per tile: ``log(1 + energy / mean energy)``, where a
-    position's energy is the channel mean of its squared differences to the next position
-    right and below (0 past the border), averaged per tile (ceil mode) and the mean is over the
-    image's tiles. Exactly 0 on a constant map.
-
-    Args:
-        x: (B, C, H, W) the scored map.
-        block: tile size.
-
-    Returns:
-        (B, rows * cols) float, row-major tiles.
-    """
+    """x: (B, C, H, W) -> (B, rows * cols) scale-free high-frequency cue of each row-major
+    ``block x block`` tile (ceil mode): ``log(1 + energy / mean energy)``, the energy of a
+    position being the channel mean of its squared differences to the next position right and
+    below (0 past the border), averaged per tile, the mean over the image's tiles. Exactly 0 on
+    a constant map."""
     dx = F.pad((x[..., :, 1:] - x[..., :, :-1]).pow(2).mean(dim=1, keepdim=True), (0, 1))
     dy = F.pad((x[..., 1:, :] - x[..., :-1, :]).pow(2).mean(dim=1, keepdim=True), (0, 0, 0, 1))
     energy = dx + dy

@@ -19,16 +19,8 @@ def window_grid(hw_shape: HW, window_size: int) -> HW:
 
 
 def pool_windows(tokens: Tensor, hw_shape: HW, window_size: int) -> Tuple[Tensor, HW]:
-    """Average the positions of every window (padding excluded).
-
-    Args:
-        tokens: (B, H*W, C), row-major positions of an (H, W) map.
-        hw_shape: (H, W).
-        window_size: ws.
-
-    Returns:
-        (B, rows*cols, C) window means (row-major windows) and the grid (rows, cols).
-    """
+    """tokens (B, H*W, C) of an (H, W) = ``hw_shape`` map -> (B, rows*cols, C) means of the
+    real positions of each window (row-major) and the grid (rows, cols)."""
     batch, _, channels = tokens.shape
     grid = tokens.transpose(1, 2).reshape(batch, channels, *hw_shape)
     # ceil_mode pools the partial last row / column over its real positions only.

@@ -171,7 +171,7 @@ class DynamicSwinBlock(nn.Module):
     - Window decisions: a kept window runs the whole block (window attention, then FFN) as a
       rectangular batch of kept windows; a pruned window skips attention and its positions take
       ``x + fast_path(x)``. Shifted blocks use the decision carried over to the shifted window
-      grid (:func:`~mmdvit.sparse.windows.shifted_decision`).
+      grid (:func:`~mmdvit.sparse.shifted_decision`).
 
     Args:
         sparse: build the fast path (the block runs at or after a predictor).

@@ -72,11 +72,9 @@ class Attention(nn.Module):
     """Multi-head self-attention; with a ``policy`` no token attends to a pruned one.
 
     The masked attention of training (``policy`` given, gradients on) runs under activation
-    checkpointing: its (B, heads, N, N) float32 intermediates are recomputed in the backward
-    pass instead of stored, which keeps training memory near the dense model's (whose fused
-    ``scaled_dot_product_attention`` stores none). Values and gradients are bitwise those of
-    the plain computation (the recomputation repeats the same ops; dropout replays its RNG
-    state); the cost is one more attention forward per masked block in the backward pass.
+    checkpointing: its (B, heads, N, N) intermediates are recomputed in the backward pass
+    (docs/efficiency.md, 'The sparse path and what makes it fast'), with values and gradients
+    bitwise those of the plain computation (dropout replays its RNG state).
 
     Args:
         embed_dims: C.

@@ -35,18 +35,11 @@ class DynamicUPerHead(UPerHead):
         block_size: tile size at level 0 (1/4 scale); level i uses ``block_size / 2**i``, so
             every tile covers the same image area.
         score_dims: width of each score predictor.
-        fast_path_kind: what pruned tiles compute: ``'1x1'`` (a 1x1 convolution, the default)
-            or ``'dw3x3'`` (a depthwise 3x3, then the 1x1: 3x3 context for small things in
-            pruned tiles at 9 more MACs per input channel and position; adds
-            ``gate.fast_path_dw`` parameters). See
+        fast_path_kind: what pruned tiles compute: ``'1x1'`` (default) or ``'dw3x3'`` (a
+            depthwise 3x3, then the 1x1; adds ``gate.fast_path_dw``), see
             :class:`~mmdvit.sparse.SparseConvGate`.
-        detail_cue: each predictor also ranks tiles by a cheap high-frequency cue of its input
-            (local energy per tile; adds a ``detail_weight`` scalar per gate), so tiles holding
-            small or thin things are kept. Off by default.
-        neighbour_bonus: b >= 0: each tile's keep score gains b times the best score of its
-            3x3 neighbourhood of tiles, so the tiles around strongly kept ones are kept too,
-            within the same keep ratio. 0 (default) is off. Both options:
-            :class:`~mmdvit.sparse.BlockScorePredictor`.
+        detail_cue, neighbour_bonus: options of every predictor that favour tiles holding small
+            or thin things (:class:`~mmdvit.sparse.BlockScorePredictor`); off by default.
         **kwargs: ``UPerHead``'s arguments (``pool_scales``, ``in_channels``, ``channels``,
             ``norm_cfg``, ...).
     """

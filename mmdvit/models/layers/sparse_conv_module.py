@@ -15,8 +15,8 @@ FLAGS = ('order', 'with_norm', 'with_activation', 'with_bias', 'with_explicit_pa
 
 
 def unsupported(module: ConvModule) -> List[str]:
-    """What a ``ConvModule`` does that the sparse convolution (:func:`~mmdvit.sparse.
-    sparse_conv.sparse_conv2d`) cannot compute; empty when it can compute all of it."""
+    """What a ``ConvModule`` does that the sparse convolution
+    (:func:`~mmdvit.sparse.sparse_conv2d`) cannot compute; empty when it can compute all of it."""
     conv = module.conv
     if type(conv) is not nn.Conv2d:
         return [f'a {type(conv).__name__} convolution (conv_cfg={module.conv_cfg})']
