@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from .weight_init import trunc_normal_init
 from .decision import keep_margin
+from .gather import check_tile_size
 
 
 def score_in_float32(predictor: nn.Module, x: Tensor, *args: Optional[Tensor]) -> Tensor:
@@ -143,9 +144,9 @@ class BlockScorePredictor(nn.Module):
     def __init__(self, in_channels: int, embed_dims: int = 64, block: int = 16,
                  detail_cue: bool = False, neighbour_bonus: float = 0.0) -> None:
         super().__init__()
-        if block < 1 or embed_dims < 4:
-            raise ValueError(f'BlockScorePredictor: block={block} must be >= 1 and '
-                             f'embed_dims={embed_dims} >= 4.')
+        check_tile_size(block, 'BlockScorePredictor: block')
+        if embed_dims < 4:
+            raise ValueError(f'BlockScorePredictor: embed_dims={embed_dims} must be >= 4.')
         if neighbour_bonus < 0:
             raise ValueError(f'BlockScorePredictor: neighbour_bonus={neighbour_bonus} must be '
                              '>= 0 (0 turns it off).')
