@@ -46,14 +46,14 @@ def test_imported_modules_resolves_every_spelling(tmp_path):
     }
 
 
-@pytest.mark.parametrize('path', sorted((ROOT / 'mmdvit' / 'analysis').glob('*.py')),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize('path', sorted((ROOT / 'mmdvit' / 'analysis').rglob('*.py')),
+                         ids=lambda p: str(p.relative_to(ROOT)))
 def test_analysis_does_not_import_deploy(path):
     assert not [n for n in imported_modules(path) if within(n, 'mmdvit.deploy')]
 
 
-@pytest.mark.parametrize('path', sorted((ROOT / 'mmdvit' / 'sparse').glob('*.py')),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize('path', sorted((ROOT / 'mmdvit' / 'sparse').rglob('*.py')),
+                         ids=lambda p: str(p.relative_to(ROOT)))
 def test_core_imports_torch_stdlib_and_itself_only(path):
     allowed = {'torch', *sys.stdlib_module_names}
     foreign = [n for n in imported_modules(path)

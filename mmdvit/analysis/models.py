@@ -74,8 +74,8 @@ def upstream_backbone_config(backbone_cfg: ConfigDict) -> ConfigDict:
     cls = dynamic_backbone_class(backbone_cfg)
     upstream = UPSTREAM_TYPES.get(f'mmdvit.{cls.__name__}')
     if upstream is None:
-        raise ValueError(f'no upstream dense counterpart is known for {cls.__name__}; known: '
-                         f'{sorted(UPSTREAM_TYPES)}.')
+        raise ValueError(f'no upstream dense counterpart is known for {cls.__name__} (mmdvit '
+                         f'types with one: {sorted(UPSTREAM_TYPES)}).')
     cfg = ConfigDict({k: v for k, v in backbone_cfg.items() if k not in SPARSITY_ARGS})
     cfg.type = upstream
     if cls.__name__ == 'DynamicSwinTransformer':

@@ -66,7 +66,7 @@ def check_tile_size(size: int, where: str) -> None:
                          'positions of the map).')
 
 
-def pad_to_multiple(x: Tensor, multiple: int, halo: int = 0, value: float = 0,
+def pad_to_multiple(x: Tensor, multiple: int, halo: int = 0, value: float = 0.0,
                     channels_last: bool = False) -> Tensor:
     """x padded with ``value`` at the bottom and right so that H and W become multiples of
     ``multiple``, and by ``halo`` more on every side; x itself when nothing is added.

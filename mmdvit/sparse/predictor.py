@@ -1,6 +1,6 @@
 """The light score predictor that rates every spatial location (docs/method.md, 'Score
 predictor')."""
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from .weight_init import trunc_normal_init
 from .decision import keep_margin
-from .gather import check_tile_size
+from .gather import HW, check_tile_size
 
 
 def score_in_float32(predictor: nn.Module, x: Tensor, *args: Optional[Tensor]) -> Tensor:
@@ -100,7 +100,7 @@ def detail_cue(x: Tensor, block: int, eps: float = 1e-12) -> Tensor:
     return torch.log1p(energy / energy.mean(dim=1, keepdim=True).clamp_min(eps))
 
 
-def neighbour_max(margin: Tensor, grid: Tuple[int, int]) -> Tensor:
+def neighbour_max(margin: Tensor, grid: HW) -> Tensor:
     """(B, rows * cols) keep margins -> the largest margin of each tile's 3x3 neighbourhood on
     the ``grid`` of tiles (the tile itself included), (B, rows * cols)."""
     grid_margin = margin.view(-1, 1, *grid)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from ...registry import MODELS
 from ..checkpoint.vit import convert_vit_checkpoint, resize_pos_embed
 from ...sparse import SparsityDecision, build_schedule, drop_pruned
+from ...sparse.gather import HW
 from ...sparse.weight_init import trunc_normal_init
 from .base import DynamicBackbone
 from .vit_layers import PatchEmbed, ViTBlock
@@ -153,7 +154,7 @@ class DynamicPlainViT(DynamicBackbone):
             state['pos_embed'] = resize_pos_embed(state['pos_embed'], self.patch_resolution)
         return state, layout, dropped
 
-    def _pos_embed(self, grid: Tuple[int, int]) -> Tensor:
+    def _pos_embed(self, grid: HW) -> Tensor:
         if grid == self.patch_resolution:
             return self.pos_embed
         return resize_pos_embed(self.pos_embed, grid)
