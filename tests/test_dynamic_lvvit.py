@@ -2,6 +2,7 @@
 (raoyongming/DynamicViT models/dylvvit.py) at keep ratio 1, with forced masks in training and
 with their top-k inference at real size; exact token counts; training equal to inference for the
 same kept tokens; the releases' checkpoints; the published GFLOPs; argument checks."""
+import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -16,7 +17,7 @@ from torch import Tensor
 
 from mmdvit.analysis.complexity import complexity
 from mmdvit.analysis.inputs import sample_photos
-from mmdvit.models import DynamicLVViT, LVViTClsHead, keep_ratio_loss
+from mmdvit.models import DynamicLVViT, DynamicViT, LVViTClsHead, keep_ratio_loss
 from mmdvit.models.checkpoint.lvvit import convert_lvvit_classifier_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -440,3 +441,21 @@ def test_converter_tool_detects_lvvit_releases(tmp_path):
     assert set(written) == set(expected)
     assert {'head.head.weight', 'head.aux_head.weight'} <= set(written)
     assert 'backbone.score_predictors.0.2.out_conv.4.weight' in written
+
+
+@pytest.mark.parametrize('cls, names, optional, mlp_ratio', [
+    (DynamicViT, ['base', 'deit-256', 'deit-base', 'deit-small', 'deit-tiny', 'large'],
+     'mlp_ratio', 4),
+    (DynamicLVViT, ['lvvit-m', 'lvvit-s'], 'mlp_ratio, skip_lam', 3),
+])
+def test_deit_and_lvvit_share_the_architecture_lookup(cls, names, optional, mlp_ratio):
+    """One lookup for both plain ViTs: each names its own architectures and optional keys, and
+    fills the keys an arch dict omits with its own defaults (LV-ViT: MLP ratio 3, skip_lam 1)."""
+    with pytest.raises(ValueError, match=re.escape(f"arch='x' is unknown; use one of {names}")):
+        cls(arch='x')
+    with pytest.raises(ValueError, match=re.escape(f'(and optionally {optional})')):
+        cls(arch=dict(embed_dims=32, num_layers=2))
+    model = cls(arch=dict(embed_dims=32, num_layers=2, num_heads=2), img_size=32,
+                pruning_locs=(), keep_ratios=())
+    assert model.blocks[1].mlp.fc1.out_features == 32 * mlp_ratio
+    assert model.blocks[1].skip_lam == 1.0

@@ -1,12 +1,16 @@
 """The sparsification machinery: schedules, decisions, routing, the keep-ratio loss."""
+import re
+
 import pytest
 import torch
 from torch import nn
 
-from mmdvit.sparse import (ScorePredictor, build_schedule, decide, drop_pruned,
-                                  keep_ratio_loss, route_tokens)
+from mmdvit.sparse import (BlockScorePredictor, ScorePredictor, SparseConvGate, build_schedule,
+                           decide, drop_pruned, keep_ratio_loss, route_tokens)
 from mmdvit.sparse import decision as decision_module
 from mmdvit.sparse.decision import NONFINITE_ENV, num_kept
+from mmdvit.sparse.gate import check_gate_args
+from mmdvit.sparse.gather import pad_to_multiple
 
 SWIN_LOCS = {6: (1, 2, 3), 18: (2, 4, 6)}
 
@@ -43,6 +47,47 @@ def test_schedule_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_schedule((2, 2, 6, 2), args['sparse_stages'], args['pruning_locs'],
                        args['keep_ratios'], SWIN_LOCS)
+
+
+@pytest.mark.parametrize('ratio', [0.0, 1.5])
+def test_backbone_schedule_and_conv_gate_share_the_keep_ratio_check(ratio):
+    """One check for every keep ratio: a backbone's schedule and a head's gate raise the same
+    message, each naming its owner."""
+    expected = f'keep ratio {ratio} must satisfy 0 < ratio <= 1'
+    with pytest.raises(ValueError,
+                       match=re.escape(f'keep_ratios=(0.7, 0.5, {ratio}): {expected}')):
+        build_schedule((2, 2, 6, 2), (2, ), None, (0.7, 0.5, ratio), SWIN_LOCS)
+    with pytest.raises(ValueError, match=re.escape(f'decode_head (gate 2): {expected}')):
+        SparseConvGate(8, 8, ratio, index=2, source='decode_head')
+
+
+def test_conv_gates_and_block_predictor_share_the_tile_size_check():
+    """One check for every tile size: a head's gate arguments and the tile predictor raise the
+    same message, each naming its argument."""
+    expected = '=0 must be >= 1 (the side of a square tile'
+    with pytest.raises(ValueError, match=re.escape('DynamicFPN: block_size' + expected)):
+        check_gate_args('DynamicFPN', 'sparse_levels', (0, ), (0.5, ), 0, 4, 'the FPN')
+    with pytest.raises(ValueError, match=re.escape('BlockScorePredictor: block' + expected)):
+        BlockScorePredictor(8, block=0)
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('size, multiple, halo', [((7, 9), 4, 0), ((8, 4), 4, 0), ((5, 6), 3, 2)])
+def test_pad_to_multiple_matches_an_explicit_padding(size, multiple, halo, channels_last):
+    """Bottom / right up to the multiple plus ``halo`` around, in both layouts; the input itself
+    when nothing is added."""
+    x = torch.randn(2, 3, *size)
+    height, width = (-(-s // multiple) * multiple for s in size)
+    expected = torch.full((2, 3, height + 2 * halo, width + 2 * halo), -1.0)
+    expected[..., halo:halo + size[0], halo:halo + size[1]] = x
+    if channels_last:
+        out = pad_to_multiple(x.permute(0, 2, 3, 1), multiple, halo, -1.0, channels_last=True)
+        out = out.permute(0, 3, 1, 2)
+    else:
+        out = pad_to_multiple(x, multiple, halo, -1.0)
+    assert torch.equal(out, expected)
+    if (height, width, halo) == (*size, 0):
+        assert out.data_ptr() == x.data_ptr()
 
 
 def test_schedule_without_published_default_asks_for_locations():

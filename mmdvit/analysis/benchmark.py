@@ -9,7 +9,6 @@ with sparsification disabled, which separates the sparse path's gain from implem
 differences with upstream).
 """
 import contextlib
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -56,6 +55,10 @@ class Subject:
         model = self.models[which]
         args, kwargs = self.inputs[which](batch)
         return lambda: model(*args, **kwargs)
+
+
+# (subject, batch) -> {model: call} running each model of the subject on a batch.
+SubjectCalls = Callable[[Subject, int], Dict[str, Callable[[], Any]]]
 
 
 def _same_weights(src: nn.Module, dst: nn.Module, what: str) -> None:
@@ -202,19 +205,16 @@ def build_conv_subject(preset: str, keep_ratio: float, block: int,
     return subject
 
 
-def backend_calls(subject: Subject, batch: int, backend: str, folder: Optional[str] = None,
-                  threads: Optional[int] = None,
+def backend_calls(subject: Subject, batch: int, backend: str,
+                  onnx_calls: Optional[SubjectCalls] = None,
                   compile_mode: str = 'default') -> Dict[str, Callable[[], Any]]:
     """``{model: call}`` running each model of ``subject`` on a batch through ``backend``.
 
     ``'compile'``: ``torch.compile(model, mode=compile_mode, dynamic=False)`` (one of
     :data:`~mmdvit.engine.compile.COMPILE_MODES`; compiled at the first, untimed call;
     ``reduce-overhead`` replays CUDA graphs on a GPU, each call starting a new CUDA-graph step).
-    ``'onnxruntime'``: each model exported at this batch size with
-    :func:`mmdvit.deploy.export_and_verify` (``verify=False``: the export tool and its tests
-    check correctness; with untrained predictors near-tied scores may pick other positions in
-    ONNX Runtime, which does not change the cost) into ``folder`` and run in an ONNX Runtime
-    CPU session with ``threads`` threads.
+    ``'onnxruntime'``: ``onnx_calls(subject, batch)``, the models exported and run in ONNX
+    Runtime (``functools.partial(mmdvit.deploy.ort_backend.onnxruntime_calls, folder=...)``).
     """
     if backend not in BACKENDS:
         raise ValueError(f'backend={backend!r}: use one of {BACKENDS}')
@@ -222,19 +222,11 @@ def backend_calls(subject: Subject, batch: int, backend: str, folder: Optional[s
         return {w: subject.call(w, batch) for w in subject.models}
     if backend == 'compile':
         return _compiled_calls(subject, batch, compile_mode)
-    from ..deploy import export_and_verify, ort_session
-    if folder is None:
-        raise ValueError('backend onnxruntime needs a folder for the exported graphs')
-    calls = {}
-    for which, model in subject.models.items():
-        image = subject.inputs[which](batch)[0][0].float().cpu().contiguous()
-        path = os.path.join(folder, f'{subject.name}_{subject.part}_{which}_b{batch}.onnx')
-        export_and_verify(model, path, tuple(image.shape[-2:]), batch, overwrite=True,
-                          verify=False, inputs=[image])
-        session = ort_session(path, threads)
-        feed = {session.get_inputs()[0].name: image.numpy()}
-        calls[which] = (lambda s=session, f=feed: s.run(None, f))
-    return calls
+    if onnx_calls is None:
+        raise ValueError('backend onnxruntime needs onnx_calls: pass functools.partial('
+                         'mmdvit.deploy.ort_backend.onnxruntime_calls, folder=<a folder for the '
+                         'exported graphs>).')
+    return onnx_calls(subject, batch)
 
 
 def _compiled_calls(subject: Subject, batch: int, mode: str) -> Dict[str, Callable[[], Any]]:
@@ -400,7 +392,7 @@ def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int
                    dtypes: Sequence[str], device: str, warmup: int, iters: int,
                    max_seconds: float,
                    report: Optional[Callable[[dict], None]] = None,
-                   backend: str = 'pytorch', folder: Optional[str] = None,
+                   backend: str = 'pytorch', onnx_calls: Optional[SubjectCalls] = None,
                    progress: Optional[Callable[[dict, str], None]] = None,
                    retime: bool = True, compile_mode: str = 'default') -> List[dict]:
     """One result row per (dtype, batch), the models run through ``backend`` (see
@@ -422,6 +414,7 @@ def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int
     precision, e.g. mmcv's CPU RoIAlign / NMS under bfloat16), in float32 as ``error``.
 
     Args:
+        onnx_calls: the ``'onnxruntime'`` backend (see :func:`backend_calls`).
         report: called with each finished row.
         progress: called with a row's identifying fields and ``'timing'`` before it is timed,
             ``'retiming'`` before a disturbed row is timed again.
@@ -443,8 +436,7 @@ def benchmark_rows(subject: Subject, shape: Sequence[int], batches: Sequence[int
                     report(row)
                 continue
             try:
-                calls = backend_calls(subject, batch, backend, folder, torch.get_num_threads(),
-                                      compile_mode)
+                calls = backend_calls(subject, batch, backend, onnx_calls, compile_mode)
                 figures = _timed_figures(calls, row, gflops,
                                          (device, dtype, warmup, iters, max_seconds), retime,
                                          progress)

@@ -10,19 +10,12 @@ from mmengine.registry import MODELS, DefaultScope
 from torch import nn
 
 from ..models.checkpoint import extract_state_dict, load_checkpoint_file
-from ..models.dense_twin import backbone_config, dynamic_backbone_class
+from ..models.dense_twin import (SPARSITY_ARGS, UPSTREAM_TYPES, backbone_config,
+                                 dynamic_backbone_class)
 from ..models.wrappers.sparsity_trainer import check_wrapper_fields
 from .presets import preset_config
 
 WRAPPER_TYPE = 'mmdvit.SparsityTrainer'
-# Keyword arguments of mmdvit's backbones that their upstream dense counterparts do not take.
-SPARSITY_ARGS = ('keep_ratios', 'sparse_stages', 'pruning_locs', 'granularity')
-# mmdvit backbone -> the upstream dense implementation with the same arguments and weights.
-UPSTREAM_BACKBONES = {
-    'DynamicSwinTransformer': 'mmseg.SwinTransformer',
-    'DynamicConvNeXt': 'mmpretrain.ConvNeXt',
-    'DynamicViT': 'timm.VisionTransformer',
-}
 
 
 def load_config(config: Union[str, Config], cfg_options: Optional[dict] = None) -> Config:
@@ -79,11 +72,12 @@ def upstream_backbone_config(backbone_cfg: ConfigDict) -> ConfigDict:
             mmdet's Swin do not implement: compare with the dense twin instead).
     """
     cls = dynamic_backbone_class(backbone_cfg)
-    if cls.__name__ not in UPSTREAM_BACKBONES:
-        raise ValueError(f'no upstream dense counterpart is known for {cls.__name__}; known: '
-                         f'{sorted(UPSTREAM_BACKBONES)}.')
+    upstream = UPSTREAM_TYPES.get(f'mmdvit.{cls.__name__}')
+    if upstream is None:
+        raise ValueError(f'no upstream dense counterpart is known for {cls.__name__} (mmdvit '
+                         f'types with one: {sorted(UPSTREAM_TYPES)}).')
     cfg = ConfigDict({k: v for k, v in backbone_cfg.items() if k not in SPARSITY_ARGS})
-    cfg.type = UPSTREAM_BACKBONES[cls.__name__]
+    cfg.type = upstream
     if cls.__name__ == 'DynamicSwinTransformer':
         if not cfg.pop('pad_small_map', True):
             raise ValueError('pad_small_map=False (official classification semantics) has no '
@@ -108,12 +102,12 @@ def build_upstream_backbone(backbone_cfg: ConfigDict) -> nn.Module:
     if cfg.get('out_type', 'cls_token') != 'cls_token':
         raise ValueError('the timm reference of DynamicViT returns the class token: benchmark '
                          "with out_type='cls_token'.")
-    arch = DynamicViT._arch_settings(cfg.get('arch', 'deit-small'))
+    arch = DynamicViT.arch_settings(cfg.get('arch', 'deit-small'))
     model = VisionTransformer(
         img_size=cfg.get('img_size', 224), patch_size=cfg.get('patch_size', 16),
         in_chans=cfg.get('in_channels', 3), num_classes=0, embed_dim=int(arch['embed_dims']),
         depth=int(arch['num_layers']), num_heads=int(arch['num_heads']),
-        mlp_ratio=float(arch.get('mlp_ratio', 4.0)), qkv_bias=cfg.get('qkv_bias', True),
+        mlp_ratio=float(arch['mlp_ratio']), qkv_bias=cfg.get('qkv_bias', True),
         dynamic_img_size=True)
     model.eval()
     return model

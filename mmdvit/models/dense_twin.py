@@ -8,15 +8,22 @@ import inspect
 
 from mmengine.config import ConfigDict
 
-# mmdvit neck / head -> the upstream module with the same arguments and parameter names.
-UPSTREAM_MODULES = {
+# mmdvit type -> the upstream module with the same arguments (minus SPARSITY_ARGS) and
+# parameter names: it loads the mmdvit module's dense weights. timm's VisionTransformer has no
+# registry type (see mmdvit.analysis.models.build_upstream_backbone).
+UPSTREAM_TYPES = {
+    'mmdvit.DynamicSwinTransformer': 'mmseg.SwinTransformer',
+    'mmdvit.DynamicConvNeXt': 'mmpretrain.ConvNeXt',
+    'mmdvit.DynamicViT': 'timm.VisionTransformer',
     'mmdvit.DynamicUPerHead': 'mmseg.UPerHead',
     'mmdvit.DynamicFPN': 'mmdet.FPN',
     'mmdvit.DynamicRPNHead': 'mmdet.RPNHead',
 }
-# Keyword arguments of mmdvit's necks and heads that their upstream counterparts do not take.
-SPARSE_MODULE_ARGS = ('keep_ratios', 'sparse_convs', 'sparse_levels', 'block_size',
-                      'score_dims', 'fast_path_kind', 'detail_cue', 'neighbour_bonus')
+# Keyword arguments of mmdvit's backbones, necks and heads that make them dynamic; their
+# upstream counterparts do not take them.
+SPARSITY_ARGS = ('keep_ratios', 'sparse_stages', 'pruning_locs', 'granularity', 'sparse_convs',
+                 'sparse_levels', 'block_size', 'score_dims', 'fast_path_kind', 'detail_cue',
+                 'neighbour_bonus')
 
 
 def backbone_config(model_cfg: ConfigDict) -> ConfigDict:
@@ -45,9 +52,11 @@ def upstream_heads_config(model_cfg: ConfigDict) -> ConfigDict:
     model_cfg = copy.deepcopy(model_cfg)
     for key in list(model_cfg):
         node = model_cfg[key]
-        if isinstance(node, dict) and node.get('type') in UPSTREAM_MODULES:
-            dense = {k: v for k, v in node.items() if k not in SPARSE_MODULE_ARGS}
-            model_cfg[key] = ConfigDict(dense, type=UPSTREAM_MODULES[node['type']])
+        if key == 'backbone':  # stays mmdvit's: the dense twin turns its sparsity off instead
+            continue
+        if isinstance(node, dict) and node.get('type') in UPSTREAM_TYPES:
+            dense = {k: v for k, v in node.items() if k not in SPARSITY_ARGS}
+            model_cfg[key] = ConfigDict(dense, type=UPSTREAM_TYPES[node['type']])
     return model_cfg
 
 

@@ -25,20 +25,21 @@ from .accelerator import accelerator_path
 from .decision import (SparsityDecision, decide, decision_label, keep_margin, model_decisions,
                        sparse_children)
 from .gate import SparseConvGate, block_at_level, check_gate_args, init_fast_path_on_load
-from .gather import window_rows, window_sources
+from .gather import HW, block_grid, pad_to_multiple, window_rows, window_sources
 from .losses import keep_ratio_loss
 from .predictor import BlockScorePredictor, ScorePredictor, score_in_float32
 from .routing import drop_pruned, route_tokens, route_windows
 from .schedule import Locations, StageSchedule, build_schedule
 from .sparse_conv import sparse_conv2d
 from .weight_init import trunc_normal_init
-from .windows import pool_windows, shifted_decision, window_grid
+from .windows import pool_windows, shifted_decision
 
 __all__ = [
-    'BlockScorePredictor', 'Locations', 'ScorePredictor', 'SparseConvGate', 'SparsityDecision',
-    'StageSchedule', 'accelerator_path', 'block_at_level', 'build_schedule', 'check_gate_args',
-    'decide', 'decision_label', 'drop_pruned', 'init_fast_path_on_load', 'keep_margin',
-    'keep_ratio_loss', 'model_decisions', 'pool_windows', 'route_tokens', 'route_windows',
-    'score_in_float32', 'shifted_decision', 'sparse_children', 'sparse_conv2d',
-    'trunc_normal_init', 'window_grid', 'window_rows', 'window_sources'
+    'BlockScorePredictor', 'HW', 'Locations', 'ScorePredictor', 'SparseConvGate',
+    'SparsityDecision', 'StageSchedule', 'accelerator_path', 'block_at_level', 'block_grid',
+    'build_schedule', 'check_gate_args', 'decide', 'decision_label', 'drop_pruned',
+    'init_fast_path_on_load', 'keep_margin', 'keep_ratio_loss', 'model_decisions',
+    'pad_to_multiple', 'pool_windows', 'route_tokens', 'route_windows', 'score_in_float32',
+    'shifted_decision', 'sparse_children', 'sparse_conv2d', 'trunc_normal_init', 'window_rows',
+    'window_sources'
 ]

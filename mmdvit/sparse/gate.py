@@ -7,8 +7,10 @@ import torch
 from torch import Tensor, nn
 
 from .decision import SparsityDecision, decide
+from .gather import block_grid, check_tile_size
 from .predictor import BlockScorePredictor, score_in_float32
-from .sparse_conv import block_grid, sparse_conv2d
+from .schedule import check_keep_ratio
+from .sparse_conv import sparse_conv2d
 
 FAST_PATH_KINDS = ('1x1', 'dw3x3')
 
@@ -51,13 +53,11 @@ class SparseConvGate(nn.Module):
                  score_dims: int = 64, bias: bool = True, fast_path_kind: str = '1x1',
                  detail_cue: bool = False, neighbour_bonus: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 < float(keep_ratio) <= 1.0:
-            raise ValueError(f'keep ratio {keep_ratio} of {source or "a sparse conv"} (gate '
-                             f'{index}) must satisfy 0 < ratio <= 1.')
+        self.keep_ratio = check_keep_ratio(keep_ratio, f'{source or "a sparse conv"} (gate '
+                                           f'{index})')
         if fast_path_kind not in FAST_PATH_KINDS:
             raise ValueError(f'fast_path_kind={fast_path_kind!r} of {source or "a sparse conv"} '
                              f'(gate {index}) must be one of {FAST_PATH_KINDS}.')
-        self.keep_ratio = float(keep_ratio)
         self.index, self.level, self.source, self.block = index, level, source, block
         self.score_predictor = BlockScorePredictor(in_channels, score_dims, block, detail_cue,
                                                    neighbour_bonus)
@@ -135,8 +135,7 @@ def check_gate_args(owner: str, argument: str, chosen: Sequence, keep_ratios: Se
         raise ValueError(f'{owner}: keep_ratios={tuple(keep_ratios)} has {len(keep_ratios)} '
                          f'value(s) for {len(chosen)} entries of {argument}={tuple(chosen)}: '
                          f'give one ratio per entry of {argument}.')
-    if block_size < 1:
-        raise ValueError(f'{owner}: block_size={block_size} must be >= 1.')
+    check_tile_size(block_size, f'{owner}: block_size')
 
 
 def block_at_level(block_size: int, level: int) -> int:

@@ -37,8 +37,31 @@ def shape_cached(build: Callable[..., T]) -> Callable[..., T]:
 
 # ----------------------------------------------------------------------------------- tiles
 def block_grid(height: int, width: int, block: int) -> HW:
-    """(rows, columns) of ``block x block`` tiles covering an H x W map (ceil)."""
+    """(rows, columns) of ``block x block`` tiles (or windows) covering an H x W map (ceil)."""
     return -(-height // block), -(-width // block)
+
+
+def check_tile_size(size: int, where: str) -> None:
+    """Raise a ValueError naming ``where`` (``'DynamicFPN: block_size'``) unless the tile side
+    ``size`` is >= 1."""
+    if size < 1:
+        raise ValueError(f'{where}={size} must be >= 1 (the side of a square tile, in '
+                         'positions of the map).')
+
+
+def pad_to_multiple(x: Tensor, multiple: int, halo: int = 0, value: float = 0.0,
+                    channels_last: bool = False) -> Tensor:
+    """x padded with ``value`` at the bottom and right so that H and W become multiples of
+    ``multiple``, and by ``halo`` more on every side; x itself when nothing is added.
+
+    x: (..., H, W), or (B, H, W, C) with ``channels_last`` -> the same layout, padded.
+    """
+    height, width = x.shape[-3:-1] if channels_last else x.shape[-2:]
+    bottom, right = -height % multiple, -width % multiple
+    pads = (halo, halo + right, halo, halo + bottom)
+    if channels_last:
+        pads = (0, 0) + pads
+    return F.pad(x, pads, value=value) if any(pads) else x
 
 
 def expand_block_mask(mask: Tensor, grid: HW, block: int, height: int, width: int) -> Tensor:
@@ -47,14 +70,6 @@ def expand_block_mask(mask: Tensor, grid: HW, block: int, height: int, width: in
     mask = mask.view(-1, 1, *grid)
     mask = mask.repeat_interleave(block, dim=2).repeat_interleave(block, dim=3)
     return mask[..., :height, :width]
-
-
-def _padded(x: Tensor, block: int, halo: int) -> Tensor:
-    """x zero-padded by ``halo`` around and up to whole tiles at the bottom / right."""
-    height, width = x.shape[-2:]
-    rows, cols = block_grid(height, width, block)
-    pads = (halo, halo + cols * block - width, halo, halo + rows * block - height)
-    return F.pad(x, pads) if any(pads) else x
 
 
 def tile_coords(order: Tensor, cols: int, k: int) -> Tuple[Coords, Coords]:
@@ -69,7 +84,7 @@ def tile_coords(order: Tensor, cols: int, k: int) -> Tuple[Coords, Coords]:
 def _tile_view(x: Tensor, block: int, halo: int) -> Tensor:
     """(B, rows, cols, C, T + 2 halo, T + 2 halo) strided view of the padded map of x."""
     size = block + 2 * halo
-    view = _padded(x, block, halo).unfold(2, size, block).unfold(3, size, block)
+    view = pad_to_multiple(x, block, halo).unfold(2, size, block).unfold(3, size, block)
     return view.permute(0, 2, 3, 1, 4, 5)
 
 
@@ -117,9 +132,9 @@ def _window_positions(hw_shape: HW, window_size: int, shift: int,
     into windows (row-major); -1 at padding."""
     height, width = hw_shape
     ws = window_size
-    rows, cols = -(-height // ws), -(-width // ws)
+    rows, cols = block_grid(height, width, ws)
     index = torch.arange(height * width, device=device).view(height, width)
-    index = F.pad(index, (0, cols * ws - width, 0, rows * ws - height), value=-1)
+    index = pad_to_multiple(index, ws, value=-1)
     if shift:
         index = torch.roll(index, shifts=(-shift, -shift), dims=(0, 1))
     return index.view(rows, ws, cols, ws).permute(0, 2, 1, 3).reshape(rows * cols, ws * ws)

@@ -1,6 +1,6 @@
 """The light score predictor that rates every spatial location (docs/method.md, 'Score
 predictor')."""
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from .weight_init import trunc_normal_init
 from .decision import keep_margin
+from .gather import HW, check_tile_size
 
 
 def score_in_float32(predictor: nn.Module, x: Tensor, *args: Optional[Tensor]) -> Tensor:
@@ -73,7 +74,7 @@ def detail_cue(x: Tensor, block: int, eps: float = 1e-12) -> Tensor:
     return torch.log1p(energy / energy.mean(dim=1, keepdim=True).clamp_min(eps))
 
 
-def neighbour_max(margin: Tensor, grid: Tuple[int, int]) -> Tensor:
+def neighbour_max(margin: Tensor, grid: HW) -> Tensor:
     """(B, rows * cols) keep margins -> the largest margin of each tile's 3x3 neighbourhood on
     the ``grid`` of tiles (the tile itself included), (B, rows * cols)."""
     grid_margin = margin.view(-1, 1, *grid)
@@ -111,9 +112,9 @@ class BlockScorePredictor(nn.Module):
     def __init__(self, in_channels: int, embed_dims: int = 64, block: int = 16,
                  detail_cue: bool = False, neighbour_bonus: float = 0.0) -> None:
         super().__init__()
-        if block < 1 or embed_dims < 4:
-            raise ValueError(f'BlockScorePredictor: block={block} must be >= 1 and '
-                             f'embed_dims={embed_dims} >= 4.')
+        check_tile_size(block, 'BlockScorePredictor: block')
+        if embed_dims < 4:
+            raise ValueError(f'BlockScorePredictor: embed_dims={embed_dims} must be >= 4.')
         if neighbour_bonus < 0:
             raise ValueError(f'BlockScorePredictor: neighbour_bonus={neighbour_bonus} must be '
                              '>= 0 (0 turns it off).')

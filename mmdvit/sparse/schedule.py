@@ -29,6 +29,16 @@ class StageSchedule:
         return block >= self.pruning_locs[0]
 
 
+def check_keep_ratio(ratio: float, where: str) -> float:
+    """``ratio`` as a float; a ValueError naming ``where`` (the module or argument it belongs
+    to) unless 0 < ratio <= 1."""
+    ratio = float(ratio)
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f'{where}: keep ratio {ratio} must satisfy 0 < ratio <= 1 (the fraction '
+                         'of positions kept); note that rho - 0.4 is <= 0 for rho <= 0.4.')
+    return ratio
+
+
 def build_schedule(depths: Sequence[int], sparse_stages: Sequence[int],
                    pruning_locs: Optional[Locations], keep_ratios: Sequence[float],
                    default_locs: Mapping[int, Tuple[int, ...]]) -> Dict[int, StageSchedule]:
@@ -87,9 +97,7 @@ def build_schedule(depths: Sequence[int], sparse_stages: Sequence[int],
             f'{num_predictors} predictor(s) (pruning_locs={tuple(locs_per_stage)}): give one '
             f'ratio per predictor.')
     for ratio in keep_ratios:
-        if not 0.0 < ratio <= 1.0:
-            raise ValueError(f'keep_ratios={keep_ratios}: every ratio must satisfy 0 < ratio <= 1 '
-                             f'(got {ratio}); note that rho - 0.4 is <= 0 for rho <= 0.4.')
+        check_keep_ratio(ratio, f'keep_ratios={keep_ratios}')
 
     schedules, first = {}, 0
     for stage, locs in zip(sparse_stages, locs_per_stage):

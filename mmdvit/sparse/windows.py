@@ -8,14 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .decision import SparsityDecision, keep_margin, rank
-from .gather import shifted_overlap
-
-HW = Tuple[int, int]
-
-
-def window_grid(hw_shape: HW, window_size: int) -> HW:
-    """(rows, cols) of windows covering an (H, W) map padded to multiples of ``window_size``."""
-    return (-(-hw_shape[0] // window_size), -(-hw_shape[1] // window_size))
+from .gather import HW, shifted_overlap
 
 
 def pool_windows(tokens: Tensor, hw_shape: HW, window_size: int) -> Tuple[Tensor, HW]:

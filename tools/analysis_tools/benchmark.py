@@ -25,6 +25,7 @@ its rounds quiet: ``quiet_calls`` / ``rounds`` in the JSON) is timed once more; 
 disturbed, a warning line says so and how to re-time it.
 """
 import argparse
+import functools
 import json
 import os
 import platform
@@ -42,6 +43,7 @@ from mmdvit.analysis.inputs import sample_photos
 from mmdvit.analysis.memory import training_step_memory
 from mmdvit.analysis.models import backbone_config, load_config, model_config, set_keep_ratios
 from mmdvit.analysis.module_timing import module_rows
+from mmdvit.deploy.ort_backend import onnxruntime_calls
 from mmdvit.engine.cli import add_debug_argument, run_tool
 from mmdvit.engine.compile import COMPILE_MODES
 from mmdvit.sparse import sparse_children
@@ -299,8 +301,10 @@ def measure(args: argparse.Namespace, onnx_dir: str) -> dict:
         print(f'images/s (higher is better)\n{HEADER}')
     subjects = len(args.convs) + len(args.configs) * len(args.parts)
     progress = Progress(subjects * len(args.dtypes) * len(args.batches))
+    onnx_calls = (functools.partial(onnxruntime_calls, folder=onnx_dir)
+                  if args.backend == 'onnxruntime' else None)
     callbacks = dict(report=progress.report, progress=progress.timing,
-                     retime=not args.no_retime, backend=args.backend, folder=onnx_dir,
+                     retime=not args.no_retime, backend=args.backend, onnx_calls=onnx_calls,
                      compile_mode=args.compile or 'default')
     for preset in args.convs:
         progress.show(f'{preset}: building the convolutions, counting FLOPs...')

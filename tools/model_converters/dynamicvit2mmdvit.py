@@ -31,11 +31,10 @@ import os
 from typing import List, Optional, Sequence
 
 from mmdvit.engine.cli import add_debug_argument, add_trust_argument, run_tool
-from mmdvit.models.checkpoint import (diff_state_dicts, extract_state_dict, load_checkpoint_file,
-                                      same_file, save_checkpoint_file)
+from mmdvit.models.checkpoint import (NEW_MODULE_MARKERS, diff_state_dicts, extract_state_dict,
+                                      load_checkpoint_file, same_file, save_checkpoint_file)
 from mmdvit.models.checkpoint.classifier import (CONVERTERS, ClassifierConversion,
                                                  convert_classifier_checkpoint)
-from mmdvit.models.wrappers.sparsity_trainer import NEW_MODULE_MARKERS
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:

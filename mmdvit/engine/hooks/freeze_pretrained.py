@@ -6,6 +6,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from torch import nn
 
+from ...models.checkpoint import NEW_MODULE_MARKERS
 from ...registry import HOOKS
 
 DataBatch = Optional[dict]
@@ -25,13 +26,14 @@ class FreezePretrainedHook(Hook):
     Args:
         epochs: number of epochs to keep frozen (epoch-based loops).
         iters: number of iterations to keep frozen (use instead of ``epochs``).
-        trainable: substrings of the parameter names that stay trainable throughout.
+        trainable: substrings of the parameter names that stay trainable throughout (default:
+            the new modules, :data:`~mmdvit.models.checkpoint.NEW_MODULE_MARKERS`).
     """
 
     priority = 'VERY_HIGH'
 
     def __init__(self, epochs: Optional[int] = None, iters: Optional[int] = None,
-                 trainable: Sequence[str] = ('score_predictors', 'fast_path')) -> None:
+                 trainable: Sequence[str] = NEW_MODULE_MARKERS) -> None:
         if (epochs is None) == (iters is None):
             raise ValueError('FreezePretrainedHook: give exactly one of epochs and iters '
                              f'(got epochs={epochs}, iters={iters}).')

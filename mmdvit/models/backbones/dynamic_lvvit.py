@@ -1,20 +1,14 @@
 """DynamicViT on LV-ViT: the token-labelling ViT (four-convolution stem, residual scaling) that
 drops patch tokens as it goes, as the DynamicViT authors' ``LVViTDiffPruning``
 (docs/lvvit.md)."""
-from typing import Dict, List, Optional, Sequence, Tuple, Union
-
-from torch import Tensor, nn
+from functools import partial
+from typing import Dict, Optional, Sequence, Union
 
 from ...registry import MODELS
 from ..checkpoint.lvvit import convert_lvvit_checkpoint
-from ..checkpoint.vit import resize_pos_embed
-from ...sparse import trunc_normal_init
-from .base import DynamicBackbone
-from .dynamic_vit import DynamicViT
+from .dynamic_vit import DynamicPlainViT
 from .lvvit_layers import ConvPatchEmbed
 from .vit_layers import ViTBlock
-
-StateDict = Dict[str, Tensor]
 
 # (embed_dims, num_layers, num_heads, mlp_ratio, skip_lam) of TokenLabeling's lvvit_s / lvvit_m,
 # which the DynamicViT authors sparsify (their main.py / infer.py, models 'lvvit-s' / 'lvvit-m').
@@ -25,7 +19,7 @@ LVVIT_ARCHS: Dict[str, Dict[str, float]] = {
 
 
 @MODELS.register_module()
-class DynamicLVViT(DynamicViT):
+class DynamicLVViT(DynamicPlainViT):
     """LV-ViT with dynamic token sparsification (DynamicViT-LVViT).
 
     The architecture of TokenLabeling's ``lvvit_s`` / ``lvvit_m``: a four-convolution patch
@@ -33,9 +27,10 @@ class DynamicLVViT(DynamicViT):
     learned position embedding, pre-norm blocks without qkv bias whose residual branches are
     divided by ``skip_lam`` (:class:`~mmdvit.models.backbones.vit_layers.ViTBlock`) and a
     final LayerNorm (eps 1e-5 throughout). The forward pass, and so the sparsification, is
-    :class:`~mmdvit.models.backbones.dynamic_vit.DynamicViT`'s: nested keep masks and masked
-    attention in training, the top ``max(1, int(N * keep_ratios[i]))`` patch tokens gathered at
-    inference, the class token always kept.
+    that of the plain-ViT base it shares with DynamicViT
+    (:class:`~mmdvit.models.backbones.dynamic_vit.DynamicPlainViT`): nested keep masks and
+    masked attention in training, the top ``max(1, int(N * keep_ratios[i]))`` patch tokens
+    gathered at inference, the class token always kept.
 
     The classifiers of the releases (class-token ``head`` and token-labelling ``aux_head``) live
     in :class:`~mmdvit.models.heads.lvvit_head.LVViTClsHead`, which needs
@@ -73,6 +68,10 @@ class DynamicLVViT(DynamicViT):
             unexpected keys.
     """
 
+    arch_zoo = LVVIT_ARCHS
+    arch_defaults = dict(mlp_ratio=3.0, skip_lam=1.0)
+    convert_layout = staticmethod(convert_lvvit_checkpoint)
+
     def __init__(self,
                  arch: Union[str, dict] = 'lvvit-s',
                  img_size: Union[int, Sequence[int]] = 224,
@@ -90,48 +89,10 @@ class DynamicLVViT(DynamicViT):
                  distill_tokens: bool = False,
                  with_cp: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
-        # DynamicViT's forward is reused as is; its constructor (DeiT stem and blocks) is not.
-        DynamicBackbone.__init__(self, init_cfg=init_cfg)
-        settings = self._arch_settings(arch)
-        num_layers, num_heads = self._setup(settings, img_size, patch_size, out_type,
-                                            distill_tokens, keep_ratios, pruning_locs)
-        self.patch_embed = ConvPatchEmbed(in_channels, self.embed_dims, patch_size,
-                                          stem_channels)
-        dpr = self._add_tokens(num_layers, drop_rate, drop_path_rate)
-        self.blocks = nn.ModuleList([
-            ViTBlock(self.embed_dims, num_heads, float(settings.get('mlp_ratio', 3.0)), qkv_bias,
-                     drop_rate, attn_drop_rate, dpr[i], 1e-5, with_cp,
-                     float(settings.get('skip_lam', 1.0)))
-            for i in range(num_layers)
-        ])
-        self.norm = nn.LayerNorm(self.embed_dims) if final_norm else nn.Identity()
-        self.build_predictors([self.embed_dims], eps=1e-5)
-        self.reset_parameters()
-
-    @staticmethod
-    def _arch_settings(arch: Union[str, dict]) -> dict:
-        if isinstance(arch, str):
-            if arch not in LVVIT_ARCHS:
-                raise ValueError(f'arch={arch!r} is unknown; use one of {sorted(LVVIT_ARCHS)} or '
-                                 'dict(embed_dims=..., num_layers=..., num_heads=...).')
-            return LVVIT_ARCHS[arch]
-        if not (isinstance(arch, dict) and {'embed_dims', 'num_layers', 'num_heads'} <= set(arch)):
-            raise ValueError(f'arch={arch!r} must be a name or a dict with embed_dims, '
-                             'num_layers and num_heads (and optionally mlp_ratio, skip_lam).')
-        return arch
-
-    def reset_parameters(self) -> None:
-        """The releases' initialisation: truncated normal (std 0.02) linear weights, position
-        embedding and class token, zero biases, unit LayerNorms; the stem convolutions and
-        BatchNorms keep PyTorch's defaults."""
-        trunc_normal_init(self)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-
-    def convert_checkpoint(self, state: StateDict) -> Tuple[StateDict, str, List[str]]:
-        """Map a TokenLabeling / DynamicViT-LVViT / mmdvit checkpoint to this layout and resize
-        its ``pos_embed`` to this model's grid."""
-        state, layout, dropped = convert_lvvit_checkpoint(state)
-        if 'pos_embed' in state and state['pos_embed'].shape != self.pos_embed.shape:
-            state['pos_embed'] = resize_pos_embed(state['pos_embed'], self.patch_resolution)
-        return state, layout, dropped
+        settings = self.arch_settings(arch)
+        super().__init__(settings, img_size, patch_size, in_channels, qkv_bias, drop_rate,
+                         attn_drop_rate, drop_path_rate, final_norm, out_type, keep_ratios,
+                         pruning_locs, distill_tokens, with_cp, init_cfg,
+                         embed_layer=partial(ConvPatchEmbed, stem_channels=stem_channels),
+                         block=partial(ViTBlock, skip_lam=float(settings['skip_lam'])),
+                         norm_eps=1e-5)

@@ -8,10 +8,9 @@ are :class:`~mmdvit.models.backbones.vit_layers.ViTBlock` with ``skip_lam``.
 """
 from typing import Tuple
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .vit_layers import HW
+from ...sparse import HW, pad_to_multiple
 
 
 class ConvPatchEmbed(nn.Module):
@@ -48,11 +47,7 @@ class ConvPatchEmbed(nn.Module):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, HW]:
         """x: (B, 3, H, W) -> tokens (B, h*w, C) and (h, w) = ceil((H, W) / patch)."""
-        height, width = x.shape[-2:]
-        pad_b = (self.patch_size - height % self.patch_size) % self.patch_size
-        pad_r = (self.patch_size - width % self.patch_size) % self.patch_size
-        if pad_b or pad_r:
-            x = F.pad(x, (0, pad_r, 0, pad_b))
+        x = pad_to_multiple(x, self.patch_size)
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
         x = self.proj(self.relu(self.bn3(self.conv3(x))))

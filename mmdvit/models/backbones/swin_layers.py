@@ -11,16 +11,14 @@ the dynamic block adds ``blocks.j.fast_path.{0,1}`` (LayerNorm, Linear).
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 from mmcv.cnn.bricks.transformer import FFN
 from mmseg.models.backbones.swin import WindowMSA
 from torch import Tensor, nn
 
-from ...sparse import (SparsityDecision, route_tokens, route_windows, shifted_decision,
-                       trunc_normal_init, window_grid, window_rows, window_sources)
-
-HW = Tuple[int, int]
+from ...sparse import (HW, SparsityDecision, block_grid, pad_to_multiple, route_tokens,
+                       route_windows, shifted_decision, trunc_normal_init, window_rows,
+                       window_sources)
 
 
 def to_pair(value, name: str) -> HW:
@@ -31,19 +29,6 @@ def to_pair(value, name: str) -> HW:
             isinstance(v, int) for v in value):
         return (value[0], value[-1])
     raise ValueError(f'{name}={value!r}: give an int or a tuple of one or two ints (H, W).')
-
-
-def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Pad an NHWC map at the bottom and right so H and W are multiples of ``multiple``.
-
-    x: (B, H, W, C) -> (B, H', W', C).
-    """
-    height, width = x.shape[1:3]
-    pad_b = (multiple - height % multiple) % multiple
-    pad_r = (multiple - width % multiple) % multiple
-    if pad_b or pad_r:
-        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-    return x
 
 
 def window_partition(x: Tensor, window_size: int) -> Tensor:
@@ -129,7 +114,7 @@ class ShiftWindowMSA(nn.Module):
         """
         batch, _, channels = x.shape
         ws = self.window_size
-        x = pad_to_multiple(x.reshape(batch, *hw_shape, channels), ws)
+        x = pad_to_multiple(x.reshape(batch, *hw_shape, channels), ws, channels_last=True)
         padded = (x.shape[1], x.shape[2])
         if shift:
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
@@ -234,7 +219,7 @@ class DynamicSwinBlock(nn.Module):
             raise ValueError(f'a decision over {decision.window_size}-position windows reached '
                              f'a block with window_size={ws}')
         shift = attn.effective_shift(hw_shape)
-        grid = window_grid(hw_shape, ws)
+        grid = block_grid(*hw_shape, ws)
         if tuple(decision.hw_shape) != grid:
             raise ValueError(f'a decision over a {tuple(decision.hw_shape)} window grid reached '
                              f'a block whose {hw_shape[0]}x{hw_shape[1]} map has '

@@ -12,7 +12,7 @@ from mmcv.cnn.bricks import DropPath
 from timm.layers import Mlp
 from torch import Tensor, nn
 
-HW = Tuple[int, int]
+from ...sparse import HW, pad_to_multiple
 
 
 def policy_softmax(attn: Tensor, policy: Tensor, eps: float = 1e-6) -> Tensor:
@@ -59,11 +59,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, HW]:
         """x: (B, 3, H, W) -> tokens (B, h*w, C) and (h, w) = ceil((H, W) / patch)."""
-        height, width = x.shape[-2:]
-        pad_b = (self.patch_size - height % self.patch_size) % self.patch_size
-        pad_r = (self.patch_size - width % self.patch_size) % self.patch_size
-        if pad_b or pad_r:
-            x = F.pad(x, (0, pad_r, 0, pad_b))
+        x = pad_to_multiple(x, self.patch_size)
         x = self.proj(x)
         return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
 

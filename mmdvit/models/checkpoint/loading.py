@@ -11,6 +11,9 @@ from .io import extract_state_dict, load_checkpoint_file
 
 StateDict = Dict[str, Tensor]
 Converter = Callable[[StateDict], Tuple[StateDict, str, List[str]]]
+# Key substrings of the modules a dynamic model adds to its dense counterpart (score
+# predictors, fast paths): a dense checkpoint lacks them by design.
+NEW_MODULE_MARKERS = ('score_predictor', 'fast_path')
 
 
 @dataclass
@@ -40,7 +43,7 @@ class LoadReport:
 
 def load_pretrained(model: nn.Module, checkpoint: str, convert: Converter,
                     prefix: Optional[str] = None,
-                    new_module_markers: Sequence[str] = ('score_predictor', 'fast_path'),
+                    new_module_markers: Sequence[str] = NEW_MODULE_MARKERS,
                     logger: Optional[MMLogger] = None,
                     role: str = 'backbone init_cfg checkpoint') -> LoadReport:
     """Load ``checkpoint`` (any layout ``convert`` understands) into ``model``.

@@ -10,7 +10,7 @@ from mmengine.model import BaseModel
 from torch import Tensor, nn
 
 from ...registry import MODELS
-from ..checkpoint import load_pretrained
+from ..checkpoint import NEW_MODULE_MARKERS, load_pretrained
 from ..dense_twin import dense_twin_config
 from ...sparse import decision_label, keep_ratio_loss, model_decisions
 from .distill import feature_mse, logit_kl
@@ -18,8 +18,6 @@ from .recorded_score import warn_if_teacher_weaker
 
 # Where each framework keeps the module whose output is the per-class logits.
 LOGIT_MODULES = ('decode_head', 'head')
-# Key substrings of the modules a dynamic model adds to its dense counterpart.
-NEW_MODULE_MARKERS = ('score_predictor', 'fast_path')
 # Fields of the wrapped model: set through ``model.student.<field>``, never on the wrapper.
 STUDENT_FIELDS = ('backbone', 'neck', 'decode_head', 'auxiliary_head', 'rpn_head', 'roi_head',
                   'bbox_head', 'mask_head', 'head', 'train_cfg', 'test_cfg', 'pretrained')
