@@ -4,6 +4,7 @@ import torch
 
 from helpers import force_decisions, random_keep_sets
 from mmdvit.models import DynamicConvNeXt, DynamicSwinTransformer, keep_ratio_loss
+from mmdvit.sparse import record_decisions
 
 RATIOS = (0.7, 0.5, 0.3)
 
@@ -50,8 +51,9 @@ def test_training_with_forced_masks_equals_inference(name, shape):
     force_decisions(backbone, 2, masks)
     x = torch.randn(2, 3, *shape)
     backbone.train()
-    out_train = backbone(x)
-    train_masks = [d.keep_mask for d in backbone.sparsity_decisions]
+    with record_decisions() as decisions:
+        out_train = backbone(x)
+    train_masks = [d.keep_mask for d in decisions]
     backbone.eval()
     with torch.no_grad():
         out_eval = backbone(x)
@@ -71,10 +73,9 @@ def test_training_with_forced_masks_equals_inference(name, shape):
 def test_inference_keeps_exactly_int_n_ratio_and_full_maps(name, batch):
     backbone = BUILDERS[name]().eval()
     x = torch.randn(batch, 3, 96, 160)
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         outs = backbone(x)
     h, w = stage_hw(name, 96, 160)
-    decisions = backbone.sparsity_decisions
     assert [d.index for d in decisions] == [0, 1, 2]
     assert [d.keep_ratio for d in decisions] == list(RATIOS)
     for d, ratio in zip(decisions, RATIOS):
@@ -176,11 +177,10 @@ def test_bf16_autocast_keeps_the_float32_positions(name):
             predictor.out_conv[-2].weight.mul_(20.0)
     x = torch.randn(3, 3, 96, 96)
     with torch.no_grad():
-        backbone(x)
-        ref = list(backbone.sparsity_decisions)
-        with torch.autocast('cpu', dtype=torch.bfloat16):
+        with record_decisions() as ref:
             backbone(x)
-        low = list(backbone.sparsity_decisions)
+        with torch.autocast('cpu', dtype=torch.bfloat16), record_decisions() as low:
+            backbone(x)
     assert [d.log_probs.dtype for d in low] == [torch.float32] * 3
     for r, d in zip(ref, low):
         assert d.num_keep == r.num_keep
@@ -190,8 +190,9 @@ def test_bf16_autocast_keeps_the_float32_positions(name):
 @pytest.mark.parametrize('name', BUILDERS)
 def test_gradients_reach_the_predictors_and_fast_paths(name):
     backbone = BUILDERS[name]().train()
-    outs = backbone(torch.randn(2, 3, 64, 64))
-    loss = sum(o.pow(2).mean() for o in outs) + keep_ratio_loss(backbone.sparsity_decisions)
+    with record_decisions() as decisions:
+        outs = backbone(torch.randn(2, 3, 64, 64))
+    loss = sum(o.pow(2).mean() for o in outs) + keep_ratio_loss(decisions)
     loss.backward()
     for predictor in backbone.score_predictors['2']:
         assert predictor.out_conv[4].weight.grad.abs().sum() > 0
@@ -255,9 +256,8 @@ def test_small_maps_keep_one_position_at_inference(name):
     (int(4 * ratio) = 0 would prune the stage whole) chosen by the predictor."""
     backbone = BUILDERS[name](keep_ratios=(0.2, 0.1, 0.1)).eval()
     x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         outs = backbone(x)
-    decisions = backbone.sparsity_decisions
     assert [d.hw_shape for d in decisions] == [(2, 2)] * 3
     assert [d.num_keep for d in decisions] == [1] * 3
     assert all(d.keep_mask.sum(1).tolist() == [1.0, 1.0] for d in decisions)
@@ -289,9 +289,10 @@ def test_non_finite_scores_raise_naming_the_predictor(name, monkeypatch):
         monkeypatch.setattr(decision_module, '_warned_nonfinite', set())
         with pytest.warns(RuntimeWarning, match=r'backbone predictor 1 \(stage 2\)') as record:
             backbone(x)
-            outs = backbone(x)
+            with record_decisions() as decisions:
+                outs = backbone(x)
     assert len(record) == 1
-    decision = backbone.sparsity_decisions[1]
+    decision = decisions[1]
     assert decision.log_probs.isnan().all()  # a NaN weight spreads to every score
     assert torch.equal(decision.order, torch.arange(decision.order.shape[1]).expand(2, -1))
     assert all(torch.isfinite(o).all() for o in outs)

@@ -1,4 +1,6 @@
 """The sparsification machinery: schedules, decisions, routing, the keep-ratio loss."""
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -102,8 +104,7 @@ def test_routing_training_stream_equals_gather_scatter(ratio):
     inference = decide(scores, ratio, False, 0, 0, (4, 5))
     out_inference = route_tokens(x, slow, fast, inference)
     # The same kept set as a training-style (mask-only) decision.
-    training = decide(scores, ratio, True, 0, 0, (4, 5))
-    training.keep_mask = inference.keep_mask
+    training = replace(decide(scores, ratio, True, 0, 0, (4, 5)), keep_mask=inference.keep_mask)
     out_training = route_tokens(x, slow, fast, training)
     torch.testing.assert_close(out_training, out_inference)
     kept = inference.keep_mask.bool()
@@ -115,8 +116,8 @@ def test_keep_ratio_loss_is_per_image_then_averaged():
     scores = torch.zeros(2, 10, 2)
     d1 = decide(scores, 0.5, True, 2, 0, (2, 5))
     d2 = decide(scores, 0.3, True, 2, 1, (2, 5))
-    d1.keep_mask = torch.tensor([[1.0] * 10, [0.0] * 10])  # image means 1.0 and 0.0
-    d2.keep_mask = torch.tensor([[1.0] * 3 + [0.0] * 7] * 2)  # exactly on target
+    d1 = replace(d1, keep_mask=torch.tensor([[1.0] * 10, [0.0] * 10]))  # means 1.0 and 0.0
+    d2 = replace(d2, keep_mask=torch.tensor([[1.0] * 3 + [0.0] * 7] * 2))  # exactly on target
     expected = ((0.5**2 + 0.5**2) / 2 + 0.0) / 2
     assert keep_ratio_loss([d1, d2]).item() == pytest.approx(expected)
     with pytest.raises(ValueError, match='no decisions'):

@@ -15,7 +15,7 @@ def keep_ratio_loss(decisions: Sequence[SparsityDecision]) -> Tensor:
     add a term nor dilute the mean of the others.
 
     Args:
-        decisions: the backbone's ``sparsity_decisions`` from a training forward; each
+        decisions: those of a training forward (:func:`~.decision.record_decisions`); each
             ``keep_mask`` is (B, N) and carries the straight-through gradient.
 
     Returns:
