@@ -3,8 +3,11 @@ import pytest
 import torch
 
 from helpers import force_decisions, random_keep_sets
+from mmengine.registry import init_default_scope
+from test_sparsity_trainer import seg_batch, seg_student
+
 from mmdvit.models import DynamicConvNeXt, DynamicSwinTransformer, keep_ratio_loss
-from mmdvit.sparse import record_decisions
+from mmdvit.sparse import SparsityDecision, record_decisions
 
 RATIOS = (0.7, 0.5, 0.3)
 
@@ -296,3 +299,59 @@ def test_non_finite_scores_raise_naming_the_predictor(name, monkeypatch):
     assert decision.log_probs.isnan().all()  # a NaN weight spreads to every score
     assert torch.equal(decision.order, torch.arange(decision.order.shape[1]).expand(2, -1))
     assert all(torch.isfinite(o).all() for o in outs)
+
+
+def decision_attributes(model: torch.nn.Module) -> list:
+    """(module, attribute) of every decision, or list of decisions, stored on a module."""
+    return [(name, key) for name, module in model.named_modules()
+            for key, value in vars(module).items()
+            if any(isinstance(v, SparsityDecision)
+                   for v in (value if isinstance(value, (list, tuple)) else [value]))]
+
+
+@pytest.mark.parametrize('name', BUILDERS)
+def test_a_backbone_called_twice_under_one_recorder_hands_out_both_calls(name):
+    """Re-entrancy: two calls under one recorder give both calls' decisions, equal (masks,
+    orders, counts exactly) to those of two separately recorded calls; without a recorder
+    nothing is kept, and no module holds a decision after its forward."""
+    backbone = BUILDERS[name]().eval()
+    x, y = torch.randn(2, 3, 64, 96), torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        backbone(x)
+        with record_decisions() as both:
+            backbone(x)
+            backbone(y)
+        with record_decisions() as first:
+            backbone(x)
+        with record_decisions() as second:
+            backbone(y)
+    assert len(both) == 6 and len(first) == len(second) == 3
+    for got, expected in zip(both, first + second):
+        assert got.num_keep == expected.num_keep and got.stage == expected.stage
+        assert torch.equal(got.keep_mask, expected.keep_mask)
+        assert torch.equal(got.order, expected.order)
+    assert any(not torch.equal(a.order, b.order) for a, b in zip(first, second))
+    assert not decision_attributes(backbone)
+
+
+def test_slide_inference_records_the_decisions_of_every_window():
+    """A whole segmentor in sliding-window inference: every crop's backbone decisions, in the
+    order mmseg visits the crops, each equal to those of the backbone run on that crop."""
+    init_default_scope('mmseg')
+    from mmseg.registry import MODELS
+    cfg = seg_student()
+    cfg.test_cfg = dict(mode='slide', crop_size=(32, 32), stride=(16, 16))
+    model = MODELS.build(cfg).eval()
+    data = model.data_preprocessor(seg_batch(batch=1), False)
+    with torch.no_grad(), record_decisions() as decisions:
+        preds = model.predict(data['inputs'], data['data_samples'])
+    assert preds[0].pred_sem_seg.data.shape == (1, 64, 64)
+    starts = (0, 16, 32)  # 3 x 3 crops of 32 x 32, stride 16, row by row
+    assert len(decisions) == 9 * 3
+    with torch.no_grad():
+        for i, (top, left) in enumerate((t, l) for t in starts for l in starts):
+            with record_decisions() as expected:
+                model.backbone(data['inputs'][:, :, top:top + 32, left:left + 32])
+            for got, ref in zip(decisions[3 * i:3 * i + 3], expected):
+                assert got.num_keep == ref.num_keep and torch.equal(got.order, ref.order)
+    assert not decision_attributes(model)
