@@ -10,6 +10,7 @@ import torch
 from mmengine.config import Config
 
 from mmdvit.analysis import count_macs
+from mmdvit.sparse import record_decisions
 
 CONFIG = """
 _base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
@@ -39,11 +40,11 @@ def main() -> None:
     dynamic = MODELS.build(cfg.model.backbone).eval()
     dense = MODELS.build(dict(cfg.model.backbone, sparse_stages=())).eval()
     x = load_photo(args.size)
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         outs = dynamic(x)
     print(f'DynamicSwin-T from {cfg.model.backbone.type} (mmseg UPerNet config), input '
           f'{tuple(x.shape)}; outputs: ' + ', '.join(str(tuple(o.shape)) for o in outs))
-    for d in dynamic.sparsity_decisions:
+    for d in decisions:
         print(f'  predictor {d.index} (stage {d.stage}, {d.hw_shape[0]}x{d.hw_shape[1]}): '
               f'kept {d.num_keep} positions = {d.kept_fraction.mean().item():.3f} '
               f'(target {d.keep_ratio:g})')

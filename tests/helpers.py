@@ -12,6 +12,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from mmdvit.sparse import SparseConvGate, SparsityDecision, record_decisions
+
 
 class FixedScores(nn.Module):
     """Stands in for a ScorePredictor: returns log-probabilities that keep exactly ``keep``.
@@ -75,6 +77,16 @@ class FixedTileScores(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         logits = torch.where(self.keep, 50.0, -50.0).to(x.device)
         return torch.stack([logits, -logits], dim=-1).log_softmax(-1)
+
+
+def gate_decision(gate: SparseConvGate, x: Tensor) -> SparsityDecision:
+    """The decision ``gate`` makes on x (B, C, H, W) in its forward pass (run with a zero
+    3x3 kernel)."""
+    weight = torch.zeros(gate.fast_path.out_channels, x.shape[1], 3, 3, dtype=x.dtype)
+    with record_decisions() as decisions:
+        gate(x, weight, None)
+    (decision, ) = decisions
+    return decision
 
 
 class Payload:

@@ -3,7 +3,11 @@ import pytest
 import torch
 
 from helpers import force_decisions, random_keep_sets
+from mmengine.registry import init_default_scope
+from test_sparsity_trainer import seg_batch, seg_student
+
 from mmdvit.models import DynamicConvNeXt, DynamicSwinTransformer, keep_ratio_loss
+from mmdvit.sparse import SparsityDecision, record_decisions
 
 RATIOS = (0.7, 0.5, 0.3)
 
@@ -50,8 +54,9 @@ def test_training_with_forced_masks_equals_inference(name, shape):
     force_decisions(backbone, 2, masks)
     x = torch.randn(2, 3, *shape)
     backbone.train()
-    out_train = backbone(x)
-    train_masks = [d.keep_mask for d in backbone.sparsity_decisions]
+    with record_decisions() as decisions:
+        out_train = backbone(x)
+    train_masks = [d.keep_mask for d in decisions]
     backbone.eval()
     with torch.no_grad():
         out_eval = backbone(x)
@@ -71,10 +76,9 @@ def test_training_with_forced_masks_equals_inference(name, shape):
 def test_inference_keeps_exactly_int_n_ratio_and_full_maps(name, batch):
     backbone = BUILDERS[name]().eval()
     x = torch.randn(batch, 3, 96, 160)
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         outs = backbone(x)
     h, w = stage_hw(name, 96, 160)
-    decisions = backbone.sparsity_decisions
     assert [d.index for d in decisions] == [0, 1, 2]
     assert [d.keep_ratio for d in decisions] == list(RATIOS)
     for d, ratio in zip(decisions, RATIOS):
@@ -176,11 +180,10 @@ def test_bf16_autocast_keeps_the_float32_positions(name):
             predictor.out_conv[-2].weight.mul_(20.0)
     x = torch.randn(3, 3, 96, 96)
     with torch.no_grad():
-        backbone(x)
-        ref = list(backbone.sparsity_decisions)
-        with torch.autocast('cpu', dtype=torch.bfloat16):
+        with record_decisions() as ref:
             backbone(x)
-        low = list(backbone.sparsity_decisions)
+        with torch.autocast('cpu', dtype=torch.bfloat16), record_decisions() as low:
+            backbone(x)
     assert [d.log_probs.dtype for d in low] == [torch.float32] * 3
     for r, d in zip(ref, low):
         assert d.num_keep == r.num_keep
@@ -190,8 +193,9 @@ def test_bf16_autocast_keeps_the_float32_positions(name):
 @pytest.mark.parametrize('name', BUILDERS)
 def test_gradients_reach_the_predictors_and_fast_paths(name):
     backbone = BUILDERS[name]().train()
-    outs = backbone(torch.randn(2, 3, 64, 64))
-    loss = sum(o.pow(2).mean() for o in outs) + keep_ratio_loss(backbone.sparsity_decisions)
+    with record_decisions() as decisions:
+        outs = backbone(torch.randn(2, 3, 64, 64))
+    loss = sum(o.pow(2).mean() for o in outs) + keep_ratio_loss(decisions)
     loss.backward()
     for predictor in backbone.score_predictors['2']:
         assert predictor.out_conv[4].weight.grad.abs().sum() > 0
@@ -255,9 +259,8 @@ def test_small_maps_keep_one_position_at_inference(name):
     (int(4 * ratio) = 0 would prune the stage whole) chosen by the predictor."""
     backbone = BUILDERS[name](keep_ratios=(0.2, 0.1, 0.1)).eval()
     x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         outs = backbone(x)
-    decisions = backbone.sparsity_decisions
     assert [d.hw_shape for d in decisions] == [(2, 2)] * 3
     assert [d.num_keep for d in decisions] == [1] * 3
     assert all(d.keep_mask.sum(1).tolist() == [1.0, 1.0] for d in decisions)
@@ -289,9 +292,66 @@ def test_non_finite_scores_raise_naming_the_predictor(name, monkeypatch):
         monkeypatch.setattr(decision_module, '_warned_nonfinite', set())
         with pytest.warns(RuntimeWarning, match=r'backbone predictor 1 \(stage 2\)') as record:
             backbone(x)
-            outs = backbone(x)
+            with record_decisions() as decisions:
+                outs = backbone(x)
     assert len(record) == 1
-    decision = backbone.sparsity_decisions[1]
+    decision = decisions[1]
     assert decision.log_probs.isnan().all()  # a NaN weight spreads to every score
     assert torch.equal(decision.order, torch.arange(decision.order.shape[1]).expand(2, -1))
     assert all(torch.isfinite(o).all() for o in outs)
+
+
+def decision_attributes(model: torch.nn.Module) -> list:
+    """(module, attribute) of every decision, or list of decisions, stored on a module."""
+    return [(name, key) for name, module in model.named_modules()
+            for key, value in vars(module).items()
+            if any(isinstance(v, SparsityDecision)
+                   for v in (value if isinstance(value, (list, tuple)) else [value]))]
+
+
+@pytest.mark.parametrize('name', BUILDERS)
+def test_a_backbone_called_twice_under_one_recorder_hands_out_both_calls(name):
+    """Re-entrancy: two calls under one recorder give both calls' decisions, equal (masks,
+    orders, counts exactly) to those of two separately recorded calls; without a recorder
+    nothing is kept, and no module holds a decision after its forward."""
+    backbone = BUILDERS[name]().eval()
+    x, y = torch.randn(2, 3, 64, 96), torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        backbone(x)
+        with record_decisions() as both:
+            backbone(x)
+            backbone(y)
+        with record_decisions() as first:
+            backbone(x)
+        with record_decisions() as second:
+            backbone(y)
+    assert len(both) == 6 and len(first) == len(second) == 3
+    for got, expected in zip(both, first + second):
+        assert got.num_keep == expected.num_keep and got.stage == expected.stage
+        assert torch.equal(got.keep_mask, expected.keep_mask)
+        assert torch.equal(got.order, expected.order)
+    assert any(not torch.equal(a.order, b.order) for a, b in zip(first, second))
+    assert not decision_attributes(backbone)
+
+
+def test_slide_inference_records_the_decisions_of_every_window():
+    """A whole segmentor in sliding-window inference: every crop's backbone decisions, in the
+    order mmseg visits the crops, each equal to those of the backbone run on that crop."""
+    init_default_scope('mmseg')
+    from mmseg.registry import MODELS
+    cfg = seg_student()
+    cfg.test_cfg = dict(mode='slide', crop_size=(32, 32), stride=(16, 16))
+    model = MODELS.build(cfg).eval()
+    data = model.data_preprocessor(seg_batch(batch=1), False)
+    with torch.no_grad(), record_decisions() as decisions:
+        preds = model.predict(data['inputs'], data['data_samples'])
+    assert preds[0].pred_sem_seg.data.shape == (1, 64, 64)
+    starts = (0, 16, 32)  # 3 x 3 crops of 32 x 32, stride 16, row by row
+    assert len(decisions) == 9 * 3
+    with torch.no_grad():
+        for i, (top, left) in enumerate((t, l) for t in starts for l in starts):
+            with record_decisions() as expected:
+                model.backbone(data['inputs'][:, :, top:top + 32, left:left + 32])
+            for got, ref in zip(decisions[3 * i:3 * i + 3], expected):
+                assert got.num_keep == ref.num_keep and torch.equal(got.order, ref.order)
+    assert not decision_attributes(model)

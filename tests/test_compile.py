@@ -13,6 +13,7 @@ import torch
 from functorch.compile import make_boxed_func
 from mmengine.config import Config
 from PIL import Image
+from test_backbone_sparsity import tiny_swin
 from test_dense_e2e import metrics, run
 from test_flops import load_tool
 from test_sync_free import WHOLE, _outputs
@@ -24,7 +25,7 @@ from mmdvit.analysis.inputs import model_inputs, sample_photos
 from mmdvit.analysis.models import build_model, default_scope, model_config
 from mmdvit.datasets import make_ade20k_demo
 from mmdvit.engine.compile import CompileHook, compile_model, inference_model
-from mmdvit.sparse import model_decisions
+from mmdvit.sparse import record_decisions
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_TOOL = ROOT / 'tools' / 'analysis_tools' / 'benchmark.py'
@@ -67,13 +68,38 @@ def test_whole_models_compile_in_one_capturable_graph(name):
     with torch.no_grad():
         compiled(first)
         got = list(_outputs(compiled(second)))
-        expected = list(_outputs(forward(second)))
+        with record_decisions() as decisions:
+            expected = list(_outputs(forward(second)))
     assert len(recorder.graphs) == 1
     assert get_first_incompatible_cudagraph_node(recorder.graphs[0]) is None
     assert len(got) == len(expected)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-    assert any(d.order is not None for d in model_decisions(model))  # it did prune
+    assert any(d.order is not None for d in decisions)  # it did prune
+
+
+def test_a_compiled_backbone_hands_its_decisions_to_a_recorder_opened_per_call():
+    """The decisions of a compiled forward reach the recorder around the call (appends traced
+    as side effects: no graph break): one graph without a recorder, one more with one open,
+    none for later calls each under a new recorder; the decisions equal the eager ones."""
+    torch.manual_seed(0)
+    backbone = tiny_swin().eval()
+    x = torch.randn(2, 3, 64, 96)
+    recorder = RecordingBackend()
+    torch._dynamo.reset()
+    compiled = torch.compile(backbone, fullgraph=True, dynamic=False, backend=recorder.backend)
+    with torch.no_grad():
+        compiled(x)
+        for _ in range(2):
+            with record_decisions() as got:
+                compiled(x)
+        with record_decisions() as expected:
+            backbone(x)
+    assert len(recorder.graphs) == 2
+    assert len(got) == len(expected) == 3 and all(d.order is not None for d in got)
+    for a, b in zip(got, expected):
+        assert (a.stage, a.index, a.num_keep) == (b.stage, b.index, b.num_keep)
+        assert torch.equal(a.order, b.order) and torch.equal(a.keep_mask, b.keep_mask)
 
 
 def test_the_recording_backend_sees_graph_breaks_and_recompilation():

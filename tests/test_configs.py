@@ -12,6 +12,8 @@ from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import MODELS, DefaultScope
 
+from mmdvit.sparse import record_decisions
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / 'configs').rglob('*.py'))
 DENSE = [p for p in CONFIGS if 'upernet' in p.name or 'rcnn' in p.name]
@@ -135,9 +137,9 @@ def check_dense_teacher_demo(cfg: Config) -> None:
         student = MODELS.build(dynamic.model.student)
     assert {k for k in student.state_dict() if not any(m in k for m in NEW_MODULES)} == set(
         dense.state_dict())
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         assert dense(torch.randn(1, 3, 64, 64), mode='tensor').shape == (1, 150, 16, 16)
-    assert dense.backbone.sparsity_decisions == []
+    assert decisions == []
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=rel)
@@ -166,14 +168,15 @@ def test_config_builds_and_runs(path):
         model = revert_sync_batchnorm(MODELS.build(cfg.model))
         teacher = model.build_teacher()
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), record_decisions() as decisions:
             if 'decode_head' in student:
                 out = model(torch.randn(1, 3, 64, 64), mode='tensor')
                 assert out.shape == (1, 150, 16, 16)
             else:
                 out = model(torch.randn(1, 3, 64, 64), det_samples(64), mode='tensor')
                 assert isinstance(out, tuple) and len(out) > 0
-    assert len(model.backbone.sparsity_decisions) == len(model.backbone.keep_ratios)
+    backbone_decisions = [d for d in decisions if d.source == 'backbone']
+    assert len(backbone_decisions) == len(model.backbone.keep_ratios)
     if teacher is not None:
         # The dense twin: sparsification disabled, no predictors.
         assert teacher.backbone.keep_ratios == [] and len(teacher.backbone.score_predictors) == 0

@@ -11,7 +11,7 @@ from test_sparse_conv import tile_decision
 
 from mmdvit.analysis.inputs import model_inputs, sample_photos
 from mmdvit.models import DynamicConvNeXt, DynamicSwinTransformer, DynamicViT, keep_ratio_loss
-from mmdvit.sparse import sparse_conv2d
+from mmdvit.sparse import record_decisions, sparse_conv2d
 from mmdvit.sparse.sparse_conv import block_grid
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
@@ -57,11 +57,10 @@ def test_cuda_autocast_keeps_the_float32_positions(name, dtype):
             predictor.out_conv[-2].weight.mul_(20.0)
     x = torch.randn(3, 3, 96, 96, device='cuda')
     with torch.no_grad():
-        ref = backbone(x)
-        ref_decisions = list(backbone.sparsity_decisions)
-        with torch.autocast('cuda', dtype=HALF[dtype]):
+        with record_decisions() as ref_decisions:
+            ref = backbone(x)
+        with torch.autocast('cuda', dtype=HALF[dtype]), record_decisions() as low_decisions:
             low = backbone(x)
-        low_decisions = list(backbone.sparsity_decisions)
     assert [d.log_probs.dtype for d in low_decisions] == [torch.float32] * 3
     for r, d in zip(ref_decisions, low_decisions):
         assert d.num_keep == r.num_keep and not untied_swaps(r, d).any()
@@ -110,11 +109,11 @@ def test_cuda_amp_training_step_reaches_every_predictor(build):
     torch.manual_seed(0)
     model = build().cuda().train()
     scaler = torch.amp.GradScaler('cuda')
-    with torch.autocast('cuda', torch.float16):
+    with torch.autocast('cuda', torch.float16), record_decisions() as decisions:
         outs = model(torch.randn(2, 3, 64, 64, device='cuda'))
         loss = sum(o.float().pow(2).mean() for o in outs)
-        loss = loss + keep_ratio_loss(model.sparsity_decisions)
-    assert all(d.log_probs.dtype == torch.float32 for d in model.sparsity_decisions)
+        loss = loss + keep_ratio_loss(decisions)
+    assert all(d.log_probs.dtype == torch.float32 for d in decisions)
     scaler.scale(loss).backward()
     for predictors in model.score_predictors.values():
         for predictor in predictors:

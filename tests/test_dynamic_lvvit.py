@@ -19,6 +19,7 @@ from mmdvit.analysis.complexity import complexity
 from mmdvit.analysis.inputs import sample_photos
 from mmdvit.models import DynamicLVViT, DynamicViT, LVViTClsHead, keep_ratio_loss
 from mmdvit.models.checkpoint.lvvit import convert_lvvit_classifier_checkpoint
+from mmdvit.sparse import record_decisions
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(embed_dims=32, num_layers=6, num_heads=2, mlp_ratio=3.0, skip_lam=2.0)
@@ -167,18 +168,19 @@ def test_keep_ratio_one_and_dense_build_equal_the_reference(training):
     x = torch.randn(2, 3, 64, 64)
     tokens, _, fused, _ = reference_forward(authors_state(model, head), x, 2, 2.0,
                                             training=training)
+    decisions = {}
     for backbone in (model, dense):
         with torch.no_grad():
-            feats = backbone(x)
+            with record_decisions() as decisions[backbone]:
+                feats = backbone(x)
             torch.testing.assert_close(feats[0].double(), tokens, rtol=0, atol=1e-5)
             torch.testing.assert_close(head.fused_logits(feats).double(), fused, rtol=0,
                                        atol=1e-5)
             scores = head.predict(feats)[0].pred_score
         torch.testing.assert_close(scores.double(), fused[0].softmax(-1), rtol=0, atol=1e-6)
-    assert dense.sparsity_decisions == [] and len(dense.score_predictors) == 0
-    assert len(model.sparsity_decisions) == 3
-    assert all(d.log_probs is None and bool(d.keep_mask.eq(1).all())
-               for d in model.sparsity_decisions)
+    assert decisions[dense] == [] and len(dense.score_predictors) == 0
+    assert len(decisions[model]) == 3
+    assert all(d.log_probs is None and bool(d.keep_mask.eq(1).all()) for d in decisions[model])
 
 
 def test_training_with_forced_masks_equals_the_reference():
@@ -191,9 +193,9 @@ def test_training_with_forced_masks_equals_the_reference():
     for i, proposal in enumerate(proposals):
         model.score_predictors['0'][i] = FixedScores(proposal)
     x = torch.randn(batch, 3, 64, 64)
-    feats = model(x)
+    with record_decisions() as decisions:
+        feats = model(x)
     cls_logits, aux_logits = head(feats)
-    decisions = model.sparsity_decisions
     for decision, expected in zip(decisions, keep_sets):
         assert torch.equal(decision.keep_mask.bool(), expected)
     tokens, cls, _, _ = reference_forward(authors_state(model, head), x, 2, 2.0, (1, 3, 4),
@@ -218,14 +220,14 @@ def test_inference_keeps_exactly_int_n_ratio_tokens(batch):
     lengths = []
     for block in model.blocks:
         block.register_forward_pre_hook(lambda m, args: lengths.append(args[0].shape[1]))
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         out = model(torch.randn(batch, 3, 224, 224))[0]
     counts = [int(196 * r) for r in ratios]
     assert counts == [137, 96, 67]
     assert lengths == [197, 1 + 137, 1 + 96, 1 + 96, 1 + 67, 1 + 67]
     assert out.shape == (batch, 1 + 67, 32)
     previous = None
-    for decision, count in zip(model.sparsity_decisions, counts):
+    for decision, count in zip(decisions, counts):
         assert decision.num_keep == count and decision.keep_indices.shape == (batch, count)
         assert torch.equal(decision.keep_mask.sum(1), torch.full((batch, ), float(count)))
         if previous is not None:
@@ -237,10 +239,10 @@ def test_training_equals_inference_for_the_same_kept_tokens():
     model = tiny_lvvit(img_size=224, keep_ratios=(0.7, 0.49, 0.343))
     head = tiny_head().eval()
     x = torch.randn(3, 3, 224, 224)
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         inferred = model.eval()(x)[0]
-    last = model.sparsity_decisions[-1].keep_indices
-    kept = [d.keep_mask.bool() for d in model.sparsity_decisions]
+    last = decisions[-1].keep_indices
+    kept = [d.keep_mask.bool() for d in decisions]
     for i, mask in enumerate(kept):
         model.score_predictors['0'][i] = FixedScores(mask)
     model.train()
@@ -322,11 +324,11 @@ def test_authors_checkpoint_loads_and_matches_the_reference_at_real_size(tmp_pat
     head.init_weights()
     model.eval()
     x = torch.randn(1, 3, 224, 224)
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         fused = head.fused_logits(model(x))
     _, _, expected, kept = reference_forward(state, x, 6, 2.0, (4, 8, 12),
                                              ratios=(0.7, 0.49, 0.343))
-    for decision, positions in zip(model.sparsity_decisions, kept):
+    for decision, positions in zip(decisions, kept):
         assert torch.equal(decision.keep_indices.sort(1).values, positions.sort(1).values)
     torch.testing.assert_close(fused.double(), expected, rtol=0, atol=1e-4)
 

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from mmdvit.models import DynamicViT, keep_ratio_loss
 from mmdvit.models.checkpoint.vit import convert_vit_checkpoint
+from mmdvit.sparse import record_decisions
 
 TINY = dict(embed_dims=32, num_layers=6, num_heads=2)
 
@@ -86,7 +87,8 @@ def test_keep_ratio_one_equals_timm_deit_small(training):
     assert not unexpected and all(k.startswith('score_predictors.') for k in missing)
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
-        tokens, featmap = ours(x)
+        with record_decisions() as decisions:
+            tokens, featmap = ours(x)
         ref_tokens = ref.forward_features(x)
         ours.out_type = 'cls_token'
         cls = ours(x)[1]
@@ -95,17 +97,16 @@ def test_keep_ratio_one_equals_timm_deit_small(training):
     torch.testing.assert_close(tokens, ref_tokens[:, 1:], rtol=0, atol=1e-5)
     assert featmap.shape == (1, 384, 14, 14)
     torch.testing.assert_close(featmap.flatten(2).transpose(1, 2), tokens)
-    assert [d.num_keep for d in ours.sparsity_decisions] == [196] * 3
-    assert all(d.log_probs is None and bool(d.keep_mask.eq(1).all())
-               for d in ours.sparsity_decisions)
+    assert [d.num_keep for d in decisions] == [196] * 3
+    assert all(d.log_probs is None and bool(d.keep_mask.eq(1).all()) for d in decisions)
 
 
 def test_dense_build_has_no_predictors():
     model = DynamicViT(arch=TINY, img_size=64, pruning_locs=(), keep_ratios=()).eval()
     assert len(model.score_predictors) == 0
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         model(torch.randn(1, 3, 64, 64))
-    assert model.sparsity_decisions == []
+    assert decisions == []
 
 
 def test_training_with_forced_masks_equals_masked_attention_formula():
@@ -117,8 +118,8 @@ def test_training_with_forced_masks_equals_masked_attention_formula():
     for i, proposal in enumerate(proposals):
         model.score_predictors['0'][i] = FixedScores(proposal)
     x = torch.randn(batch, 3, 64, 64)
-    out = model(x)[0]
-    decisions = model.sparsity_decisions
+    with record_decisions() as decisions:
+        out = model(x)[0]
     assert len(decisions) == len(keep_sets)
     for decision, expected in zip(decisions, keep_sets):
         assert decision.keep_mask.shape == (batch, num)
@@ -145,8 +146,8 @@ def test_training_predictors_see_the_previous_mask_and_get_gradients():
             return original(tokens, policy)
 
         predictor.forward = spy
-    out = model(torch.randn(2, 3, 64, 64))[0]
-    decisions = model.sparsity_decisions
+    with record_decisions() as decisions:
+        out = model(torch.randn(2, 3, 64, 64))[0]
     assert len(seen) == len(decisions) == 3
     assert torch.equal(seen[0], torch.ones(2, 16, 1))
     for policy, previous in zip(seen[1:], decisions[:-1]):
@@ -161,9 +162,9 @@ def test_training_predictors_see_the_previous_mask_and_get_gradients():
 def test_training_equals_inference_for_the_same_kept_tokens():
     model = tiny_vit(img_size=224, keep_ratios=(0.7, 0.49, 0.343))
     x = torch.randn(3, 3, 224, 224)
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         inferred = model.eval()(x)[0]
-    kept = [d.keep_mask.bool() for d in model.sparsity_decisions]
+    kept = [d.keep_mask.bool() for d in decisions]
     for i, mask in enumerate(kept):
         model.score_predictors['0'][i] = FixedScores(mask)
     with torch.no_grad():
@@ -179,14 +180,14 @@ def test_inference_keeps_exactly_the_scheduled_token_counts(batch):
     lengths = []
     for block in model.blocks:
         block.register_forward_pre_hook(lambda m, args: lengths.append(args[0].shape[1]))
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         model(torch.randn(batch, 3, 224, 224))
     counts = [int(196 * r) for r in ratios]
     assert counts == [137, 96, 67]
     assert lengths == [197, 1 + 137, 1 + 96, 1 + 96, 1 + 67, 1 + 67]
     previous = None
-    assert len(model.sparsity_decisions) == len(counts)
-    for decision, count in zip(model.sparsity_decisions, counts):
+    assert len(decisions) == len(counts)
+    for decision, count in zip(decisions, counts):
         assert decision.num_keep == count
         indices = decision.keep_indices
         assert indices.shape == (batch, count)
@@ -205,9 +206,10 @@ def test_featmap_keeps_pruned_tokens_at_their_positions():
     with torch.no_grad():
         tokens, featmap = model(x)
         model.out_type = 'raw'
-        _, raw = model(x)
+        with record_decisions() as decisions:
+            _, raw = model(x)
     assert featmap.shape == (2, 32, 4, 4)
-    last = model.sparsity_decisions[-1]
+    last = decisions[-1]
     assert raw.shape == (2, 1 + last.num_keep, 32)
     # The kept tokens sit at their original positions of the map.
     gathered = tokens.gather(1, last.keep_indices.unsqueeze(-1).expand(-1, -1, 32))
@@ -217,20 +219,21 @@ def test_featmap_keeps_pruned_tokens_at_their_positions():
 def test_feature_distill_loss_uses_the_tokens_kept_last():
     model = tiny_vit(distill_tokens=True).train()
     x = torch.randn(2, 3, 64, 64)
-    student = model(x)
+    with record_decisions() as decisions:
+        student = model(x)
     teacher = (student[0].detach() + torch.randn_like(student[0]), student[1].detach())
-    kept = model.sparsity_decisions[-1].keep_mask.bool()
+    kept = decisions[-1].keep_mask.bool()
     expected = (student[0] - teacher[0])[kept].pow(2).mean()
-    torch.testing.assert_close(model.feature_distill_loss(student, teacher), expected)
+    torch.testing.assert_close(model.feature_distill_loss(student, teacher, decisions), expected)
     assert student[1].shape == (2, 32)
 
 
 def test_other_input_sizes_and_padding():
     model = tiny_vit(out_type='featmap').eval()
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         out = model(torch.randn(1, 3, 72, 100))[0]
     assert out.shape == (1, 32, 5, 7)
-    assert [d.num_keep for d in model.sparsity_decisions] == [26, 17, 8]
+    assert [d.num_keep for d in decisions] == [26, 17, 8]
 
 
 @pytest.mark.parametrize('kwargs, match', [
@@ -274,20 +277,21 @@ def test_decisions_and_outputs_equal_the_implementation_before_the_shared_core()
     model.load_state_dict(golden['state'])
     close = dict(rtol=1e-4, atol=1e-5)
     torch.manual_seed(1)
-    tokens, out = model.train()(golden['x'])
+    with record_decisions() as decisions:
+        tokens, out = model.train()(golden['x'])
     ref = golden['train']
     torch.testing.assert_close(tokens, ref['tokens'], **close)
     torch.testing.assert_close(out, ref['out'], **close)
-    assert len(model.sparsity_decisions) == len(ref['masks']) == len(ref['log_probs']) == 3
-    for d, mask, log_probs in zip(model.sparsity_decisions, ref['masks'], ref['log_probs']):
+    assert len(decisions) == len(ref['masks']) == len(ref['log_probs']) == 3
+    for d, mask, log_probs in zip(decisions, ref['masks'], ref['log_probs']):
         assert torch.equal(d.keep_mask, mask)
         torch.testing.assert_close(d.log_probs, log_probs, **close)
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         tokens, out = model.eval()(golden['x'])
     ref = golden['eval']
     torch.testing.assert_close(tokens, ref['tokens'], **close)
     torch.testing.assert_close(out, ref['out'], **close)
-    assert len(model.sparsity_decisions) == len(ref['kept']) == len(ref['log_probs']) == 3
-    for d, kept, log_probs in zip(model.sparsity_decisions, ref['kept'], ref['log_probs']):
+    assert len(decisions) == len(ref['kept']) == len(ref['log_probs']) == 3
+    for d, kept, log_probs in zip(decisions, ref['kept'], ref['log_probs']):
         assert torch.equal(d.keep_indices, kept)
         torch.testing.assert_close(d.log_probs, log_probs, **close)

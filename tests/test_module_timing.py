@@ -12,7 +12,7 @@ from test_flops import load_tool
 from mmdvit.analysis.inputs import model_inputs, sample_photos
 from mmdvit.analysis.models import build_model, load_config, model_config
 from mmdvit.analysis.module_timing import dense_config, dense_override, sparse_units
-from mmdvit.sparse import model_decisions
+from mmdvit.sparse import record_decisions
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_TOOL = ROOT / 'tools' / 'analysis_tools' / 'benchmark.py'
@@ -48,9 +48,9 @@ def test_dense_override_makes_exactly_the_chosen_units_dense():
     cfg.merge_from_dict(override)
     changed = build_model(model_config(cfg), cfg.default_scope)
     data = model_inputs(changed, sample_photos(1), (128, 128))
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         changed(data['inputs'], data['data_samples'], mode='tensor')
-    scored = [(d.source, d.stage, d.log_probs is not None) for d in model_decisions(changed)]
+    scored = [(d.source, d.stage, d.log_probs is not None) for d in decisions]
     assert scored == [('backbone', 0, True), ('backbone', 1, False), ('backbone', 2, True),
                       ('backbone', 2, True), ('backbone', 2, True), ('decode_head', 0, True),
                       ('decode_head', 1, False), ('decode_head', 0, True)]

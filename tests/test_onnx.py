@@ -24,6 +24,7 @@ from mmdvit.analysis.presets import PRESETS  # noqa: E402
 from mmdvit.deploy import onnx_export  # noqa: E402
 from mmdvit.deploy import (OnnxExportError, export_and_verify, onnx_macs,  # noqa: E402
                            onnx_op_counts, ort_session, spread_predictor_scores)
+from mmdvit.sparse import record_decisions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORT_TOOL = ROOT / 'tools' / 'deployment' / 'pytorch2onnx.py'
@@ -58,9 +59,8 @@ def twin_of(cfg: dict, model: torch.nn.Module) -> torch.nn.Module:
     return twin
 
 
-def kept_sets(model: torch.nn.Module):
-    return [d.keep_indices.sort(dim=1).values for d in model.sparsity_decisions
-            if d.order is not None]
+def kept_sets(decisions):
+    return [d.keep_indices.sort(dim=1).values for d in decisions if d.order is not None]
 
 
 def torch_outputs(model, x):
@@ -90,11 +90,13 @@ def test_export_matches_pytorch_and_recomputes_the_decision(case, tmp_path):
     # A third, unrelated input: PyTorch keeps other positions than for the export example,
     # and the graph still reproduces PyTorch, so the kept set is computed inside the graph.
     example = onnx_export.check_inputs(model, shape, BATCH)[0]
-    torch_outputs(model, example)
-    first = kept_sets(model)
+    with record_decisions() as decisions:
+        torch_outputs(model, example)
+    first = kept_sets(decisions)
     other = torch.randn(BATCH, 3, *shape, generator=torch.Generator().manual_seed(7))
-    ref = torch_outputs(model, other)
-    assert first and any(not torch.equal(a, b) for a, b in zip(first, kept_sets(model)))
+    with record_decisions() as decisions:
+        ref = torch_outputs(model, other)
+    assert first and any(not torch.equal(a, b) for a, b in zip(first, kept_sets(decisions)))
     session = ort_session(path, threads=1)
     got = session.run(None, {session.get_inputs()[0].name: other.numpy()})
     assert len(got) == len(ref)

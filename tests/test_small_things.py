@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import gate_decision
 from mmengine.registry import init_default_scope
 from test_sparsity_trainer import seg_student
 
 from mmdvit.models.heads import DynamicUPerHead
-from mmdvit.sparse import BlockScorePredictor, SparseConvGate
+from mmdvit.sparse import BlockScorePredictor, SparseConvGate, record_decisions
 from mmdvit.sparse.predictor import detail_cue, neighbour_max
 from mmdvit.models.wrappers.recorded_score import (checkpoint_step, recorded_scores,
                                                    warn_if_teacher_weaker)
@@ -84,7 +85,7 @@ def impulse_map() -> torch.Tensor:
 
 def kept_tiles(gate: SparseConvGate, x: torch.Tensor, training: bool) -> set:
     gate.train(training)
-    mask = gate.decide(x).keep_mask[0]
+    mask = gate_decision(gate, x).keep_mask[0]
     return set(torch.nonzero(mask).flatten().tolist())
 
 
@@ -119,11 +120,12 @@ def test_dynamic_uper_head_passes_the_options_to_every_gate():
     assert all(p.detail_weight is not None and p.neighbour_bonus == 0.5 for p in predictors)
     head.eval()
     inputs = [torch.randn(2, c, 32 // 2**i, 32 // 2**i) for i, c in enumerate([8, 16, 32, 64])]
-    out = head(inputs)
+    with record_decisions() as decisions:
+        out = head(inputs)
     assert out.shape == (2, 4, 32, 32)
     # One ratio per level: 4x4 tiles of the 32x32 level 0, 2x2 tiles of the 16x16 level 1.
-    assert [d.hw_shape for d in head.sparsity_decisions] == [(8, 8)] * 3
-    kept = [int(d.keep_mask[0].sum()) for d in head.sparsity_decisions]
+    assert [d.hw_shape for d in decisions] == [(8, 8)] * 3
+    kept = [int(d.keep_mask[0].sum()) for d in decisions]
     assert kept == [32, 19, 25]
 
 

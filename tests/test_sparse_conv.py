@@ -4,14 +4,15 @@ and at keep ratio 1.0 the head is mmseg's UPerHead."""
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import FixedTileScores, random_keep_sets, randomize
+from helpers import FixedTileScores, gate_decision, random_keep_sets, randomize
 from mmcv.cnn import ConvModule
 from mmengine.registry import MODELS, DefaultScope
 from torch import nn
 
 from mmdvit.models.layers import SparseConvModule
 from mmdvit.models.layers.sparse_conv_module import settings
-from mmdvit.sparse import SparseConvGate, SparsityDecision, decide, sparse_conv2d
+from mmdvit.sparse import (SparseConvGate, SparsityDecision, decide, record_decisions,
+                           sparse_conv2d)
 from mmdvit.sparse.predictor import BlockScorePredictor
 from mmdvit.sparse.sparse_conv import block_grid, expand_block_mask
 
@@ -77,7 +78,7 @@ def test_gate_keeps_int_tiles_times_ratio_per_image_and_decides_in_float32(batch
     torch.manual_seed(0)
     gate = SparseConvGate(8, 8, 0.3, block=4, source='decode_head', index=1, level=2).eval()
     x = torch.randn(batch, 8, 18, 23)  # 5 x 6 tiles
-    decision = gate.decide(x)
+    decision = gate_decision(gate, x)
     assert decision.hw_shape == (5, 6) and decision.num_keep == int(30 * 0.3)
     assert decision.keep_mask.sum(1).tolist() == [int(30 * 0.3)] * batch
     assert (decision.source, decision.stage, decision.index) == ('decode_head', 2, 1)
@@ -85,10 +86,10 @@ def test_gate_keeps_int_tiles_times_ratio_per_image_and_decides_in_float32(batch
     expected = scores.topk(decision.num_keep, dim=1).indices.sort(1).values
     assert torch.equal(decision.keep_indices.sort(1).values, expected)
     with torch.autocast('cpu', torch.bfloat16):
-        amp = gate.decide(x.bfloat16())
+        amp = gate_decision(gate, x.bfloat16())
     assert amp.log_probs.dtype == torch.float32
     # bf16 input rounds the scored map, so compare with float32 decisions on the same values
-    assert torch.equal(amp.keep_mask, gate.decide(x.bfloat16().float()).keep_mask)
+    assert torch.equal(amp.keep_mask, gate_decision(gate, x.bfloat16().float()).keep_mask)
 
 
 def test_block_predictor_scores_every_tile_including_partial_ones():
@@ -144,15 +145,13 @@ def test_dynamic_uper_head_at_ratio_one_is_mmseg_uper_head(training):
     assert result.missing_keys and all('.gate.' in k for k in result.missing_keys)
     assert set(dynamic.state_dict()) - set(result.missing_keys) == set(state)
     dense.train(training), dynamic.train(training)
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         assert torch.equal(dynamic(head_inputs()), dense(head_inputs()))
-    assert all(d.log_probs is None and bool(d.keep_mask.eq(1).all())
-               for d in dynamic.sparsity_decisions)
+    assert all(d.log_probs is None and bool(d.keep_mask.eq(1).all()) for d in decisions)
     # the fast paths were started from the loaded kernels
     torch.testing.assert_close(dynamic.fpn_bottleneck.gate.fast_path.weight,
                                state['fpn_bottleneck.conv.weight'].sum((2, 3), keepdim=True))
-    assert [d.num_keep == d.hw_shape[0] * d.hw_shape[1]
-            for d in dynamic.sparsity_decisions] == [True] * 3
+    assert [d.num_keep == d.hw_shape[0] * d.hw_shape[1] for d in decisions] == [True] * 3
 
 
 def test_dynamic_uper_head_training_stream_equals_inference_for_the_same_tiles():
@@ -167,14 +166,14 @@ def test_dynamic_uper_head_training_stream_equals_inference_for_the_same_tiles()
     for m in head.modules():  # batch statistics would differ between modes
         if isinstance(m, torch.nn.BatchNorm2d):
             m.eval()
-    train_out = head(inputs)
-    train_masks = [d.keep_mask for d in head.sparsity_decisions]
+    with record_decisions() as trained:
+        train_out = head(inputs)
+    train_masks = [d.keep_mask for d in trained]
     head.eval()
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         eval_out = head(inputs)
-    assert [torch.equal(a, d.keep_mask) for a, d in zip(train_masks, head.sparsity_decisions)
-            ] == [True] * 3
-    assert [d.num_keep for d in head.sparsity_decisions] == [36, 28, 21]
+    assert [torch.equal(a, d.keep_mask) for a, d in zip(train_masks, decisions)] == [True] * 3
+    assert [d.num_keep for d in decisions] == [36, 28, 21]
     torch.testing.assert_close(train_out, eval_out, rtol=1e-4, atol=1e-5)
 
 
@@ -215,10 +214,11 @@ def test_gate_at_ratio_one_is_the_dense_convolution_without_scoring(training):
     x = torch.randn(3, 6, 13, 17)
     weight, bias = torch.randn(5, 6, 3, 3), torch.randn(5)
     for dilation in (1, 2):
-        out = gate(x, weight, bias, dilation)
+        with record_decisions() as decisions:
+            out = gate(x, weight, bias, dilation)
         torch.testing.assert_close(out, F.conv2d(x, weight, bias, padding=dilation,
                                                  dilation=dilation), rtol=0, atol=0)
-        d = gate.decision
+        (d, ) = decisions
         assert (d.hw_shape, d.num_keep, d.log_probs, d.source) == ((4, 5), 20, None, 'neck')
         assert torch.equal(d.keep_mask, torch.ones(3, 20))
     assert not calls
@@ -292,9 +292,10 @@ def test_from_dense_copies_every_setting_and_equals_the_dense_module_at_ratio_on
     assert not result.unexpected_keys and all('gate.' in k for k in result.missing_keys)
     dense.train(training), sparse.train(training)
     x = torch.randn(2, 6, 13, 17)
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         torch.testing.assert_close(sparse(x), dense(x), rtol=1e-5, atol=1e-5)
-    assert sparse.decision.log_probs is None and sparse.decision.num_keep == 4 * 5
+    (decision, ) = decisions
+    assert decision.log_probs is None and decision.num_keep == 4 * 5
 
 
 def test_from_dense_is_used_with_the_owners_name():
@@ -411,9 +412,9 @@ def test_dynamic_uper_head_with_dw3x3_fast_paths():
             m.eval()
     train_out = head(head_inputs())
     head.eval()
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         eval_out = head(head_inputs())
-    assert [d.num_keep for d in head.sparsity_decisions] == [36, 28, 21]
+    assert [d.num_keep for d in decisions] == [36, 28, 21]
     torch.testing.assert_close(train_out, eval_out, rtol=1e-4, atol=1e-5)
 
 

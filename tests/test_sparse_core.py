@@ -1,12 +1,14 @@
 """The sparsification machinery: schedules, decisions, routing, the keep-ratio loss."""
 import re
+from dataclasses import FrozenInstanceError, replace
 
 import pytest
 import torch
 from torch import nn
 
-from mmdvit.sparse import (BlockScorePredictor, ScorePredictor, SparseConvGate, build_schedule,
-                           decide, drop_pruned, keep_ratio_loss, route_tokens)
+from mmdvit.sparse import (BlockScorePredictor, ScorePredictor, SparseConvGate, SparsityDecision,
+                           build_schedule, decide, drop_pruned, keep_ratio_loss, record_decisions,
+                           route_tokens)
 from mmdvit.sparse import decision as decision_module
 from mmdvit.sparse.decision import NONFINITE_ENV, num_kept
 from mmdvit.sparse.gate import check_gate_args
@@ -147,8 +149,7 @@ def test_routing_training_stream_equals_gather_scatter(ratio):
     inference = decide(scores, ratio, False, 0, 0, (4, 5))
     out_inference = route_tokens(x, slow, fast, inference)
     # The same kept set as a training-style (mask-only) decision.
-    training = decide(scores, ratio, True, 0, 0, (4, 5))
-    training.keep_mask = inference.keep_mask
+    training = replace(decide(scores, ratio, True, 0, 0, (4, 5)), keep_mask=inference.keep_mask)
     out_training = route_tokens(x, slow, fast, training)
     torch.testing.assert_close(out_training, out_inference)
     kept = inference.keep_mask.bool()
@@ -160,8 +161,8 @@ def test_keep_ratio_loss_is_per_image_then_averaged():
     scores = torch.zeros(2, 10, 2)
     d1 = decide(scores, 0.5, True, 2, 0, (2, 5))
     d2 = decide(scores, 0.3, True, 2, 1, (2, 5))
-    d1.keep_mask = torch.tensor([[1.0] * 10, [0.0] * 10])  # image means 1.0 and 0.0
-    d2.keep_mask = torch.tensor([[1.0] * 3 + [0.0] * 7] * 2)  # exactly on target
+    d1 = replace(d1, keep_mask=torch.tensor([[1.0] * 10, [0.0] * 10]))  # means 1.0 and 0.0
+    d2 = replace(d2, keep_mask=torch.tensor([[1.0] * 3 + [0.0] * 7] * 2))  # exactly on target
     expected = ((0.5**2 + 0.5**2) / 2 + 0.0) / 2
     assert keep_ratio_loss([d1, d2]).item() == pytest.approx(expected)
     with pytest.raises(ValueError, match='no decisions'):
@@ -357,3 +358,59 @@ def test_inference_decisions_compile_with_fullgraph_without_the_finite_check():
     assert torch.equal(compiled(log_probs), decide(log_probs, 0.5, False, 0, 0, (4, 5)).keep_mask)
     log_probs[0, 3] = float('nan')
     assert compiled(log_probs).sum(1).tolist() == [10.0, 10.0]
+
+
+# ------------------------------------------------------------- decisions are values, recorded
+def test_decisions_are_frozen_and_derived_ones_are_new_values():
+    """Assigning a field raises; ``dataclasses.replace`` builds a new decision whose lazily
+    derived rows are its own (not copied from the original)."""
+    d = decide(torch.randn(2, 20, 2).log_softmax(-1), 0.5, False, 0, 0, (4, 5))
+    with pytest.raises(FrozenInstanceError):
+        d.window_size = 4
+    with pytest.raises(FrozenInstanceError):
+        d.keep_mask = torch.ones(2, 20)
+    kept, pruned = d.flat_rows()
+    assert d.flat_rows()[0] is kept  # computed once
+    reordered = replace(d, order=d.order.flip(1))
+    assert reordered.window_size is None and d.order is not reordered.order
+    assert torch.equal(reordered.flat_rows()[0], (reordered.order[:, :10] + torch.tensor(
+        [[0], [20]])).reshape(-1))
+
+
+def test_the_constructors_set_what_each_mode_guarantees():
+    where = dict(stage=1, index=2, keep_ratio=0.5, hw_shape=(2, 3), source='neck')
+    log_probs, mask = torch.randn(2, 6, 2).log_softmax(-1), torch.ones(2, 6)
+    trained = SparsityDecision.for_training(log_probs, mask, **where)
+    assert trained.order is None and trained.num_keep is None and trained.keep_indices is None
+    order = torch.arange(6).expand(2, 6)
+    inferred = SparsityDecision.for_inference(log_probs, mask, order, 3, **where)
+    assert inferred.num_keep == 3 and torch.equal(inferred.keep_indices, order[:, :3])
+    everything = SparsityDecision.keep_all(2, torch.device('cpu'), **where)
+    assert (everything.log_probs, everything.order, everything.num_keep) == (None, None, 6)
+    assert torch.equal(everything.keep_mask, torch.ones(2, 6))
+    assert (everything.stage, everything.index, everything.source) == (1, 2, 'neck')
+    # decide() builds the keep-everything decision with that constructor: equal fields.
+    skipped = decide(None, 1.0, True, 1, 2, (2, 3), source='neck', like=mask)
+    assert skipped.num_keep == 6 and torch.equal(skipped.keep_mask, everything.keep_mask)
+
+
+def test_record_decisions_collects_every_decide_call_in_order_and_nests():
+    """Nothing is recorded without a recorder; an open recorder gets every decision in call
+    order, nested recorders both get those made while both are open, and a recorder closed by
+    an exception stops recording."""
+    scores = torch.randn(2, 20, 2).log_softmax(-1)
+    decide(scores, 0.5, False, 0, 0, (4, 5))
+    assert not decision_module._RECORDERS
+    with record_decisions() as outer:
+        first = decide(scores, 0.5, False, 0, 0, (4, 5))
+        with record_decisions() as inner:
+            second = decide(scores, 0.3, True, 0, 1, (4, 5))
+        third = decide(scores, 1.0, False, 0, 2, (4, 5))
+    assert [d is e for d, e in zip(outer, (first, second, third))] == [True] * 3
+    assert len(outer) == 3 and len(inner) == 1 and inner[0] is second
+    with pytest.raises(RuntimeError, match='boom'):
+        with record_decisions() as broken:
+            decide(scores, 0.5, False, 0, 0, (4, 5))
+            raise RuntimeError('boom')
+    decide(scores, 0.5, False, 0, 0, (4, 5))
+    assert len(broken) == 1 and not decision_module._RECORDERS

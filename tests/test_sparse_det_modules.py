@@ -14,7 +14,7 @@ from mmengine.registry import MODELS, DefaultScope
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from mmdvit.sparse import SparseConvGate
+from mmdvit.sparse import SparseConvGate, record_decisions
 from mmdvit.sparse.sparse_conv import expand_block_mask
 
 FPN_ARGS = dict(in_channels=[4, 8, 16, 32], out_channels=8, num_outs=5)
@@ -91,10 +91,11 @@ def test_at_ratio_one_the_module_is_mmdets_and_loads_its_checkpoint(name, inputs
     assert set(dynamic.state_dict()) - set(result.missing_keys) == set(state)
     dense.train(training), dynamic.train(training)
     with torch.no_grad():
-        expected, actual = flat_outputs(dense, inputs()), flat_outputs(dynamic, inputs())
+        expected = flat_outputs(dense, inputs())
+        with record_decisions() as decisions:
+            actual = flat_outputs(dynamic, inputs())
     assert len(actual) == len(expected)
     assert all(torch.equal(a, e) for a, e in zip(actual, expected))
-    decisions = dynamic.sparsity_decisions
     assert [(d.hw_shape, d.num_keep) for d in decisions] == [(g, g[0] * g[1]) for g in GRIDS]
     assert all(d.log_probs is None and bool(d.keep_mask.eq(1).all()) for d in decisions)
     # the fast paths were started from the loaded kernel, summed over its taps
@@ -126,11 +127,11 @@ def test_training_stream_equals_inference_for_the_same_tiles(name, inputs):
     for i, (gate, grid, ratio) in enumerate(zip(gates_of(dynamic), GRIDS, ratios)):
         keep = random_keep_sets(2, grid[0] * grid[1], [ratio], seed=i)[0]
         gate.score_predictor = FixedTileScores(keep)
-    train_out = flat_outputs(dynamic.train(), inputs())
-    train_masks = [d.keep_mask for d in dynamic.sparsity_decisions]
-    with torch.no_grad():
+    with record_decisions() as trained:
+        train_out = flat_outputs(dynamic.train(), inputs())
+    train_masks = [d.keep_mask for d in trained]
+    with torch.no_grad(), record_decisions() as decisions:
         eval_out = flat_outputs(dynamic.eval(), inputs())
-    decisions = dynamic.sparsity_decisions
     assert [d.num_keep for d in decisions] == [17, 10]
     assert all(torch.equal(m, d.keep_mask) for m, d in zip(train_masks, decisions))
     for a, b in zip(train_out, eval_out):
@@ -144,9 +145,8 @@ def test_inference_keeps_int_tiles_times_ratio_and_records_decisions(
         name, inputs, source, batch):
     dynamic = build(f'mmdvit.Dynamic{name}', keep_ratios=(0.4, 0.75)).eval()
     assert dynamic.keep_ratios == [0.4, 0.75]
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         flat_outputs(dynamic, inputs(batch))
-    decisions = dynamic.sparsity_decisions
     assert [(d.source, d.stage, d.index, d.hw_shape) for d in decisions] == [
         (source, 0, 0, GRIDS[0]), (source, 1, 1, GRIDS[1])]
     assert [d.keep_mask.sum(1).tolist() for d in decisions] == [[14.0] * batch,
@@ -164,8 +164,9 @@ def test_fpn_kept_tiles_are_the_dense_conv_and_pruned_tiles_the_fast_path():
             lambda m, args, level=level: maps.__setitem__(level, args[0]))
     dense.eval(), dynamic.eval()
     with torch.no_grad():
-        expected, actual = dense(fpn_inputs()), dynamic(fpn_inputs())
-        for level, decision in enumerate(dynamic.sparsity_decisions):
+        with record_decisions() as decisions:
+            expected, actual = dense(fpn_inputs()), dynamic(fpn_inputs())
+        for level, decision in enumerate(decisions):
             gate = dynamic.fpn_convs[level].gate
             kept = expand_block_mask(decision.keep_mask, decision.hw_shape, gate.block,
                                      *SIZES[level]).bool().expand_as(actual[level])
@@ -184,9 +185,9 @@ def test_rpn_kept_tiles_are_the_dense_head_and_pruned_tiles_the_relu_of_the_fast
     dense.eval(), dynamic.eval()
     x = rpn_inputs()
     with torch.no_grad():
-        (cls_d, reg_d), (cls_s, reg_s) = dense(x), dynamic(x)
-        for level, (decision, gate) in enumerate(zip(dynamic.sparsity_decisions,
-                                                     dynamic.rpn_gates)):
+        with record_decisions() as decisions:
+            (cls_d, reg_d), (cls_s, reg_s) = dense(x), dynamic(x)
+        for level, (decision, gate) in enumerate(zip(decisions, dynamic.rpn_gates)):
             fast = F.relu(gate.fast_path(x[level]))
             kept = expand_block_mask(decision.keep_mask, decision.hw_shape, gate.block,
                                      *SIZES[level]).bool()
@@ -227,8 +228,9 @@ def test_gradients_reach_every_predictor_through_the_rpn_loss_and_the_fpn():
             bboxes=torch.tensor([[10.0, 12.0, 60.0, 70.0], [90.0, 30.0, 180.0, 140.0]]) + b,
             labels=torch.zeros(2, dtype=torch.long))
         samples.append(sample)
-    losses = head.loss(tuple(rpn_inputs()), samples)
-    assert [d.log_probs is not None for d in head.sparsity_decisions] == [True, True]
+    with record_decisions() as decisions:
+        losses = head.loss(tuple(rpn_inputs()), samples)
+    assert [d.log_probs is not None for d in decisions] == [True, True]
     sum(sum(v) if isinstance(v, list) else v for v in losses.values()).backward()
     neck = build('mmdvit.DynamicFPN', keep_ratios=(0.5, 0.5)).train()
     sum(out.sum() for out in neck(fpn_inputs())).backward()
@@ -236,7 +238,7 @@ def test_gradients_reach_every_predictor_through_the_rpn_loss_and_the_fpn():
         grad = gate.score_predictor.proj.weight.grad
         assert grad is not None and grad.abs().sum() > 0
     # predict goes through the sparse forward as well
-    head.eval().sparsity_decisions = []
-    with torch.no_grad():
+    head.eval()
+    with torch.no_grad(), record_decisions() as decisions:
         results = head.predict(tuple(rpn_inputs()), samples)
-    assert len(results) == 2 and [d.num_keep for d in head.sparsity_decisions] == [17, 17]
+    assert len(results) == 2 and [d.num_keep for d in decisions] == [17, 17]

@@ -13,6 +13,8 @@ from mmengine.registry import init_default_scope
 
 from helpers import force_decisions, random_keep_sets
 
+from mmdvit.sparse import record_decisions
+
 RATIOS = (0.7, 0.5, 0.3)
 
 
@@ -66,6 +68,20 @@ def build_trainer(registry, tmp_path, **kwargs):
     return registry.build(cfg), teacher_model.eval()
 
 
+def instance_forwards(model: torch.nn.Module) -> List[str]:
+    """The modules of ``model`` whose ``forward`` is replaced on the instance."""
+    return [name for name, m in model.named_modules() if 'forward' in m.__dict__]
+
+
+def instance_forwards_during_forward(module: torch.nn.Module,
+                                     model: torch.nn.Module) -> List[List[str]]:
+    """A list that receives :func:`instance_forwards` of ``model`` at every call of
+    ``module`` (read from a forward pre-hook, while the model runs)."""
+    seen: List[List[str]] = []
+    module.register_forward_pre_hook(lambda *args: seen.append(instance_forwards(model)))
+    return seen
+
+
 def test_losses_equal_independent_computations(seg_scope, tmp_path):
     trainer, teacher = build_trainer(seg_scope, tmp_path)
     trainer.init_weights()
@@ -73,7 +89,11 @@ def test_losses_equal_independent_computations(seg_scope, tmp_path):
     force_decisions(trainer.backbone, 2, masks)
     trainer.train()
     data = trainer.data_preprocessor(seg_batch(), True)
+    patched = instance_forwards_during_forward(trainer.backbone, trainer)
     losses = trainer(**data, mode='loss')
+    # The outputs and decisions are collected without replacing any module's forward.
+    assert patched == [[]] and not instance_forwards(trainer)
+    assert not instance_forwards(trainer.teacher)
     assert {'loss_keep_ratio', 'loss_feat_distill', 'loss_logit_distill', 'kept.0', 'kept.1',
             'kept.2'} <= set(losses)
     # Keep-ratio loss from the forced masks by hand: kept fraction k_i / N per image.
@@ -281,3 +301,59 @@ def test_classifier_student_gets_logit_distillation():
     assert losses['loss_logit_distill'] > 0
     trainer.eval()
     assert trainer(torch.randn(3, 3, 64, 64), mode='tensor').shape == (3, 5)
+
+
+def test_captured_decode_head_logits_are_its_forward_output(seg_scope):
+    """mmseg decode heads call ``self.forward`` in ``loss`` (no forward hook fires): the
+    logits come from the hook on ``conv_seg``, and equal ``decode_head.forward(feats)``."""
+    from mmdvit.models.wrappers.sparsity_trainer import capture_output
+    model = seg_scope.build(seg_student()).train()
+    data = model.data_preprocessor(seg_batch(), True)
+    feats = model.extract_feat(data['inputs'])
+    with capture_output(model.decode_head, logits=True) as logits:
+        model.decode_head.loss(feats, data['data_samples'], model.train_cfg)
+    assert len(logits) == 1
+    torch.testing.assert_close(logits[0], model.decode_head.forward(feats), rtol=0, atol=0)
+    assert not model.decode_head.conv_seg._forward_hooks  # removed on exit
+
+
+def test_vit_token_distillation_uses_the_last_recorded_decision_of_the_student():
+    """A DynamicViT classifier student (``distill_tokens``): the token, logit and keep-ratio
+    terms equal references computed by hand from an independent forward's recorded decisions
+    and outputs (forced masks: the same decisions in both forwards)."""
+    init_default_scope('mmpretrain')
+    from mmpretrain.registry import MODELS
+    from mmpretrain.structures import DataSample
+    ratios = (0.7, 0.49, 0.343)
+    student = dict(
+        type='ImageClassifier',
+        backbone=dict(type='mmdvit.DynamicViT', arch=dict(embed_dims=32, num_layers=4,
+                                                          num_heads=2),
+                      img_size=64, pruning_locs=(1, 2, 3), keep_ratios=ratios,
+                      distill_tokens=True),
+        head=dict(type='LinearClsHead', num_classes=5, in_channels=32,
+                  loss=dict(type='CrossEntropyLoss')))
+    trainer = MODELS.build(dict(type='mmdvit.SparsityTrainer', student=student,
+                                teacher=dict(checkpoint=None), feature_distill_weight=0.5,
+                                logit_distill_weight=0.25))
+    trainer.init_weights()
+    force_decisions(trainer.backbone, 0, random_keep_sets(2, 16, ratios))
+    trainer.train()
+    x = torch.randn(2, 3, 64, 64)
+    losses = trainer(x, [DataSample().set_gt_label(i) for i in range(2)], mode='loss')
+    assert not instance_forwards(trainer)
+    with torch.no_grad(), record_decisions() as decisions:
+        student_out = trainer.backbone(x)
+        logits = trainer.head(student_out)
+    teacher_out = trainer.teacher.backbone(x)
+    teacher_logits = trainer.teacher(x, mode='tensor')
+    assert len(decisions) == 3
+    kept = decisions[-1].keep_mask.bool()
+    assert 0 < kept.sum() < kept.numel()
+    tokens = (student_out[0] - teacher_out[0])[kept].pow(2).mean()
+    p_t = teacher_logits.softmax(-1)
+    kl = (p_t * (p_t.log() - logits.log_softmax(-1))).sum(-1).mean()
+    ratio = sum(((d.keep_mask.mean(1) - r)**2).mean() for d, r in zip(decisions, ratios)) / 3
+    assert losses['loss_feat_distill'].item() == pytest.approx(0.5 * tokens.item(), rel=1e-4)
+    assert losses['loss_logit_distill'].item() == pytest.approx(0.25 * kl.item(), rel=1e-4)
+    assert losses['loss_keep_ratio'].item() == pytest.approx(10 * ratio.item(), rel=1e-5)

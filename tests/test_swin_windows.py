@@ -5,6 +5,7 @@ with the same weights, and per-window re-derivations written here (dense block o
 windows, ``x + fast_path(x)`` at pruned ones, the shifted-window rule recomputed by counting).
 """
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from helpers import FixedScores, randomize
 
 from mmdvit.models import DynamicSwinTransformer
 from mmdvit.models.backbones.swin_layers import DynamicSwinBlock
-from mmdvit.sparse import SparsityDecision, decide
+from mmdvit.sparse import SparsityDecision, decide, record_decisions
 from mmdvit.sparse.windows import pool_windows, shifted_decision
 
 TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), drop_path_rate=0.0)
@@ -104,8 +105,8 @@ def test_window_mode_at_ratio_one_equals_mmseg_and_mmdet_swin(upstream_pair, tra
         for x in inputs:
             ref = seg(x)
             assert_outputs_close(det(x), ref, atol=1e-6)
-            assert_outputs_close(ours(x), ref)
-            decisions = ours.sparsity_decisions
+            with record_decisions() as decisions:
+                assert_outputs_close(ours(x), ref)
             assert len(decisions) == 5 and all(d.window_size == 7 for d in decisions)
             assert all(d.log_probs is None and d.num_keep == d.keep_mask.shape[1]
                        and bool(d.keep_mask.eq(1).all()) for d in decisions)
@@ -125,9 +126,8 @@ def test_merged_training_stream_equals_inference_for_forced_window_masks():
     decisive_predictors(model)
     x = torch.randn(3, 3, 90, 118)
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as captured:
         out_eval = model(x)
-    captured = list(model.sparsity_decisions)
     assert [d.num_keep for d in captured] == [24, 7, 3, 2, 1]  # grids 6x8, 3x4, 2x2, 2x2, 1x1
     assert any(not torch.equal(d.keep_mask[0], d.keep_mask[1])
                or not torch.equal(d.keep_mask[1], d.keep_mask[2]) for d in captured[:4])
@@ -140,14 +140,16 @@ def test_merged_training_stream_equals_inference_for_forced_window_masks():
     force_window_decisions(model, [None if d.log_probs is None else d.keep_mask.bool()
                                    for d in captured])
     with torch.no_grad():
-        out_fixed = model(x)
+        with record_decisions() as fixed:
+            out_fixed = model(x)
         assert [torch.equal(d.keep_mask, c.keep_mask)
-                for d, c in zip(model.sparsity_decisions, captured)] == [True] * 5
+                for d, c in zip(fixed, captured)] == [True] * 5
         model.train()
-        out_train = model(x)
+        with record_decisions() as trained:
+            out_train = model(x)
     assert [torch.equal(d.keep_mask, c.keep_mask)
-            for d, c in zip(model.sparsity_decisions, captured)] == [True] * 5
-    assert [d.num_keep for d in model.sparsity_decisions] == [None] * 4 + [1]
+            for d, c in zip(trained, captured)] == [True] * 5
+    assert [d.num_keep for d in trained] == [None] * 4 + [1]
     assert_outputs_close(out_train, out_fixed)
     # The routing matters: the dense (ratio 1.0) model differs.
     assert (out_dense[2] - out_eval[2]).abs().max() > 1e-3
@@ -262,12 +264,11 @@ def test_inference_keeps_int_num_windows_times_ratio_per_image(batch):
     ws = 4
     model = window_swin(keep_ratios=(0.5, 0.6, 0.75, 0.5, 0.5), window_size=ws).eval()
     x = torch.randn(batch, 3, 96, 160)
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         outs = model(x)
     maps = stage_maps(96, 160)
     assert [tuple(o.shape[-2:]) for o in outs] == maps
     stages = [0, 1, 2, 2, 3]
-    decisions = model.sparsity_decisions
     assert [d.stage for d in decisions] == stages
     for d, stage, ratio in zip(decisions, stages, (0.5, 0.6, 0.75, 0.5, 0.5)):
         h, w = maps[stage]
@@ -286,8 +287,9 @@ def test_inference_keeps_int_num_windows_times_ratio_per_image(batch):
     assert [d.num_keep for d in decisions] == [30, 9, 4, 3, 1]
 
     model.train()
-    model(x)
-    for d in model.sparsity_decisions:
+    with record_decisions() as trained:
+        model(x)
+    for d in trained:
         moved = shifted_decision(d, ws, ws // 2, maps[d.stage])
         torch.testing.assert_close(moved.keep_mask.detach().sum(1), d.keep_mask.detach().sum(1))
         assert set(moved.keep_mask.detach().unique().tolist()) <= {0.0, 1.0}
@@ -325,11 +327,10 @@ def test_bf16_autocast_keeps_the_float32_windows():
     model.eval()
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
-        ref = model(x)
-        ref_decisions = list(model.sparsity_decisions)
-        with torch.autocast('cpu', dtype=torch.bfloat16):
+        with record_decisions() as ref_decisions:
+            ref = model(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16), record_decisions() as low_decisions:
             low = model(x)
-        low_decisions = list(model.sparsity_decisions)
     assert [d.num_keep for d in ref_decisions] == [12, 3, 1, 1, 1]  # grids 4x6, 2x3, 1x2, 1x1
     for r, d in zip(ref_decisions, low_decisions):
         assert d.num_keep == r.num_keep and d.window_size == r.window_size
@@ -365,11 +366,11 @@ def test_a_decision_over_other_windows_is_rejected_by_the_block():
     """A window decision built for another window size, or another grid, is refused."""
     block = DynamicSwinBlock(8, 1, 16, window_size=4, sparse=True).eval()
     x = torch.randn(1, 10 * 13, 8)
-    decision = decide(torch.randn(1, 12, 2).log_softmax(-1), 0.5, False, 0, 0, (3, 4))
-    decision.window_size = 7
+    decision = decide(torch.randn(1, 12, 2).log_softmax(-1), 0.5, False, 0, 0, (3, 4),
+                      window_size=7)
     with pytest.raises(ValueError, match='window_size=4'):
         block(x, (10, 13), decision)
-    decision.window_size = 4
+    decision = replace(decision, window_size=4)
     with pytest.raises(ValueError, match='window grid'):
         block(torch.randn(1, 10 * 17, 8), (10, 17), decision)
 
@@ -381,8 +382,9 @@ def test_output_loss_reaches_the_predictor_of_every_stage(locs):
     also when the predictor's only consumer is a shifted block (pruning_locs=(1,))."""
     torch.manual_seed(0)
     model = window_swin(keep_ratios=(0.5, ) * 4, pruning_locs=(locs, ) * 4).train()
-    outs = model(torch.randn(2, 3, 64, 96))
-    assert all(d.window_size == 4 for d in model.sparsity_decisions)
+    with record_decisions() as decisions:
+        outs = model(torch.randn(2, 3, 64, 96))
+    assert all(d.window_size == 4 for d in decisions)
     sum(o.pow(2).mean() for o in outs).backward()
     for stage in '0123':
         for predictor in model.score_predictors[stage]:

@@ -6,6 +6,7 @@ takes) under :class:`NoHostSync`, which fails on every op that would read a valu
 host or copy a host-built constant to the device on a GPU: at inference and in a training step
 (loss + backward).
 """
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator, List
 
@@ -21,7 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from mmdvit.analysis.inputs import model_inputs, sample_photos
 from mmdvit.analysis.models import build_model, model_config
 from mmdvit.models import DynamicViT, keep_ratio_loss
-from mmdvit.sparse import decide, model_decisions
+from mmdvit.sparse import decide, record_decisions
 from mmdvit.sparse.accelerator import accelerator_path
 from mmdvit.models.wrappers.distill import feature_mse, logit_kl
 
@@ -114,16 +115,14 @@ def _check(model: nn.Module, forward: Callable[[], object]) -> None:
     """Inference, then a training step (a loss on every output and the keep-ratio loss of
     every decision, backward), each under :class:`sync_free`."""
     model.eval()
-    with torch.no_grad(), sync_free():
+    with torch.no_grad(), sync_free(), record_decisions() as decisions:
         out = list(_outputs(forward()))
     assert out and all(torch.isfinite(o).all() for o in out)
-    decisions = model_decisions(model) if hasattr(model, 'backbone') else model.sparsity_decisions
     assert any(d.order is not None for d in decisions)  # something was pruned
     model.train()
     with sync_free():
-        outs = list(_outputs(forward()))
-        decisions = (model_decisions(model) if hasattr(model, 'backbone') else
-                     model.sparsity_decisions)
+        with record_decisions() as decisions:
+            outs = list(_outputs(forward()))
         loss = sum(o.float().pow(2).mean() for o in outs) + keep_ratio_loss(decisions)
         loss.backward()
     grads = [p.grad for n, p in model.named_parameters() if 'predictor' in n]
@@ -195,16 +194,18 @@ def test_distillation_terms_run_without_host_sync():
                        distill_tokens=True).train()
     x = torch.randn(2, 3, 64, 64)
     with sync_free():
-        student = model(x)
+        with record_decisions() as decisions:
+            student = model(x)
         teacher = tuple(s.detach() + torch.randn_like(s) for s in student)
-        loss = (model.feature_distill_loss(student, teacher) + feature_mse(student, teacher)
-                + logit_kl(student[1], teacher[1]) + keep_ratio_loss(model.sparsity_decisions))
+        loss = (model.feature_distill_loss(student, teacher, decisions)
+                + feature_mse(student, teacher) + logit_kl(student[1], teacher[1])
+                + keep_ratio_loss(decisions))
         loss.backward()
-    kept = model.sparsity_decisions[-1].keep_mask.bool()
+    kept = decisions[-1].keep_mask.bool()
     expected = (student[0] - teacher[0])[kept].pow(2).mean()
-    torch.testing.assert_close(model.feature_distill_loss(student, teacher), expected)
-    model.sparsity_decisions[-1].keep_mask.zero_()
-    assert model.feature_distill_loss(student, teacher).item() == 0.0
+    torch.testing.assert_close(model.feature_distill_loss(student, teacher, decisions), expected)
+    none_kept = replace(decisions[-1], keep_mask=torch.zeros_like(decisions[-1].keep_mask))
+    assert model.feature_distill_loss(student, teacher, [none_kept]).item() == 0.0
 
 
 def test_non_finite_scores_are_refused_on_the_device():

@@ -6,6 +6,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from mmdvit.models import keep_ratio_loss
+from mmdvit.sparse import record_decisions
 from helpers import readme_python_blocks
 
 SWIN_SEG = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
@@ -60,19 +61,19 @@ def test_segmentor_from_upstream_config_trains_and_predicts(tmp_path, base, back
     assert type(model.backbone).__name__ == backbone
     model.train()
     data = model.data_preprocessor(seg_inputs(), training=True)
-    losses = model.loss(data['inputs'], data['data_samples'])
-    decisions = model.backbone.sparsity_decisions
+    with record_decisions() as decisions:
+        losses = model.loss(data['inputs'], data['data_samples'])
     assert len(decisions) == 3 and all(d.keep_mask.requires_grad for d in decisions)
     total = sum(v for k, v in losses.items() if 'loss' in k) + keep_ratio_loss(decisions)
     total.backward()
     for predictor in model.backbone.score_predictors['2']:
         assert predictor.in_conv[1].weight.grad.abs().sum() > 0
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         data = model.data_preprocessor(seg_inputs(), training=False)
         preds = model.predict(data['inputs'], data['data_samples'])
     assert preds[0].pred_sem_seg.data.shape == (1, 64, 64)
-    assert [d.num_keep for d in model.backbone.sparsity_decisions] == [
+    assert [d.num_keep for d in decisions] == [
         int(4 * 4 * r) for r in (0.7, 0.5, 0.3)]
 
 
@@ -128,10 +129,11 @@ model = dict(
     data = model.data_preprocessor(
         dict(inputs=[torch.rand(3, 96, 128) * 255 for _ in range(2)], data_samples=samples), True)
     model.train()
-    losses = model.loss(data['inputs'], data['data_samples'])
+    with record_decisions() as decisions:
+        losses = model.loss(data['inputs'], data['data_samples'])
     assert {'loss_rpn_cls', 'loss_bbox', 'loss_mask'} <= set(losses)
     total = sum(v if torch.is_tensor(v) else sum(v) for k, v in losses.items() if 'loss' in k)
-    (total + keep_ratio_loss(model.backbone.sparsity_decisions)).backward()
+    (total + keep_ratio_loss(decisions)).backward()
     assert model.backbone.score_predictors['2'][0].in_conv[1].weight.grad.abs().sum() > 0
 
 
@@ -146,8 +148,9 @@ def test_classifier_builds_in_the_mmpretrain_scope():
         head=dict(type='LinearClsHead', num_classes=5, in_channels=128,
                   loss=dict(type='CrossEntropyLoss'))))
     samples = [DataSample().set_gt_label(i) for i in range(2)]
-    losses = model.loss(torch.randn(2, 3, 64, 64), samples)
-    (losses['loss'] + keep_ratio_loss(model.backbone.sparsity_decisions)).backward()
+    with record_decisions() as decisions:
+        losses = model.loss(torch.randn(2, 3, 64, 64), samples)
+    (losses['loss'] + keep_ratio_loss(decisions)).backward()
     assert model.backbone.score_predictors['2'][2].out_conv[0].weight.grad is not None
 
 

@@ -13,6 +13,7 @@ import torch
 from helpers import randomize
 from mmdvit.models import DynamicConvNeXt, DynamicSwinTransformer
 from mmdvit.models.backbones.swin_layers import DynamicSwinBlock
+from mmdvit.sparse import record_decisions
 
 MMSEG_SWIN_SUITE = (Path(mmseg.__file__).resolve().parents[1] / 'tests' / 'test_models' /
                     'test_backbones' / 'test_swin.py')
@@ -191,9 +192,9 @@ def test_convnext_with_conv_pointwise_layers_equals_mmpretrain():
     sparse = DynamicConvNeXt(arch=arch, out_indices=(0, 1, 2, 3), linear_pw_conv=False,
                              gap_before_final_norm=False, pruning_locs=(0, 1, 2)).eval()
     sparse.load_state_dict(ours.state_dict())
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         outs = sparse(x)
-    assert [d.num_keep for d in sparse.sparsity_decisions] == [33, 24, 14]  # of 6 x 8 positions
+    assert [d.num_keep for d in decisions] == [33, 24, 14]  # of 6 x 8 positions
     assert [o.shape for o in outs] == [o.shape for o in ref(x)]
 
 

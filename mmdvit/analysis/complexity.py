@@ -1,13 +1,13 @@
 """FLOPs (multiply-adds) and parameters of a dynamic model and its dense twin, side by side."""
 from statistics import mean
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from mmengine.config import Config
 from torch import nn
 
 from ..models.dense_twin import dense_twin_config
-from ..sparse import SparsityDecision, decision_label, model_decisions, sparse_children
+from ..sparse import SparsityDecision, decision_label, record_decisions
 from .flops import count_macs
 from .inputs import model_inputs
 from .models import build_model, copy_shared_weights, default_scope, load_weights, model_config
@@ -33,16 +33,25 @@ def backbone_of(model: nn.Module) -> nn.Module:
 
 
 def image_macs(model: nn.Module, image: np.ndarray,
-               shape: Optional[Sequence[int]]) -> Dict[str, float]:
-    """MACs of one image (resized to ``shape``) through the backbone and the whole model."""
+               shape: Optional[Sequence[int]]) -> Dict[str, Any]:
+    """MACs of one image (resized to ``shape``) through the backbone and the whole model, and
+    the decisions of the whole model (of the backbone, for a bare backbone)."""
     data = model_inputs(model, [image], shape)
     inputs, samples = data['inputs'], data['data_samples']
-    backbone = count_macs(backbone_of(model), inputs)
+    backbone, decisions = _macs_and_decisions(backbone_of(model), inputs)
+    whole = backbone
     if hasattr(model, 'backbone'):
-        whole = count_macs(model, inputs, samples, mode='tensor')
-    else:
-        whole = backbone
-    return dict(backbone=backbone, model=whole, input_shape=list(inputs.shape[-2:]))
+        whole, decisions = _macs_and_decisions(model, inputs, samples, mode='tensor')
+    return dict(backbone=backbone, model=whole, input_shape=list(inputs.shape[-2:]),
+                decisions=decisions)
+
+
+def _macs_and_decisions(fn: Callable[..., Any], *args: Any,
+                        **kwargs: Any) -> Tuple[float, List[SparsityDecision]]:
+    """:func:`~.flops.count_macs` of ``fn(*args, **kwargs)`` and the decisions it made."""
+    with record_decisions() as decisions:
+        macs = count_macs(fn, *args, **kwargs)
+    return macs, decisions
 
 
 def num_params(module: nn.Module) -> float:
@@ -58,12 +67,10 @@ def decision_unit(decision: SparsityDecision) -> str:
     return 'positions' if decision.window_size is None else 'windows'
 
 
-def kept_positions(model: nn.Module) -> List[Dict[str, Any]]:
-    """What each predictor (backbone, neck, heads) kept in the last forward pass (image 0).
-    For necks and heads, positions are tiles and ``stage`` is the pyramid level; ``unit`` names
-    what was decided (``'positions'``, ``'windows'`` or ``'tiles'``)."""
-    decisions = (model_decisions(model) if sparse_children(model) else
-                 getattr(model, 'sparsity_decisions', []))
+def kept_positions(decisions: Sequence[SparsityDecision]) -> List[Dict[str, Any]]:
+    """What each of the ``decisions`` of a forward pass (backbone, neck, heads) kept in image
+    0. For necks and heads, positions are tiles and ``stage`` is the pyramid level; ``unit``
+    names what was decided (``'positions'``, ``'windows'`` or ``'tiles'``)."""
     return [
         dict(name=decision_label(d), source=d.source, stage=d.stage, index=d.index,
              keep_ratio=round(d.keep_ratio, 4), hw_shape=list(d.hw_shape),
@@ -100,7 +107,7 @@ def complexity(cfg: Config, shape: Optional[Sequence[int]], images: Sequence[np.
     per_model = {}
     for name, model in (('dense', dense), ('dynamic', dynamic)):
         per_model[name] = [image_macs(model, img, shape) for img in images]
-    kept = kept_positions(dynamic)
+    kept = kept_positions(per_model['dynamic'][-1]['decisions'])
 
     def giga(name: str, part: str) -> float:
         return round(mean(r[part] for r in per_model[name]) / 1e9, 4)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from mmengine.config import ConfigDict
 
-from ..sparse import keep_ratio_loss
+from ..sparse import keep_ratio_loss, record_decisions
 from .inputs import model_inputs
 from .models import build_model, build_upstream_backbone
 
@@ -71,10 +71,10 @@ def _peak_rss_bytes(reset_worked: bool) -> int:
 
 
 def _training_step(model: torch.nn.Module, x: torch.Tensor) -> None:
-    outs = model(x)
+    with record_decisions() as decisions:
+        outs = model(x)
     outs = outs if isinstance(outs, (tuple, list)) else (outs, )
     loss = sum(o.float().square().mean() for o in outs)
-    decisions = getattr(model, 'sparsity_decisions', [])
     if decisions:
         loss = loss + keep_ratio_loss(decisions)
     loss.backward()

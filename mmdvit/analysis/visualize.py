@@ -8,7 +8,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from ..sparse import decision_label, model_decisions, sparse_children
+from ..sparse import SparseModule, decision_label, record_decisions, sparse_children
 from .complexity import backbone_of
 from .inputs import model_inputs, preprocess
 
@@ -37,11 +37,11 @@ def kept_maps(model: nn.Module, image: np.ndarray) -> List[Tuple[dict, np.ndarra
         image: (H, W, 3) uint8 RGB, any size.
     """
     backbone = backbone_of(model)
-    if not hasattr(backbone, 'sparsity_decisions'):
+    if not isinstance(backbone, SparseModule):
         raise TypeError(f'{type(backbone).__name__} is not an mmdvit dynamic backbone: there '
                         'are no kept locations to show.')
     whole = any(name != 'backbone' for name, _ in sparse_children(model))
-    with torch.no_grad():
+    with torch.no_grad(), record_decisions() as decisions:
         if whole:
             data = model_inputs(model, [image], None)
             inputs = data['inputs']
@@ -49,7 +49,6 @@ def kept_maps(model: nn.Module, image: np.ndarray) -> List[Tuple[dict, np.ndarra
         else:
             inputs = preprocess(model, [image])['inputs']
             backbone(inputs)
-    decisions = model_decisions(model) if whole else backbone.sparsity_decisions
     height, width = image.shape[:2]
     maps = []
     for d in decisions:

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from ..analysis.inputs import SAMPLE_PHOTOS, model_inputs, sample_photos
 from ..models.checkpoint import write_atomic
-from ..sparse import ScorePredictor, SparsityDecision, keep_margin, model_decisions
+from ..sparse import ScorePredictor, SparsityDecision, keep_margin, record_decisions
 
 INSTALL_HINT = 'pip install onnx onnxruntime onnxscript'
 EXPORTERS = ('torchscript', 'dynamo')
@@ -280,12 +280,8 @@ def _first_line(err: BaseException) -> str:
     return f'{type(err).__name__}: {text[:300]}'
 
 
-def _decisions(module: nn.Module) -> List[SparsityDecision]:
-    """The pruning decisions of the last forward pass: a bare backbone's, or those of every
-    deciding part of a whole model (backbone, necks, heads)."""
-    inner = _inner(module)
-    own = getattr(inner, 'sparsity_decisions', None)
-    decisions = own if isinstance(own, list) else model_decisions(inner)
+def _pruning(decisions: Sequence[SparsityDecision]) -> List[SparsityDecision]:
+    """The inference decisions among ``decisions`` that prune (``order`` is set)."""
     return [d for d in decisions if d.order is not None and d.num_keep is not None]
 
 
@@ -356,9 +352,9 @@ def verify_onnx(onnx_model: OnnxModel, model: nn.Module, inputs: Sequence[Tensor
     kept, margins = [], []
     shapes: List[List[int]] = []
     for x in inputs:
-        with torch.no_grad():
+        with torch.no_grad(), record_decisions() as recorded:
             ref = [t.float().numpy() for t in flatten_outputs(module(x))]
-        decisions = _decisions(module)
+        decisions = _pruning(recorded)
         kept.append(_kept_sets(decisions))
         margins.append(_margin(decisions))
         got = session.run(None, {name: x.numpy()})

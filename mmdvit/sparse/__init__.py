@@ -16,14 +16,17 @@ Data flow, with the file to read for each step:
    - Tiles: ``sparse_conv.py``, :func:`sparse_conv2d`, driven by :class:`SparseConvGate`
      (``gate.py``, a predictor and a fast path for a convolution owned elsewhere); tiles move
      with ``gather.py``.
-4. Keep-ratio loss: ``losses.py``, :func:`keep_ratio_loss` over a forward's decisions.
+4. Hand out: every :func:`decide` call appends its decision to the recorders open around it
+   (:func:`record_decisions`, ``decision.py``); modules keep no decision. ``sparse_module.py``
+   marks the modules that decide (:class:`SparseModule`, their ``keep_ratios``).
+5. Keep-ratio loss: ``losses.py``, :func:`keep_ratio_loss` over a training forward's recorded
+   decisions.
 
 Beside the flow: ``accelerator.py`` (which code path moves data, :func:`accelerator_path`) and
 ``weight_init.py`` (:func:`trunc_normal_init`).
 """
 from .accelerator import accelerator_path
-from .decision import (SparsityDecision, decide, decision_label, keep_margin, model_decisions,
-                       sparse_children)
+from .decision import SparsityDecision, decide, decision_label, keep_margin, record_decisions
 from .gate import SparseConvGate, block_at_level, check_gate_args, init_fast_path_on_load
 from .gather import HW, block_grid, pad_to_multiple, window_rows, window_sources
 from .losses import keep_ratio_loss
@@ -31,15 +34,16 @@ from .predictor import BlockScorePredictor, ScorePredictor, score_in_float32
 from .routing import drop_pruned, route_tokens, route_windows
 from .schedule import Locations, StageSchedule, build_schedule
 from .sparse_conv import sparse_conv2d
+from .sparse_module import SparseModule, sparse_children
 from .weight_init import trunc_normal_init
 from .windows import pool_windows, shifted_decision
 
 __all__ = [
     'BlockScorePredictor', 'HW', 'Locations', 'ScorePredictor', 'SparseConvGate',
-    'SparsityDecision', 'StageSchedule', 'accelerator_path', 'block_at_level', 'block_grid',
-    'build_schedule', 'check_gate_args', 'decide', 'decision_label', 'drop_pruned',
-    'init_fast_path_on_load', 'keep_margin', 'keep_ratio_loss', 'model_decisions',
-    'pad_to_multiple', 'pool_windows', 'route_tokens', 'route_windows', 'score_in_float32',
-    'shifted_decision', 'sparse_children', 'sparse_conv2d', 'trunc_normal_init', 'window_rows',
-    'window_sources'
+    'SparseModule', 'SparsityDecision', 'StageSchedule', 'accelerator_path', 'block_at_level',
+    'block_grid', 'build_schedule', 'check_gate_args', 'decide', 'decision_label',
+    'drop_pruned', 'init_fast_path_on_load', 'keep_margin', 'keep_ratio_loss',
+    'pad_to_multiple', 'pool_windows', 'record_decisions', 'route_tokens', 'route_windows',
+    'score_in_float32', 'shifted_decision', 'sparse_children', 'sparse_conv2d',
+    'trunc_normal_init', 'window_rows', 'window_sources'
 ]

@@ -1,13 +1,14 @@
-"""What a predictor decided: hard masks in training, a fixed top-k per image at inference."""
+"""What a predictor decided: hard masks in training, a fixed top-k per image at inference; and
+the channel that hands decisions out (:func:`record_decisions`)."""
 import os
 import warnings
-from dataclasses import dataclass, field
-from functools import partial
-from typing import Callable, List, Optional, Set, Tuple, Union
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 # What decide() scores from: the (B, n, 2) log-probabilities, or a function computing them,
 # called only when the decision can prune (needs_scores).
@@ -16,11 +17,17 @@ Scores = Union[Tensor, Callable[[], Tensor]]
 NONFINITE_ENV = 'MMDVIT_NONFINITE_SCORES'
 NONFINITE_MODES = ('error', 'warn', 'off')
 _warned_nonfinite: Set[str] = set()
+# The lists of the recorders open now (record_decisions), in the order they were opened.
+_RECORDERS: List[List['SparsityDecision']] = []
 
 
-@dataclass
+@dataclass(frozen=True)
 class SparsityDecision:
-    """One predictor's decision in the last forward pass of a dynamic backbone.
+    """One predictor's decision in a forward pass: a value, never changed once built.
+
+    :func:`decide` builds it through :meth:`for_training`, :meth:`for_inference` or
+    :meth:`keep_all`; a decision derived from another (e.g.
+    :func:`~.windows.shifted_decision`) is built with ``dataclasses.replace``.
 
     Attributes:
         stage: index of the backbone stage the predictor belongs to.
@@ -58,8 +65,35 @@ class SparsityDecision:
     num_keep: Optional[int] = None
     source: str = 'backbone'
     window_size: Optional[int] = None
-    _rows: Optional[Tuple[Tensor, Tensor]] = field(default=None, init=False, repr=False,
-                                                   compare=False)
+
+    @classmethod
+    def for_training(cls, log_probs: Tensor, keep_mask: Tensor,
+                     **where: Any) -> 'SparsityDecision':
+        """A training decision that may prune: ``log_probs`` (B, N, 2), ``keep_mask`` (B, N)
+        the straight-through hard mask; ``order`` and ``num_keep`` are ``None``.
+
+        ``where``: the fields that name the predictor (``stage``, ``index``, ``keep_ratio``,
+        ``hw_shape``, and optionally ``source``, ``window_size``)."""
+        return cls(log_probs=log_probs, keep_mask=keep_mask, **where)
+
+    @classmethod
+    def for_inference(cls, log_probs: Optional[Tensor], keep_mask: Tensor, order: Tensor,
+                      num_keep: int, **where: Any) -> 'SparsityDecision':
+        """An inference decision keeping ``order[:, :num_keep]`` (B, k) of the N positions:
+        ``keep_mask`` (B, N) marks them; ``log_probs`` (B, N, 2) or ``None`` (a nested
+        decision that kept what the previous one kept without scores). ``where``: as
+        :meth:`for_training`."""
+        return cls(log_probs=log_probs, keep_mask=keep_mask, order=order, num_keep=num_keep,
+                   **where)
+
+    @classmethod
+    def keep_all(cls, batch: int, device: torch.device, **where: Any) -> 'SparsityDecision':
+        """The decision that keeps all N = H * W positions of each of ``batch`` images without
+        scores (either mode): ``keep_mask`` (B, N) ones on ``device``, ``num_keep`` N,
+        ``log_probs`` and ``order`` ``None``. ``where``: as :meth:`for_training`."""
+        num = where['hw_shape'][0] * where['hw_shape'][1]
+        return cls(log_probs=None, keep_mask=torch.ones(batch, num, device=device),
+                   num_keep=num, **where)
 
     def flat_rows(self) -> Tuple[Tensor, Tensor]:
         """Inference with ``0 < num_keep < N``: the rows of the kept and of the pruned
@@ -69,13 +103,16 @@ class SparsityDecision:
         if self.order is None or self.num_keep is None:
             raise ValueError('flat_rows needs an inference decision that keeps some positions '
                              'and prunes others (order is set)')
-        if self._rows is None:
+        # Derived from the fields and cached on the instance, as functools.cached_property
+        # does (whose lock in Python 3.11 breaks the torch.compile graph).
+        rows = self.__dict__.get('_flat_rows')
+        if rows is None:
             batch, num = self.order.shape
             offsets = torch.arange(batch, device=self.order.device).unsqueeze(1) * num
-            rows = self.order + offsets
-            self._rows = (rows[:, :self.num_keep].reshape(-1),
-                          rows[:, self.num_keep:].reshape(-1))
-        return self._rows
+            index = self.order + offsets
+            rows = (index[:, :self.num_keep].reshape(-1), index[:, self.num_keep:].reshape(-1))
+            self.__dict__['_flat_rows'] = rows
+        return rows
 
     @property
     def keep_indices(self) -> Optional[Tensor]:
@@ -210,7 +247,9 @@ def decide(scores: Optional[Scores], keep_ratio: float, training: bool, stage: i
            source: str = 'backbone', window_size: Optional[int] = None,
            like: Optional[Tensor] = None) -> SparsityDecision:
     """Turn predictor scores into a decision; the one place that decides whether there is
-    anything to prune (:func:`needs_scores`).
+    anything to prune (:func:`needs_scores`), and the one that makes decisions: every module
+    hands its scores (or the function computing them) here. The decision is appended to every
+    open :func:`record_decisions` recorder.
 
     When nothing can be pruned (keep ratio 1.0 in training; k equal to the number of
     candidates at inference) the scores are not computed and the decision keeps every
@@ -239,50 +278,58 @@ def decide(scores: Optional[Scores], keep_ratio: float, training: bool, stage: i
             when ``scores`` is a function that is not called (not needed with a tensor
             ``scores`` or with ``previous``).
     """
-    record = partial(SparsityDecision, stage, index, keep_ratio, tuple(hw_shape),
-                     source=source, window_size=window_size)
-    num = hw_shape[0] * hw_shape[1]
-    k = num_kept(num, keep_ratio)
-    if not needs_scores(keep_ratio, training, num, previous):
-        return _keep_all(record, num, k, previous, scores if like is None else like)
+    where = dict(stage=stage, index=index, keep_ratio=keep_ratio, hw_shape=tuple(hw_shape),
+                 source=source, window_size=window_size)
+    decision = _decide(scores, training, previous, scores if like is None else like, where)
+    for recorded in _RECORDERS:
+        recorded.append(decision)
+    return decision
+
+
+def _decide(scores: Optional[Scores], training: bool, previous: Optional[SparsityDecision],
+            like: Optional[Scores], where: Dict[str, Any]) -> SparsityDecision:
+    """:func:`decide` without the recording; ``where``: the fields naming the predictor."""
+    num = where['hw_shape'][0] * where['hw_shape'][1]
+    k = num_kept(num, where['keep_ratio'])
+    if not needs_scores(where['keep_ratio'], training, num, previous):
+        return _keep_all(k, previous, like, where)
+    name = predictor_name(where['source'], where['stage'], where['index'])
     if scores is None:
-        raise ValueError(f'{predictor_name(source, stage, index)}: a decision that prunes '
-                         'needs scores (got None)')
+        raise ValueError(f'{name}: a decision that prunes needs scores (got None)')
     log_probs = scores() if callable(scores) else scores
     if training:
         mask = F.gumbel_softmax(log_probs.float(), tau=1.0, hard=True, dim=-1)[..., 0]
         if previous is not None:
             mask = mask * previous.keep_mask
-        return record(log_probs, mask)
-    check_finite_scores(log_probs, predictor_name(source, stage, index))
+        return SparsityDecision.for_training(log_probs, mask, **where)
+    check_finite_scores(log_probs, name)
     if previous is not None:
-        return _decide_nested(log_probs, record, k, previous)
+        return _decide_nested(log_probs, k, previous, where)
     order = rank(keep_margin(log_probs))
     mask = torch.zeros(log_probs.shape[0], num, device=log_probs.device)
     mask = mask.scatter_(1, order[:, :k], 1.0)
-    return record(log_probs, mask, order, k)
+    return SparsityDecision.for_inference(log_probs, mask, order, k, **where)
 
 
-def _keep_all(record: Callable[..., SparsityDecision], num: int, k: int,
-              previous: Optional[SparsityDecision], like: Optional[Scores]) -> SparsityDecision:
-    """The part of :func:`decide` that keeps every candidate without scores (k of the N =
-    ``num`` positions at inference); ``like`` gives the batch size and device of the mask."""
+def _keep_all(k: int, previous: Optional[SparsityDecision], like: Optional[Scores],
+              where: Dict[str, Any]) -> SparsityDecision:
+    """The part of :func:`decide` that keeps every candidate without scores (k of the N
+    positions at inference); ``like`` gives the batch size and device of the mask."""
     if previous is not None:
         if previous.num_keep is None:
             raise ValueError('a training decision with keep ratio 1.0 cannot nest in one that '
                              'prunes (keep ratios must not increase)')
         if previous.order is not None or k > previous.num_keep:
-            return _decide_nested(None, record, k, previous)  # inference: what previous kept
+            return _decide_nested(None, k, previous, where)  # inference: what previous kept
         like = previous.keep_mask
     if not isinstance(like, Tensor):
         raise ValueError('decide() needs like= (a tensor of the batch) to keep everything '
                          'without calling the scores function')
-    mask = torch.ones(like.shape[0], num, device=like.device)
-    return record(None, mask, None, num)
+    return SparsityDecision.keep_all(like.shape[0], like.device, **where)
 
 
-def _decide_nested(log_probs: Optional[Tensor], record: Callable[..., SparsityDecision], k: int,
-                   previous: SparsityDecision) -> SparsityDecision:
+def _decide_nested(log_probs: Optional[Tensor], k: int, previous: SparsityDecision,
+                   where: Dict[str, Any]) -> SparsityDecision:
     """Inference part of :func:`decide` for a decision nested in ``previous`` that keeps k
     positions (``log_probs`` ``None``: the k = n positions ``previous`` kept)."""
     present = previous.keep_indices
@@ -304,20 +351,38 @@ def _decide_nested(log_probs: Optional[Tensor], record: Callable[..., SparsityDe
                                                 log_probs)
     mask = torch.zeros(batch, num, device=present.device).scatter_(1, kept, 1.0)
     rest = torch.sort(mask, dim=1, stable=True).indices[:, :num - k]
-    return record(full_log_probs, mask, torch.cat([kept, rest], dim=1), k)
+    return SparsityDecision.for_inference(full_log_probs, mask, torch.cat([kept, rest], dim=1),
+                                          k, **where)
 
 
-def sparse_children(model: nn.Module) -> List[Tuple[str, nn.Module]]:
-    """The children of a model that decide (``backbone``, ``neck``, ``decode_head``,
-    ``rpn_head`` ...: those with a ``sparsity_decisions`` list), in the model's order."""
-    return [(name, child) for name, child in model.named_children()
-            if isinstance(getattr(child, 'sparsity_decisions', None), list)]
+@contextmanager
+def record_decisions() -> Iterator[List[SparsityDecision]]:
+    """Collect the decisions made while the context is open: the channel through which every
+    dynamic backbone, neck and head hands out its decisions.
 
+    Yields a list to which every :func:`decide` call made inside the context appends its
+    decision, in call order (a dynamic backbone: one per predictor, in forward order; a whole
+    model: the backbone's, then the neck's and heads', as they run). A module called twice
+    (sliding-window inference, test-time augmentation) gives both calls' decisions. Recorders
+    nest: every open one receives every decision; with none open nothing is recorded. The
+    recorders are per process, not per thread.
 
-def model_decisions(model: nn.Module) -> List[SparsityDecision]:
-    """Every decision of the model's last forward pass: the backbone's, then the necks' and
-    heads' (see :func:`sparse_children`)."""
-    return [d for _, child in sparse_children(model) for d in child.sparsity_decisions]
+    Example::
+
+        with record_decisions() as decisions:
+            model(inputs)
+        kept = [d.keep_indices for d in decisions]
+
+    Under ``torch.compile`` the appends are traced as side effects (no graph break): open the
+    recorder around each call of a compiled function, or inside it; a recorder that stays
+    open across calls changes what the compiled code sees, so each call recompiles.
+    """
+    recorded: List[SparsityDecision] = []
+    _RECORDERS.append(recorded)
+    try:
+        yield recorded
+    finally:
+        del _RECORDERS[next(i for i, r in enumerate(_RECORDERS) if r is recorded)]
 
 
 def decision_label(decision: SparsityDecision) -> str:

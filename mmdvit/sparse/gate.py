@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from .decision import SparsityDecision, decide
+from .decision import decide
 from .gather import block_grid, check_tile_size
 from .predictor import BlockScorePredictor, score_in_float32
 from .schedule import check_keep_ratio
@@ -67,7 +67,6 @@ class SparseConvGate(nn.Module):
             self.fast_path_dw = nn.Conv2d(in_channels, in_channels, 3, padding=1,
                                           groups=in_channels, bias=False)
             nn.init.dirac_(self.fast_path_dw.weight, groups=in_channels)
-        self.decision: Optional[SparsityDecision] = None
 
     @torch.no_grad()
     def init_fast_path(self, weight: Tensor, bias: Optional[Tensor]) -> None:
@@ -82,21 +81,15 @@ class SparseConvGate(nn.Module):
             else:
                 self.fast_path.bias.copy_(bias)
 
-    def decide(self, x: Tensor) -> SparsityDecision:
-        """Score the tiles of x (B, C, H, W) and decide; recorded as :attr:`decision`, whose
-        ``hw_shape`` is the tile grid. The predictor is skipped when the ratio keeps every
-        tile (:func:`~.decision.decide`)."""
+    def forward(self, x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                dilation: int = 1) -> Tensor:
+        """Decide on the tiles of x (B, C_in, H, W) (:func:`~.decision.decide`, which
+        records the decision; its ``hw_shape`` is the tile grid, and the predictor is skipped
+        when the ratio keeps every tile), then run the kxk convolution (``weight``, ``bias``)
+        sparsely: (B, C_out, H, W)."""
         decision = decide(lambda: score_in_float32(self.score_predictor, x), self.keep_ratio,
                           self.training, self.level, self.index,
                           block_grid(*x.shape[-2:], self.block), source=self.source, like=x)
-        self.decision = decision
-        return decision
-
-    def forward(self, x: Tensor, weight: Tensor, bias: Optional[Tensor],
-                dilation: int = 1) -> Tensor:
-        """Decide on x (B, C_in, H, W), then run the kxk convolution (``weight``, ``bias``)
-        sparsely: (B, C_out, H, W)."""
-        decision = self.decide(x)
         fast_dw = None if self.fast_path_dw is None else self.fast_path_dw.weight
         return sparse_conv2d(x, weight, bias, self.fast_path.weight, self.fast_path.bias,
                              decision, self.block, dilation, fast_dw)

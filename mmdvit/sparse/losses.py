@@ -14,8 +14,8 @@ def keep_ratio_loss(decisions: Sequence[SparsityDecision]) -> Tensor:
     :func:`~.decision.decide`) neither add a term nor dilute the mean.
 
     Args:
-        decisions: the decisions of a training forward; each ``keep_mask`` (B, N) carries the
-            straight-through gradient.
+        decisions: those of a training forward (:func:`~.decision.record_decisions`); each
+            ``keep_mask`` is (B, N) and carries the straight-through gradient.
 
     Returns:
         A scalar tensor; zero (on the masks' device) when no decision scored.

@@ -1,6 +1,7 @@
 """Window-granular decisions: the attention window is the unit kept or pruned, on the grid of
 windows of the map padded to multiples of the window size (docs/method.md, 'Window granularity
 (Swin) and every stage sparse')."""
+from dataclasses import replace
 from typing import Tuple
 
 import torch
@@ -59,15 +60,11 @@ def shifted_decision(decision: SparsityDecision, window_size: int, shift: int,
     if decision.num_keep is not None:
         k = decision.num_keep
         hard = torch.zeros_like(mask).scatter_(1, order[:, :k], 1.0)
-        return SparsityDecision(decision.stage, decision.index, decision.keep_ratio,
-                                decision.hw_shape, decision.log_probs, hard, order, k,
-                                decision.source, decision.window_size)
+        return replace(decision, keep_mask=hard, order=order)
     # Training: each image keeps as many shifted windows as it keeps regular ones.
     counts = mask.detach().sum(dim=1, keepdim=True)
     ranks = torch.argsort(order, dim=1)
     hard = (ranks < counts).to(mask.dtype)
     kept_fraction = kept / size.float()
     straight_through = hard + kept_fraction - kept_fraction.detach()
-    return SparsityDecision(decision.stage, decision.index, decision.keep_ratio,
-                            decision.hw_shape, decision.log_probs, straight_through, None, None,
-                            decision.source, decision.window_size)
+    return replace(decision, keep_mask=straight_through)

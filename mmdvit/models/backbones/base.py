@@ -1,8 +1,8 @@
-"""What every dynamic backbone shares: predictors per sparse stage, the decisions of the last
-forward pass, pretrained loading that reports what it did, and a warning when it trains without
-the wrapper that trains its predictors."""
+"""What every dynamic backbone shares: predictors per sparse stage and what they score,
+pretrained loading that reports what it did, and a warning when it trains without the wrapper
+that trains its predictors."""
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..checkpoint import load_pretrained
 from ..checkpoint.loading import LoadReport
-from ...sparse import (ScorePredictor, SparsityDecision, StageSchedule, decide,
+from ...sparse import (ScorePredictor, SparseModule, SparsityDecision, StageSchedule,
                        score_in_float32)
 
 UNTRAINED_PREDICTORS_WARNING = (
@@ -34,14 +34,13 @@ def warn_outside_trainer(backbone: 'DynamicBackbone', args: Tuple) -> None:
                   logger='current', level=logging.WARNING)
 
 
-class DynamicBackbone(BaseModule):
+class DynamicBackbone(SparseModule, BaseModule):
     """Base class of mmdvit's dynamic backbones.
 
-    After every forward pass, :attr:`sparsity_decisions` lists one
-    :class:`~mmdvit.sparse.SparsityDecision` per predictor, in forward order. Training:
+    Every forward pass makes one :class:`~mmdvit.sparse.SparsityDecision` per predictor, in
+    forward order, handed out through :func:`~mmdvit.sparse.record_decisions`. Training:
     ``keep_mask`` is the straight-through hard mask (with gradient) that the keep-ratio loss
-    consumes; inference: ``keep_indices`` are the kept positions. Loss wrappers read it right
-    after calling the backbone (it is replaced on the next forward).
+    consumes; inference: ``keep_indices`` are the kept positions.
 
     Only :class:`~mmdvit.SparsityTrainer` trains the predictors: a backbone with predictors
     that trains without it warns once (:func:`warn_outside_trainer`). :attr:`trainer_role` is
@@ -56,7 +55,6 @@ class DynamicBackbone(BaseModule):
 
     def __init__(self, init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
-        self.sparsity_decisions: List[SparsityDecision] = []
         self.trainer_role: Optional[str] = None
         self._warned_untrained = False
         self.register_forward_pre_hook(warn_outside_trainer)
@@ -70,28 +68,28 @@ class DynamicBackbone(BaseModule):
             for stage, sched in self.schedule.items()
         })
 
-    @property
-    def keep_ratios(self) -> List[float]:
-        """Target keep ratio of every predictor, in forward order."""
-        return [r for sched in self.schedule.values() for r in sched.keep_ratios]
-
-    def decide(self, stage: int, local_index: int, tokens: Tensor, hw_shape: Sequence[int],
-               window_size: Optional[int] = None, nested: bool = False) -> SparsityDecision:
-        """Run predictor ``local_index`` of ``stage`` on ``tokens`` (B, N, C) and record it.
-
-        ``tokens`` are the positions of an (H, W) = ``hw_shape`` map, or for window decisions
-        the pooled windows of a ``hw_shape`` window grid with ``window_size``-position sides.
-        The predictor is skipped when its ratio keeps every candidate position
-        (:func:`~mmdvit.sparse.decide`).
-
-        ``nested`` (plain ViTs): the decision nests in this forward pass's previous one (see
-        :func:`~mmdvit.sparse.decide`), and the predictor's global summary averages the
-        positions kept so far. In training ``tokens`` are all N positions; at inference only
-        the n positions still kept, in the order of the previous decision's ``keep_indices``.
-        """
+    def decide_args(self, stage: int, local_index: int) -> Dict[str, Any]:
+        """The arguments of :func:`~mmdvit.sparse.decide` that name predictor
+        ``local_index`` of ``stage``: its ``keep_ratio``, ``training``, ``stage`` and its
+        ``index`` among all predictors."""
         sched = self.schedule[stage]
+        return dict(keep_ratio=sched.keep_ratios[local_index], training=self.training,
+                    stage=stage, index=sched.first_index + local_index)
+
+    def predictor_scores(self, stage: int, local_index: int, tokens: Tensor,
+                         previous: Optional[SparsityDecision] = None,
+                         nested: bool = False) -> Callable[[], Tensor]:
+        """The function computing the scores of predictor ``local_index`` of ``stage`` on
+        ``tokens`` (B, N, C): (B, N, 2) float32 log-probabilities, for
+        :func:`~mmdvit.sparse.decide` (which calls it only when the decision can prune).
+
+        ``tokens`` are the positions of a feature map, or for window decisions its pooled
+        windows. ``nested`` (plain ViTs): the decision nests in ``previous`` (``None`` before
+        the first one), and the predictor's global summary averages the positions kept so far:
+        in training ``tokens`` are all N positions, weighted by ``previous.keep_mask``; at
+        inference only the n positions still kept, in the order of ``previous.keep_indices``.
+        """
         predictor = self.score_predictors[str(stage)][local_index]
-        previous = self.sparsity_decisions[-1] if nested and self.sparsity_decisions else None
 
         def scores() -> Tensor:
             policy = None
@@ -100,11 +98,7 @@ class DynamicBackbone(BaseModule):
                           if previous is None else previous.keep_mask).unsqueeze(-1)
             return score_in_float32(predictor, tokens, policy)
 
-        decision = decide(scores, sched.keep_ratios[local_index], self.training, stage,
-                          sched.first_index + local_index, tuple(hw_shape), previous,
-                          window_size=window_size, like=tokens)
-        self.sparsity_decisions.append(decision)
-        return decision
+        return scores
 
     def predictor_at(self, stage: int, block: int) -> Optional[int]:
         """Local index of the predictor of ``stage`` placed before ``block``, if any."""

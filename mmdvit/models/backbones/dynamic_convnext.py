@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from ...registry import MODELS
 from ..checkpoint import convert_convnext_checkpoint
-from ...sparse import Locations, build_schedule, trunc_normal_init
+from ...sparse import Locations, build_schedule, decide, trunc_normal_init
 from .base import DynamicBackbone
 from .convnext_layers import DynamicConvNeXtBlock
 
@@ -142,7 +142,6 @@ class DynamicConvNeXt(DynamicBackbone):
             One map per ``out_indices`` entry: (B, C_i, H_i, W_i), or (B, C_i) pooled features
             when ``gap_before_final_norm``.
         """
-        self.sparsity_decisions = []
         outs = []
         for i, stage in enumerate(self.stages):
             x = self.downsample_layers[i](x)
@@ -150,7 +149,10 @@ class DynamicConvNeXt(DynamicBackbone):
             for j, block in enumerate(stage):
                 local = self.predictor_at(i, j)
                 if local is not None:
-                    decision = self.decide(i, local, x.flatten(2).transpose(1, 2), x.shape[-2:])
+                    tokens = x.flatten(2).transpose(1, 2)
+                    decision = decide(self.predictor_scores(i, local, tokens),
+                                      hw_shape=x.shape[-2:], like=tokens,
+                                      **self.decide_args(i, local))
                 x = block(x, decision)
             if i in self.out_indices:
                 norm = getattr(self, f'norm{i}')

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ...registry import MODELS
 from ..checkpoint import convert_swin_checkpoint
 from ..checkpoint.swin import fit_window_tables
-from ...sparse import Locations, SparsityDecision, build_schedule, pool_windows
+from ...sparse import Locations, build_schedule, decide, pool_windows
 from .base import DynamicBackbone
 from .swin_layers import DynamicSwinBlock, init_swin_weights, to_pair
 
@@ -231,7 +231,6 @@ class DynamicSwinTransformer(DynamicBackbone):
             One (B, num_features[i], H_i, W_i) map per ``out_indices`` entry, with
             H_i = ceil(H / (patch_size * 2**i)) (padded inside, as mmseg's Swin).
         """
-        self.sparsity_decisions = []
         x, hw_shape = self.patch_embed(x)
         if self.use_abs_pos_embed:
             pos = self.absolute_pos_embed
@@ -246,7 +245,10 @@ class DynamicSwinTransformer(DynamicBackbone):
             for j, block in enumerate(stage.blocks):
                 local = self.predictor_at(i, j)
                 if local is not None:
-                    decision = self.decide_at(i, local, x, hw_shape)
+                    units, grid, window_size = self._scored_units(x, hw_shape)
+                    decision = decide(self.predictor_scores(i, local, units), hw_shape=grid,
+                                      window_size=window_size, like=units,
+                                      **self.decide_args(i, local))
                 x = block(x, hw_shape, decision)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(x)
@@ -256,14 +258,15 @@ class DynamicSwinTransformer(DynamicBackbone):
                 x, hw_shape = stage.downsample(x, hw_shape)
         return tuple(outs)
 
-    def decide_at(self, stage: int, local_index: int, x: Tensor,
-                  hw_shape: Tuple[int, int]) -> SparsityDecision:
-        """Decide with predictor ``local_index`` of ``stage`` over the positions, or the
-        windows (``granularity='window'``), of the (H, W) map of tokens x: (B, H*W, C)."""
+    def _scored_units(self, x: Tensor,
+                      hw_shape: Tuple[int, int]) -> Tuple[Tensor, Tuple[int, int], Optional[int]]:
+        """What a predictor scores on the (H, W) map of tokens x (B, H*W, C): the positions
+        (x, (H, W), ``None``), or with ``granularity='window'`` the pooled windows ((B, n, C),
+        the window grid, the window size)."""
         if self.granularity == 'token':
-            return self.decide(stage, local_index, x, hw_shape)
+            return x, hw_shape, None
         windows, grid = pool_windows(x, hw_shape, self.window_size)
-        return self.decide(stage, local_index, windows, grid, window_size=self.window_size)
+        return windows, grid, self.window_size
 
     def frozen_parts(self) -> List[Union[nn.Module, nn.Parameter]]:
         """The patch embedding (``frozen_stages >= 0``) and stages 1..frozen_stages with their

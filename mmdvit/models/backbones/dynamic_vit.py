@@ -9,7 +9,8 @@ from torch import Tensor, nn
 
 from ...registry import MODELS
 from ..checkpoint.vit import convert_vit_checkpoint, resize_pos_embed
-from ...sparse import HW, SparsityDecision, build_schedule, drop_pruned, trunc_normal_init
+from ...sparse import (HW, SparsityDecision, build_schedule, decide, drop_pruned,
+                       trunc_normal_init)
 from .base import DynamicBackbone
 from .vit_layers import PatchEmbed, ViTBlock
 
@@ -165,7 +166,6 @@ class DynamicPlainViT(DynamicBackbone):
             (B, 1 + n, C) tokens, per ``out_type`` (h, w = ceil(H / patch_size),
             ceil(W / patch_size)); with ``distill_tokens``, ``(patch tokens (B, N, C), out)``.
         """
-        self.sparsity_decisions = []
         batch = x.shape[0]
         x, grid = self.patch_embed(x)
         num = x.shape[1]
@@ -175,14 +175,17 @@ class DynamicPlainViT(DynamicBackbone):
         # Inference: the sequence holds the class token and the patch tokens at the last
         # decision's keep_indices (all N in order before the first predictor).
         mask: Optional[Tensor] = None
+        previous: Optional[SparsityDecision] = None  # the last decision so far
         pruned_map = None
         if not self.training and (self.out_type == 'featmap' or self.distill_tokens):
             pruned_map = x.new_zeros(batch, num, x.shape[-1])
         for i, block in enumerate(self.blocks):
             local = self.predictor_at(0, i)
             if local is not None:
-                previous = self.sparsity_decisions[-1] if self.sparsity_decisions else None
-                decision = self.decide(0, local, x[:, 1:], grid, nested=True)
+                patches = x[:, 1:]
+                decision = decide(self.predictor_scores(0, local, patches, previous, nested=True),
+                                  hw_shape=grid, previous=previous, like=patches,
+                                  **self.decide_args(0, local))
                 if self.training:
                     if decision.num_keep is None:  # it may prune: attention follows the mask
                         mask = decision.keep_mask
@@ -193,6 +196,7 @@ class DynamicPlainViT(DynamicBackbone):
                             x[:, 1:].to(pruned_map.dtype))
                     if decision.num_keep < x.shape[1] - 1:
                         x = torch.cat([x[:, :1], drop_pruned(x[:, 1:], decision, previous)], 1)
+                previous = decision
             x = block(x, None if mask is None else F.pad(mask, (1, 0), value=1.0).unsqueeze(-1))
         x = self.norm(x)
         if self.out_type == 'cls_token':
@@ -203,7 +207,7 @@ class DynamicPlainViT(DynamicBackbone):
             tokens = x[:, 1:]
             if pruned_map is not None and tokens.shape[1] < num:
                 stale = self.norm(pruned_map)
-                index = self._positions(self.sparsity_decisions[-1], x)
+                index = self._positions(previous, x)
                 tokens = stale.scatter(1, self._expand(index, tokens), tokens.to(stale.dtype))
             if self.out_type == 'featmap':
                 out = tokens.transpose(1, 2).reshape(batch, -1, *grid)
@@ -211,17 +215,19 @@ class DynamicPlainViT(DynamicBackbone):
                 return tokens, out
         return (out, )
 
-    def feature_distill_loss(self, student_outs: Sequence[Tensor],
-                             teacher_outs: Sequence[Tensor]) -> Tensor:
+    def feature_distill_loss(self, student_outs: Sequence[Tensor], teacher_outs: Sequence[Tensor],
+                             decisions: Sequence[SparsityDecision]) -> Tensor:
         """Token distillation (docs/method.md, 'Losses and the published recipe'): MSE between
         the student's and the dense teacher's final patch tokens, over the tokens kept by the
         last predictor only.
 
-        Used by :class:`~mmdvit.models.SparsityTrainer` when ``distill_tokens=True``; call it
-        right after the student's training forward (it reads :attr:`sparsity_decisions`).
+        Used by :class:`~mmdvit.models.SparsityTrainer` when ``distill_tokens=True``.
 
         Args:
             student_outs, teacher_outs: the backbones' outputs; element 0 is (B, N, C).
+            decisions: the decisions of the student's forward pass that gave ``student_outs``
+                (:func:`~mmdvit.sparse.record_decisions`), in forward order; empty: the MSE
+                over all tokens.
 
         Returns:
             Scalar: mean over kept tokens and channels (0 when nothing is kept).
@@ -230,11 +236,11 @@ class DynamicPlainViT(DynamicBackbone):
             raise ValueError('feature_distill_loss needs the patch tokens: build DynamicViT with '
                              'distill_tokens=True (student and teacher).')
         student, teacher = student_outs[0].float(), teacher_outs[0].float()
-        if not self.sparsity_decisions:
+        if not decisions:
             return (student - teacher).pow(2).mean()
         # A masked mean rather than boolean indexing: no data-dependent shape, so no host
         # synchronisation on a GPU.
-        keep = (self.sparsity_decisions[-1].keep_mask.detach() > 0.5).unsqueeze(-1)
+        keep = (decisions[-1].keep_mask.detach() > 0.5).unsqueeze(-1)
         error = torch.where(keep, (student - teacher).pow(2), 0.0)
         count = keep.sum() * student.shape[-1]
         return error.sum() / count.clamp_min(1)
@@ -269,8 +275,9 @@ class DynamicViT(DynamicPlainViT):
     - A predictor whose ratio keeps every token (1.0) is skipped in both modes, and the blocks
       after it run unmasked, as timm's.
 
-    ``sparsity_decisions[i].keep_mask`` is the cumulative (B, N) mask over the patch tokens in
-    their original order, so the keep-ratio loss compares ``mean(mask)`` with ``keep_ratios[i]``.
+    The ``keep_mask`` of decision i (:func:`~mmdvit.sparse.record_decisions`) is the
+    cumulative (B, N) mask over the patch tokens in their original order, so the keep-ratio
+    loss compares ``mean(mask)`` with ``keep_ratios[i]``.
     At inference, ``keep_indices`` are the original positions of the kept tokens and
     ``log_probs`` is (B, N, 2) with ``(-inf, 0)`` at tokens pruned earlier.
 

@@ -1,16 +1,15 @@
 """DynamicFPN: mmdet's FPN with the 3x3 output convolutions of chosen levels run sparsely."""
-from typing import List, Sequence, Tuple
+from typing import Sequence
 
 from mmdet.models.necks import FPN
-from torch import Tensor
 
 from ...registry import MODELS
 from ..layers import SparseConvModule
-from ...sparse import SparsityDecision, block_at_level, check_gate_args
+from ...sparse import SparseModule, block_at_level, check_gate_args
 
 
 @MODELS.register_module()
-class DynamicFPN(FPN):
+class DynamicFPN(SparseModule, FPN):
     """mmdet's ``FPN`` with spatially sparse ``fpn_convs`` at the levels in ``sparse_levels``.
 
     The 3x3 output convolution of the finest level (``fpn_convs.0``, P2 at 1/4 scale) is the
@@ -26,8 +25,8 @@ class DynamicFPN(FPN):
     are treated like any other, so their tiles compete for the same budget of kept tiles (a
     trained predictor learns to prune flat padding), as in the dynamic backbones.
 
-    After each forward pass :attr:`sparsity_decisions` lists one
-    :class:`~mmdvit.sparse.SparsityDecision` per sparse level, in level order, with
+    Each forward pass makes one :class:`~mmdvit.sparse.SparsityDecision` per sparse level, in
+    level order (:func:`~mmdvit.sparse.record_decisions` collects them), with
     ``source='neck'``, ``stage`` = the output level and ``hw_shape`` = the tile grid.
 
     Args:
@@ -65,12 +64,6 @@ class DynamicFPN(FPN):
                      block=block_at_level(block_size, level), score_dims=score_dims),
                 name=f"DynamicFPN's fpn_convs.{level}",
                 fix=f'remove level {level} from sparse_levels')
-        self.sparsity_decisions: List[SparsityDecision] = []
-
-    @property
-    def keep_ratios(self) -> List[float]:
-        """Target keep ratio of every sparse level, in level order."""
-        return [self.fpn_convs[level].gate.keep_ratio for level in self.sparse_levels]
 
     def init_weights(self) -> None:
         """``FPN``'s initialisation, then the fast paths re-derived from the initialised
@@ -79,10 +72,3 @@ class DynamicFPN(FPN):
         for level in self.sparse_levels:
             module = self.fpn_convs[level]
             module.gate.init_fast_path(module.conv.weight, module.conv.bias)
-
-    def forward(self, inputs: Tuple[Tensor]) -> tuple:
-        """As ``FPN.forward`` (inputs: (B, C_i, H_i, W_i) per level -> (B, out_channels,
-        H_l, W_l) per output level); records :attr:`sparsity_decisions`."""
-        outs = super().forward(inputs)
-        self.sparsity_decisions = [self.fpn_convs[level].decision for level in self.sparse_levels]
-        return outs

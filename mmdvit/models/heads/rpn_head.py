@@ -8,12 +8,12 @@ from mmdet.models.utils import multi_apply
 from torch import Tensor, nn
 
 from ...registry import MODELS
-from ...sparse import (SparseConvGate, SparsityDecision, block_at_level, check_gate_args,
+from ...sparse import (SparseConvGate, SparseModule, block_at_level, check_gate_args,
                        init_fast_path_on_load)
 
 
 @MODELS.register_module()
-class DynamicRPNHead(RPNHead):
+class DynamicRPNHead(SparseModule, RPNHead):
     """mmdet's ``RPNHead`` whose 3x3 ``rpn_conv`` runs spatially sparsely on the levels in
     ``sparse_levels``.
 
@@ -31,8 +31,8 @@ class DynamicRPNHead(RPNHead):
     are treated like any other, so their tiles compete for the same budget of kept tiles (a
     trained predictor learns to prune flat padding), as in the dynamic backbones.
 
-    After each forward pass :attr:`sparsity_decisions` lists one
-    :class:`~mmdvit.sparse.SparsityDecision` per sparse level, in level order, with
+    Each forward pass makes one :class:`~mmdvit.sparse.SparsityDecision` per sparse level, in
+    level order (:func:`~mmdvit.sparse.record_decisions` collects them), with
     ``source='rpn_head'``, ``stage`` = the level and ``hw_shape`` = the tile grid.
 
     Args:
@@ -69,12 +69,6 @@ class DynamicRPNHead(RPNHead):
                            score_dims=score_dims)
             for index, (level, ratio) in enumerate(zip(levels, keep_ratios)))
         self._init_fast_paths()
-        self.sparsity_decisions: List[SparsityDecision] = []
-
-    @property
-    def keep_ratios(self) -> List[float]:
-        """Target keep ratio of every sparse level, in level order."""
-        return [gate.keep_ratio for gate in self.rpn_gates]
 
     def _init_fast_paths(self) -> None:
         """Start every fast path from ``rpn_conv``'s kernel summed over its taps."""
@@ -96,10 +90,8 @@ class DynamicRPNHead(RPNHead):
     def forward(self, x: Tuple[Tensor, ...]) -> Tuple[List[Tensor], List[Tensor]]:
         """x: (B, C, H_l, W_l) per level -> (cls_scores, bbox_preds), lists over levels of
         (B, A, H_l, W_l) and (B, A * D, H_l, W_l) for A anchors per position and D box
-        deltas; records :attr:`sparsity_decisions`."""
-        outs = multi_apply(self.forward_single, x, range(len(x)))
-        self.sparsity_decisions = [gate.decision for gate in self.rpn_gates]
-        return outs
+        deltas."""
+        return multi_apply(self.forward_single, x, range(len(x)))
 
     def forward_single(self, x: Tensor, level: Optional[int] = None) -> Tuple[Tensor, Tensor]:
         """One level: x (B, C, H, W) -> cls score (B, A, H, W), bbox pred (B, A * D, H, W);

@@ -1,16 +1,15 @@
 """DynamicUPerHead: mmseg's UPerHead with its high-resolution 3x3 convolutions run sparsely."""
-from typing import List, Sequence
+from typing import Sequence
 
 from mmseg.models.decode_heads import UPerHead
-from torch import Tensor
 
 from ...registry import MODELS
 from ..layers import SparseConvModule
-from ...sparse import SparsityDecision, block_at_level, check_gate_args
+from ...sparse import SparseModule, block_at_level, check_gate_args
 
 
 @MODELS.register_module()
-class DynamicUPerHead(UPerHead):
+class DynamicUPerHead(SparseModule, UPerHead):
     """UPerNet's decode head with spatially sparse ``fpn_convs`` / ``fpn_bottleneck``.
 
     Most of a UPerNet's cost is this head's 3x3 convolutions at 1/4 scale: ``fpn_bottleneck``
@@ -22,8 +21,8 @@ class DynamicUPerHead(UPerHead):
     UPerNet checkpoint loads, with only the ``gate.*`` modules new), and at every keep ratio
     1.0 the same output.
 
-    After each forward pass :attr:`sparsity_decisions` lists one
-    :class:`~mmdvit.sparse.SparsityDecision` per sparse convolution, in forward order
+    Each forward pass makes one :class:`~mmdvit.sparse.SparsityDecision` per sparse
+    convolution (:func:`~mmdvit.sparse.record_decisions` collects them), in forward order
     (``fpn_convs.<i>`` by level, then ``fpn_bottleneck``), with ``source='decode_head'`` and
     ``stage`` = the pyramid level (0 = 1/4 scale).
 
@@ -75,15 +74,3 @@ class DynamicUPerHead(UPerHead):
                 self.fpn_convs[level] = sparse
             else:
                 self.fpn_bottleneck = sparse
-        self.sparsity_decisions: List[SparsityDecision] = []
-
-    @property
-    def keep_ratios(self) -> List[float]:
-        """Target keep ratio of every sparse convolution, in forward order."""
-        return [self.get_submodule(n).gate.keep_ratio for n in self.sparse_convs]
-
-    def forward(self, inputs: List[Tensor]) -> Tensor:
-        """As ``UPerHead.forward``; records :attr:`sparsity_decisions`."""
-        output = super().forward(inputs)
-        self.sparsity_decisions = [self.get_submodule(n).decision for n in self.sparse_convs]
-        return output

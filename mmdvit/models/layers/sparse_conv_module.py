@@ -4,7 +4,7 @@ from typing import Dict, List, Optional
 from mmcv.cnn import ConvModule
 from torch import Tensor, nn
 
-from ...sparse import SparseConvGate, SparsityDecision, init_fast_path_on_load
+from ...sparse import SparseConvGate, init_fast_path_on_load
 
 SUPPORTED = ('a plain Conv2d with an odd square kernel, stride 1, groups 1, equal dilations, '
              "zero padding of dilation * (k - 1) / 2 (padding_mode 'zeros'), no spectral norm, "
@@ -130,11 +130,6 @@ class SparseConvModule(ConvModule):
             raise ValueError(f'{name}: the sparse module rebuilt from it differs in '
                              f'{"; ".join(differ)}. To use it, {fix}.')
         return sparse
-
-    @property
-    def decision(self) -> Optional[SparsityDecision]:
-        """The decision of the last forward pass."""
-        return self.gate.decision
 
     def init_weights(self) -> None:
         super().init_weights()

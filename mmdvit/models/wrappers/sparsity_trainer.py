@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ...registry import MODELS
 from ..checkpoint import NEW_MODULE_MARKERS, load_pretrained
 from ..dense_twin import dense_twin_config
-from ...sparse import decision_label, keep_ratio_loss, model_decisions
+from ...sparse import SparseModule, decision_label, keep_ratio_loss, record_decisions
 from .distill import feature_mse, logit_kl
 from .recorded_score import warn_if_teacher_weaker
 
@@ -91,7 +91,8 @@ class SparsityTrainer(BaseModel):
         ratio_loss_weight: weight of the keep-ratio loss (published: 10.0 for Swin / ConvNeXt).
         feature_distill_weight: weight of the MSE between student and teacher backbone outputs
             (all ``out_indices``). A backbone may define
-            ``feature_distill_loss(student_outs, teacher_outs)`` to replace the plain MSE.
+            ``feature_distill_loss(student_outs, teacher_outs, decisions)`` to replace the
+            plain MSE (``decisions``: the backbone's, from the student's forward pass).
         feature_distill_from: the modules whose outputs feature distillation compares:
             ``('backbone',)``, or ``('backbone', 'neck')`` for a detector with a sparse neck
             (the mean of the two terms).
@@ -133,7 +134,7 @@ class SparsityTrainer(BaseModel):
         for name, module in student_model.named_children():
             setattr(self, name, module)
         backbone = getattr(student_model, 'backbone', None)
-        if not hasattr(backbone, 'sparsity_decisions'):
+        if not isinstance(backbone, SparseModule):
             raise TypeError('the student of mmdvit.SparsityTrainer needs an mmdvit dynamic '
                             "backbone (type='mmdvit.DynamicSwinTransformer', ...)")
         student_model.backbone.trainer_role = 'student'
@@ -262,9 +263,9 @@ class SparsityTrainer(BaseModel):
             return self.student(inputs, data_samples, mode=mode)
         logit_module = getattr(self, self.logit_module) if self.logit_module else None
         feature_modules = [getattr(self, n) for n in self.feature_distill_from]
-        with capture_outputs(feature_modules) as feats, capture_output(logit_module) as logits:
+        with (record_decisions() as decisions, capture_outputs(feature_modules) as feats,
+              capture_output(logit_module, logits=True) as logits):
             losses = self.student.loss(inputs, data_samples)
-        decisions = model_decisions(self.student)
         losses['loss_keep_ratio'] = self.ratio_loss_weight * keep_ratio_loss(decisions)
         for d in decisions:
             losses[f'kept.{decision_label(d)}'] = d.kept_fraction.mean()
@@ -284,8 +285,11 @@ class SparsityTrainer(BaseModel):
             terms = []
             for name, student_out, teacher_out in zip(self.feature_distill_from, feats,
                                                       teacher_feats):
-                loss_fn = custom if name == 'backbone' and callable(custom) else feature_mse
-                terms.append(loss_fn(student_out[0], teacher_out[0]))
+                if name == 'backbone' and callable(custom):
+                    backbone_decisions = [d for d in decisions if d.source == 'backbone']
+                    terms.append(custom(student_out[0], teacher_out[0], backbone_decisions))
+                else:
+                    terms.append(feature_mse(student_out[0], teacher_out[0]))
             losses['loss_feat_distill'] = self.feature_distill_weight * torch.stack(
                 terms).mean()
         if logit_module is not None:
@@ -302,33 +306,26 @@ def capture_outputs(modules: Sequence[nn.Module]) -> Iterator[List[List[Any]]]:
 
 
 @contextmanager
-def capture_output(module: Optional[nn.Module]) -> Iterator[List[Any]]:
-    """Collect ``module``'s forward outputs while the context is open (nothing for ``None``).
+def capture_output(module: Optional[nn.Module], logits: bool = False) -> Iterator[List[Any]]:
+    """Collect ``module``'s forward outputs while the context is open (nothing for ``None``),
+    through a forward hook.
 
-    The forward is wrapped on the instance rather than hooked, because heads call
-    ``self.forward(...)`` directly in their ``loss`` (mmseg's decode heads do), which bypasses
-    forward hooks.
+    ``logits``: ``module`` is a head whose output is the class logits. An mmseg decode head
+    calls ``self.forward(...)`` in its ``loss``, which bypasses forward hooks: its logits are
+    taken from the hook on ``conv_seg``, which makes them (``BaseDecodeHead.cls_seg``).
     """
     outputs: List[Any] = []
     if module is None:
         yield outputs
         return
-    previous = module.__dict__.get('forward')
-    original = module.forward
-
-    def forward(*args: Any, **kwargs: Any) -> Any:
-        out = original(*args, **kwargs)
-        outputs.append(out)
-        return out
-
-    module.forward = forward
+    hooked = module
+    if logits and isinstance(getattr(module, 'conv_seg', None), nn.Module):
+        hooked = module.conv_seg
+    handle = hooked.register_forward_hook(lambda _, args, out: outputs.append(out))
     try:
         yield outputs
     finally:
-        if previous is None:
-            del module.forward
-        else:
-            module.forward = previous
+        handle.remove()
 
 
 def _first(logits: Union[Tensor, Tuple, List]) -> Tensor:
