@@ -3,7 +3,7 @@ the channel that hands decisions out (:func:`record_decisions`)."""
 import os
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 import torch
@@ -40,7 +40,9 @@ class SparsityDecision:
             (:func:`needs_scores`; keep ratio 1.0, in training and at inference).
         keep_mask: (B, N) float mask, 1 = kept. Training: the straight-through Gumbel hard
             mask, which carries gradients to the predictor. Inference, and decisions that
-            could prune nothing: built from ``keep_indices``, no gradient.
+            could prune nothing: built from ``keep_indices``, no gradient; an inference
+            decision given ``keep_mask=None`` builds it from ``order`` when it is first read
+            (the sparse paths route by ``order`` and do not read it).
         order: inference only, (B, N) long: positions sorted by keep score, the first
             ``num_keep`` are kept (for nested decisions, see :func:`decide`, the pruned
             positions follow by position). ``None`` in training and when every position is
@@ -53,6 +55,13 @@ class SparsityDecision:
             pyramid level of the gated map (0 = finest) and ``index`` counts within the module.
         window_size: for window decisions (:mod:`.windows`), the side of a window in positions
             of the feature map; ``None`` when every position is decided on its own.
+        margin: inference, set by :func:`decide` for a decision that is not nested: the
+            (B, N) :func:`keep_margin` of ``log_probs`` it ranked by (detached), which
+            :func:`~.windows.shifted_decision` reuses; ``None`` otherwise.
+        slots: inference, set by :func:`decide` for a nested decision that ranked scores:
+            (B, k) long, the places of its kept positions among the candidates
+            (``previous.keep_indices``), in the order of ``keep_indices``, which
+            :func:`~.routing.drop_pruned` gathers by; ``None`` otherwise.
     """
 
     stage: int
@@ -60,11 +69,13 @@ class SparsityDecision:
     keep_ratio: float
     hw_shape: Tuple[int, int]
     log_probs: Optional[Tensor]
-    keep_mask: Tensor
+    keep_mask: Optional[Tensor]
     order: Optional[Tensor] = None
     num_keep: Optional[int] = None
     source: str = 'backbone'
     window_size: Optional[int] = None
+    margin: Optional[Tensor] = field(default=None, repr=False, compare=False)
+    slots: Optional[Tensor] = field(default=None, repr=False, compare=False)
 
     @classmethod
     def for_training(cls, log_probs: Tensor, keep_mask: Tensor,
@@ -77,12 +88,12 @@ class SparsityDecision:
         return cls(log_probs=log_probs, keep_mask=keep_mask, **where)
 
     @classmethod
-    def for_inference(cls, log_probs: Optional[Tensor], keep_mask: Tensor, order: Tensor,
-                      num_keep: int, **where: Any) -> 'SparsityDecision':
+    def for_inference(cls, log_probs: Optional[Tensor], keep_mask: Optional[Tensor],
+                      order: Tensor, num_keep: int, **where: Any) -> 'SparsityDecision':
         """An inference decision keeping ``order[:, :num_keep]`` (B, k) of the N positions:
-        ``keep_mask`` (B, N) marks them; ``log_probs`` (B, N, 2) or ``None`` (a nested
-        decision that kept what the previous one kept without scores). ``where``: as
-        :meth:`for_training`."""
+        ``keep_mask`` (B, N) marks them (``None``: built when first read); ``log_probs``
+        (B, N, 2) or ``None`` (a nested decision that kept what the previous one kept without
+        scores). ``where``: as :meth:`for_training`, and optionally ``margin``, ``slots``."""
         return cls(log_probs=log_probs, keep_mask=keep_mask, order=order, num_keep=num_keep,
                    **where)
 
@@ -107,9 +118,8 @@ class SparsityDecision:
         # does (whose lock in Python 3.11 breaks the torch.compile graph).
         rows = self.__dict__.get('_flat_rows')
         if rows is None:
-            batch, num = self.order.shape
-            offsets = torch.arange(batch, device=self.order.device).unsqueeze(1) * num
-            index = self.order + offsets
+            from .gather import batch_offsets  # gather imports is_tracing from here
+            index = self.order + batch_offsets(*self.order.shape, self.order.device)
             rows = (index[:, :self.num_keep].reshape(-1), index[:, self.num_keep:].reshape(-1))
             self.__dict__['_flat_rows'] = rows
         return rows
@@ -121,7 +131,7 @@ class SparsityDecision:
         if self.num_keep is None:
             return None
         if self.order is None:
-            batch, num = self.keep_mask.shape
+            batch, num = self.keep_mask.shape  # type: ignore[union-attr]
             full = torch.arange(num, device=self.keep_mask.device).expand(batch, num)
             return full[:, :self.num_keep]
         return self.order[:, :self.num_keep]
@@ -129,7 +139,34 @@ class SparsityDecision:
     @property
     def kept_fraction(self) -> Tensor:
         """(B,) fraction of positions kept in each image."""
-        return self.keep_mask.detach().float().mean(dim=1)
+        return self.keep_mask.detach().float().mean(dim=1)  # type: ignore[union-attr]
+
+
+def _keep_mask(decision: SparsityDecision) -> Tensor:
+    """The ``keep_mask`` given to the constructor or, for ``None``, the (B, N) mask of
+    ``order[:, :num_keep]``, built on the first read and cached on the instance (as
+    :meth:`SparsityDecision.flat_rows`)."""
+    mask = decision.__dict__['keep_mask']
+    if mask is not None:
+        return mask
+    mask = decision.__dict__.get('_built_keep_mask')
+    if mask is None:
+        if decision.order is None or decision.num_keep is None:
+            raise ValueError('a decision given keep_mask=None needs order and num_keep')
+        mask = torch.zeros(decision.order.shape, device=decision.order.device)
+        mask = mask.scatter_(1, decision.order[:, :decision.num_keep], 1.0)
+        decision.__dict__['_built_keep_mask'] = mask
+    return mask
+
+
+def _init_keep_mask(decision: SparsityDecision, mask: Optional[Tensor]) -> None:
+    decision.__dict__['keep_mask'] = mask
+
+
+# Set after the class is built, so that the dataclass keeps ``keep_mask`` as an argument
+# without a default; its constructor is the only writer (the frozen class refuses assignments).
+SparsityDecision.keep_mask = property(  # type: ignore[assignment]
+    _keep_mask, _init_keep_mask, doc='(B, N) float keep mask, see the class docstring.')
 
 
 def num_kept(num_positions: int, keep_ratio: float) -> int:
@@ -177,7 +214,7 @@ def predictor_name(source: str, stage: int, index: int) -> str:
     return f'{source or "sparse conv"} gate {index} (level {stage})'
 
 
-def check_finite_scores(log_probs: Tensor, name: str) -> None:
+def check_finite_scores(margin: Tensor, name: str) -> None:
     """Refuse non-finite keep scores at inference: ranking NaN / Inf would keep arbitrary
     positions (in practice the first k) and the model would go on with shifted outputs.
 
@@ -193,8 +230,13 @@ def check_finite_scores(log_probs: Tensor, name: str) -> None:
     the same message on CPU). ``warn`` reads the flag back (one host synchronisation per
     decision), since a warning needs the value.
 
+    The check reads the margins the ranking sorts, through their Euclidean norm summed in
+    float64 (no overflow for float32 margins): finite exactly when every margin is, and the
+    margins are finite exactly when the scores are. Three ops per decision: the norm, the
+    comparison with infinity (false for NaN) and the assertion.
+
     Args:
-        log_probs: (B, n, 2) predictor output.
+        margin: (B, n) :func:`keep_margin` of the predictor output.
         name: the predictor, as :func:`predictor_name` writes it.
     """
     from .accelerator import uses_accelerator_path  # the module imports is_tracing from here
@@ -205,8 +247,8 @@ def check_finite_scores(log_probs: Tensor, name: str) -> None:
         raise ValueError(f'{NONFINITE_ENV}={mode!r}: use one of {NONFINITE_MODES}.')
     if mode == 'off':
         return
-    finite = torch.isfinite(log_probs).all()
-    if mode == 'error' and uses_accelerator_path(log_probs):
+    finite = torch.linalg.vector_norm(margin, dtype=torch.float64) < float('inf')
+    if mode == 'error' and uses_accelerator_path(margin):
         torch._assert_async(finite, _nonfinite_message(name))
         return
     if bool(finite):
@@ -302,13 +344,13 @@ def _decide(scores: Optional[Scores], training: bool, previous: Optional[Sparsit
         if previous is not None:
             mask = mask * previous.keep_mask
         return SparsityDecision.for_training(log_probs, mask, **where)
-    check_finite_scores(log_probs, name)
+    margin = keep_margin(log_probs).detach()
+    check_finite_scores(margin, name)
     if previous is not None:
-        return _decide_nested(log_probs, k, previous, where)
-    order = rank(keep_margin(log_probs))
-    mask = torch.zeros(log_probs.shape[0], num, device=log_probs.device)
-    mask = mask.scatter_(1, order[:, :k], 1.0)
-    return SparsityDecision.for_inference(log_probs, mask, order, k, **where)
+        return _decide_nested(log_probs, k, previous, where, margin)
+    # The mask is built when read: the sparse paths route by order.
+    return SparsityDecision.for_inference(log_probs, None, rank(margin), k, margin=margin,
+                                          **where)
 
 
 def _keep_all(k: int, previous: Optional[SparsityDecision], like: Optional[Scores],
@@ -329,21 +371,22 @@ def _keep_all(k: int, previous: Optional[SparsityDecision], like: Optional[Score
 
 
 def _decide_nested(log_probs: Optional[Tensor], k: int, previous: SparsityDecision,
-                   where: Dict[str, Any]) -> SparsityDecision:
+                   where: Dict[str, Any], margin: Optional[Tensor] = None) -> SparsityDecision:
     """Inference part of :func:`decide` for a decision nested in ``previous`` that keeps k
-    positions (``log_probs`` ``None``: the k = n positions ``previous`` kept)."""
+    positions (``log_probs`` ``None``: the k = n positions ``previous`` kept; ``margin``: the
+    (B, n) :func:`keep_margin` of ``log_probs``)."""
     present = previous.keep_indices
-    batch, num = previous.keep_mask.shape
+    batch, num = (previous.keep_mask if previous.order is None else previous.order).shape
     if k > present.shape[1]:
         raise ValueError(f'a nested decision cannot keep {k} of {num} positions: the previous '
                          f'one kept {present.shape[1]} (keep ratios must not increase)')
-    full_log_probs = None
+    full_log_probs, top = None, None
     kept = present
     if log_probs is not None:
         if log_probs.shape[1] != present.shape[1]:
             raise ValueError(f'nested decision: scores for {log_probs.shape[1]} positions, '
                              f'but the previous decision kept {present.shape[1]}')
-        top = rank(keep_margin(log_probs))[:, :k]
+        top = rank(margin)[:, :k]
         kept = present.gather(1, top)
         full_log_probs = log_probs.new_zeros(batch, num, 2)
         full_log_probs[..., 0].fill_(float('-inf'))
@@ -352,7 +395,7 @@ def _decide_nested(log_probs: Optional[Tensor], k: int, previous: SparsityDecisi
     mask = torch.zeros(batch, num, device=present.device).scatter_(1, kept, 1.0)
     rest = torch.sort(mask, dim=1, stable=True).indices[:, :num - k]
     return SparsityDecision.for_inference(full_log_probs, mask, torch.cat([kept, rest], dim=1),
-                                          k, **where)
+                                          k, slots=top, **where)
 
 
 @contextmanager

@@ -35,6 +35,13 @@ def shape_cached(build: Callable[..., T]) -> Callable[..., T]:
     return get
 
 
+@shape_cached
+def batch_offsets(batch: int, step: int, device: torch.device) -> Tensor:
+    """(B, 1) long, ``b * step`` for each image b: where image b starts in a flattened
+    (B * step, ...) tensor (shape-only, cached: do not write to it)."""
+    return torch.arange(0, batch * step, step, device=device).unsqueeze(1)
+
+
 # ----------------------------------------------------------------------------------- tiles
 def block_grid(height: int, width: int, block: int) -> HW:
     """(rows, columns) of ``block x block`` tiles (or windows) covering an H x W map (ceil)."""
@@ -75,9 +82,8 @@ def expand_block_mask(mask: Tensor, grid: HW, block: int, height: int, width: in
 def tile_coords(order: Tensor, cols: int, k: int) -> Tuple[Coords, Coords]:
     """(image, tile row, tile column) of the kept tiles (the first k of ``order`` (B, N)) and of
     the pruned ones, broadcastable to (B, k) and (B, N - k)."""
-    image = torch.arange(order.shape[0], device=order.device).unsqueeze(1)
-    row = order.div(cols, rounding_mode='floor')
-    col = order - row * cols
+    image = batch_offsets(order.shape[0], 1, order.device)
+    row, col = order.div(cols, rounding_mode='floor'), order.remainder(cols)
     return (image, row[:, :k], col[:, :k]), (image, row[:, k:], col[:, k:])
 
 

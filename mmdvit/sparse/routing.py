@@ -47,7 +47,9 @@ def drop_pruned(x: Tensor, decision: SparsityDecision,
     if decision.num_keep == x.shape[1]:
         return x
     kept = decision.keep_indices
-    if previous is not None:
+    if previous is not None and decision.slots is not None:
+        kept = decision.slots  # the kept tokens' places in x, recorded by decide()
+    elif previous is not None:
         present = previous.keep_indices
         slots = torch.arange(present.shape[1], device=x.device).expand_as(present)
         kept = torch.empty_like(decision.order).scatter_(1, present, slots).gather(1, kept)

@@ -27,12 +27,11 @@ def shifted_order(kept: Tensor, margin: Tensor) -> Tensor:
     margin (descending), then by position (two stable sorts).
 
     Args:
-        kept: (B, n) kept positions per shifted window (rounded to whole counts here).
+        kept: (B, n) kept positions per shifted window, whole counts.
         margin: (B, n) mean keep margin over each shifted window's real positions.
     """
     by_margin = rank(margin)
-    counts = torch.round(kept).gather(1, by_margin)
-    return by_margin.gather(1, rank(counts))
+    return by_margin.gather(1, rank(kept.gather(1, by_margin)))
 
 
 def shifted_decision(decision: SparsityDecision, window_size: int, shift: int,
@@ -43,25 +42,33 @@ def shifted_decision(decision: SparsityDecision, window_size: int, shift: int,
 
     Returns:
         ``decision`` itself for ``shift == 0`` or when it keeps every window without scores.
-        At inference a decision with the same ``num_keep`` and a hard mask; in training a
-        hard mask with the straight-through gradient of each shifted window's kept fraction,
-        so shifted blocks train the predictor too.
+        At inference a decision with the same ``num_keep`` (its mask built when read); in
+        training a hard mask with the straight-through gradient of each shifted window's kept
+        fraction, so shifted blocks train the predictor too.
     """
     if shift == 0 or decision.log_probs is None:
         return decision
-    mask = decision.keep_mask
+    margin = decision.margin
+    if margin is None:
+        margin = keep_margin(decision.log_probs.detach())
     overlap, overlap32, size = shifted_overlap(tuple(decision.hw_shape), window_size, shift,
-                                               tuple(hw_shape), mask.device)
-    kept = mask @ overlap32.T
+                                               tuple(hw_shape), margin.device)
     # Summed in float64 so that equal means stay exactly tied in every runtime (ONNX Runtime
     # included) and the tie-break by position decides them alike.
-    margin = keep_margin(decision.log_probs.detach()).double() @ overlap.T / size
-    order = shifted_order(kept.detach(), margin.float())
-    if decision.num_keep is not None:
-        k = decision.num_keep
-        hard = torch.zeros_like(mask).scatter_(1, order[:, :k], 1.0)
-        return replace(decision, keep_mask=hard, order=order)
-    # Training: each image keeps as many shifted windows as it keeps regular ones.
+    margin = (margin.double() @ overlap.T / size).float()
+    k = decision.num_keep
+    if k is not None:
+        # The kept real positions of each shifted window: the overlap rows of the kept regular
+        # windows summed (whole numbers, exact; from the mask for a decision without order).
+        kept = (decision.keep_mask @ overlap32.T if decision.order is None
+                else overlap32.T[decision.order[:, :k]].sum(dim=1))
+        return replace(decision, keep_mask=None, order=shifted_order(kept, margin),
+                       margin=None)
+    # Training: each image keeps as many shifted windows as it keeps regular ones (the hard
+    # mask may be off 0 / 1 by rounding: the counts are rounded).
+    mask = decision.keep_mask
+    kept = mask @ overlap32.T
+    order = shifted_order(torch.round(kept.detach()), margin)
     counts = mask.detach().sum(dim=1, keepdim=True)
     ranks = torch.argsort(order, dim=1)
     hard = (ranks < counts).to(mask.dtype)

@@ -143,12 +143,17 @@ class ViTBlock(nn.Module):
         self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), drop=drop_rate)
         self.drop_path = DropPath(drop_path_rate)
 
+    def _scaled(self, branch: Tensor) -> Tensor:
+        """A residual branch (B, N, C) divided by ``skip_lam`` (no op for 1.0, where it is
+        exact)."""
+        return branch if self.skip_lam == 1.0 else branch / self.skip_lam
+
     def forward(self, x: Tensor, policy: Optional[Tensor] = None) -> Tensor:
         """x: (B, N, C); policy: (B, N, 1) keep mask (training) or None -> (B, N, C)."""
 
         def inner(x: Tensor) -> Tensor:
-            x = x + self.drop_path(self.attn(self.norm1(x), policy)) / self.skip_lam
-            return x + self.drop_path(self.mlp(self.norm2(x))) / self.skip_lam
+            x = x + self._scaled(self.drop_path(self.attn(self.norm1(x), policy)))
+            return x + self._scaled(self.drop_path(self.mlp(self.norm2(x))))
 
         if self.with_cp and x.requires_grad:
             return torch.utils.checkpoint.checkpoint(inner, x, use_reentrant=False)
