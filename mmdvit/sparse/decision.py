@@ -109,20 +109,34 @@ class SparsityDecision:
     def flat_rows(self) -> Tuple[Tensor, Tensor]:
         """Inference with ``0 < num_keep < N``: the rows of the kept and of the pruned
         positions in the flattened (B*N, C) tokens, ``b * N + order[b, :k]`` and
-        ``b * N + order[b, k:]``, as (B*k,) and (B*(N-k),) long tensors. Computed once and
-        shared by every block that reuses this decision."""
+        ``b * N + order[b, k:]``, as (B*k,) and (B*(N-k),) long tensors: the two parts of
+        :meth:`flat_order`. Computed once and shared by every block that reuses this
+        decision."""
+        rows = self.__dict__.get('_flat_rows')
+        if rows is None:
+            both, kept = self.flat_order(), self.order.shape[0] * self.num_keep
+            rows = (both[:kept], both[kept:])
+            self.__dict__['_flat_rows'] = rows
+        return rows
+
+    def flat_order(self) -> Tensor:
+        """Inference with ``0 < num_keep < N``: (B*N,) long, the rows of the kept positions of
+        every image in the flattened (B*N, C) tokens, then those of the pruned ones (what
+        one gather reads for both paths). Computed once, as :meth:`flat_rows`."""
         if self.order is None or self.num_keep is None:
             raise ValueError('flat_rows needs an inference decision that keeps some positions '
                              'and prunes others (order is set)')
         # Derived from the fields and cached on the instance, as functools.cached_property
         # does (whose lock in Python 3.11 breaks the torch.compile graph).
-        rows = self.__dict__.get('_flat_rows')
-        if rows is None:
+        both = self.__dict__.get('_flat_order')
+        if both is None:
             from .gather import batch_offsets  # gather imports is_tracing from here
             index = self.order + batch_offsets(*self.order.shape, self.order.device)
-            rows = (index[:, :self.num_keep].reshape(-1), index[:, self.num_keep:].reshape(-1))
-            self.__dict__['_flat_rows'] = rows
-        return rows
+            k = self.num_keep
+            both = (index.view(-1) if index.shape[0] == 1  # already kept first
+                    else torch.cat([index[:, :k].reshape(-1), index[:, k:].reshape(-1)]))
+            self.__dict__['_flat_order'] = both
+        return both
 
     @property
     def keep_indices(self) -> Optional[Tensor]:

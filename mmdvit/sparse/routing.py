@@ -95,9 +95,10 @@ def _route(x: Tensor, slow: Path, fast: Path, decision: SparsityDecision) -> Ten
         return fast(x)
     batch, channels = x.shape[0], x.shape[-1]
     kept, pruned = decision.flat_rows()
-    tokens = x.reshape(batch * num, channels)
-    slow_out = slow(tokens.index_select(0, kept).view(batch, k, channels))
-    fast_out = fast(tokens.index_select(0, pruned).view(batch, num - k, channels))
+    # One gather of both paths' rows, kept first.
+    rows = x.reshape(batch * num, channels).index_select(0, decision.flat_order())
+    slow_out = slow(rows[:batch * k].view(batch, k, channels))
+    fast_out = fast(rows[batch * k:].view(batch, num - k, channels))
     dtype = torch.promote_types(slow_out.dtype, fast_out.dtype)
     out = slow_out.new_empty((batch * num, slow_out.shape[-1]), dtype=dtype)
     out.index_copy_(0, kept, slow_out.reshape(batch * k, -1).to(dtype))
