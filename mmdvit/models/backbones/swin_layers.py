@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ...sparse import (HW, SparsityDecision, block_grid, pad_to_multiple, route_tokens,
                        route_windows, shifted_decision, trunc_normal_init, window_rows,
                        window_sources)
+from ...sparse.gather import shape_cached
 
 
 def to_pair(value, name: str) -> HW:
@@ -65,6 +66,9 @@ def shifted_window_mask(height: int, width: int, window_size: int, shift_size: i
     windows = window_partition(img_mask, window_size).reshape(-1, window_size * window_size)
     mask = windows.unsqueeze(1) - windows.unsqueeze(2)
     return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+_cached_window_mask = shape_cached(shifted_window_mask)
 
 
 class ShiftWindowMSA(nn.Module):
@@ -130,19 +134,25 @@ class ShiftWindowMSA(nn.Module):
         height, width = hw_shape
         return x[:, :height, :width, :].reshape(batch, height * width, channels)
 
-    def attention_mask(self, padded: HW, shift: int, x: Tensor) -> Optional[Tensor]:
-        """(nW, ws*ws, ws*ws) mask of the shifted windows of a padded map, ``None`` unshifted."""
+    def attention_mask(self, padded: HW, shift: int, x: Tensor,
+                       cached: bool = False) -> Optional[Tensor]:
+        """(nW, ws*ws, ws*ws) mask of the shifted windows of a padded map, ``None`` unshifted.
+
+        ``cached``: kept per shape (:func:`~mmdvit.sparse.gather.shape_cached`), as the sparse
+        blocks keep their index maps; the dense block builds it at every call, as mmseg's Swin
+        does."""
         if not shift:
             return None
-        return shifted_window_mask(*padded, self.window_size, shift, x.device).to(x.dtype)
+        build = _cached_window_mask if cached else shifted_window_mask
+        return build(*padded, self.window_size, shift, x.device).to(x.dtype)
 
-    def forward(self, x: Tensor, hw_shape: HW) -> Tensor:
-        """x: (B, H*W, C) -> (B, H*W, C)."""
+    def forward(self, x: Tensor, hw_shape: HW, cached: bool = False) -> Tensor:
+        """x: (B, H*W, C) -> (B, H*W, C); ``cached``: as :meth:`attention_mask`."""
         shift = self.effective_shift(hw_shape)
         windows, padded = self.partition(x, hw_shape, shift)
         batch, num, tokens, channels = windows.shape
         out = self.w_msa(windows.view(-1, tokens, channels),
-                         self.attention_mask(padded, shift, x))
+                         self.attention_mask(padded, shift, x, cached))
         return self.merge(out.view(batch, num, tokens, channels), hw_shape, padded, shift)
 
 
@@ -197,7 +207,8 @@ class DynamicSwinBlock(nn.Module):
                 raise RuntimeError('a decision reached a block built without a fast path')
             if decision is not None and decision.window_size is not None:
                 return self.forward_windows(x, hw_shape, decision)
-            x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+            # A sparse block keeps the shifted-window mask per shape, as its index maps.
+            x = x + self.drop_path(self.attn(self.norm1(x), hw_shape, decision is not None))
             if decision is None:
                 residual = self.slow(x)
             else:
@@ -225,7 +236,7 @@ class DynamicSwinBlock(nn.Module):
                              f'a block whose {hw_shape[0]}x{hw_shape[1]} map has '
                              f'{grid[0]}x{grid[1]} windows')
         decision = shifted_decision(decision, ws, shift, hw_shape)
-        mask = attn.attention_mask((grid[0] * ws, grid[1] * ws), shift, x)
+        mask = attn.attention_mask((grid[0] * ws, grid[1] * ws), shift, x, cached=True)
         k, num = decision.num_keep, grid[0] * grid[1]
         if k is None or k == num or k == 0:
             return self.forward_windows_merged(x, hw_shape, shift, mask, decision)
