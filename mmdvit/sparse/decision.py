@@ -402,8 +402,8 @@ def _decide_nested(log_probs: Optional[Tensor], k: int, previous: SparsityDecisi
                              f'but the previous decision kept {present.shape[1]}')
         top = rank(margin)[:, :k]
         kept = present.gather(1, top)
-        full_log_probs = log_probs.new_zeros(batch, num, 2)
-        full_log_probs[..., 0].fill_(float('-inf'))
+        from .gather import pruned_log_probs  # gather imports is_tracing from here
+        full_log_probs = pruned_log_probs(batch, num, log_probs.dtype, log_probs.device)
         full_log_probs = full_log_probs.scatter(1, present.unsqueeze(-1).expand(-1, -1, 2),
                                                 log_probs)
     mask = torch.zeros(batch, num, device=present.device).scatter_(1, kept, 1.0)

@@ -42,6 +42,16 @@ def batch_offsets(batch: int, step: int, device: torch.device) -> Tensor:
     return torch.arange(0, batch * step, step, device=device).unsqueeze(1)
 
 
+@shape_cached
+def pruned_log_probs(batch: int, num: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(B, N, 2) log-probabilities ``(-inf, 0)`` (pruned for certain) of the given dtype: what a
+    nested decision records at the positions an earlier one pruned (shape-only, cached: do not
+    write to it)."""
+    log_probs = torch.zeros(batch, num, 2, dtype=dtype, device=device)
+    log_probs[..., 0] = float('-inf')
+    return log_probs
+
+
 # ----------------------------------------------------------------------------------- tiles
 def block_grid(height: int, width: int, block: int) -> HW:
     """(rows, columns) of ``block x block`` tiles (or windows) covering an H x W map (ceil)."""
