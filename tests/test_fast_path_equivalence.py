@@ -73,6 +73,11 @@ def test_flat_rows_are_computed_once_and_index_the_flattened_tokens():
     assert torch.equal(kept.view(3, 4), rows.gather(1, decision.order[:, :4]))
     assert torch.equal(pruned.view(3, 6), rows.gather(1, decision.order[:, 4:]))
     assert sorted(torch.cat([kept, pruned]).tolist()) == list(range(30))
+    # One tensor, the kept rows of every image first: what one gather reads for both paths.
+    assert torch.equal(decision.flat_order(), torch.cat([kept, pruned]))
+    assert kept.data_ptr() == decision.flat_order().data_ptr()
+    single = decide(torch.randn(1, 10, 2).log_softmax(-1), 0.4, False, 2, 0, (2, 5))
+    assert torch.equal(single.flat_order(), single.order.flatten())
     with pytest.raises(ValueError, match='order'):
         decide(torch.randn(1, 4, 2), 1.0, False, 2, 0, (2, 2)).flat_rows()
 

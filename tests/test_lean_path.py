@@ -143,3 +143,19 @@ def test_maps_first_built_in_inference_mode_serve_training():
     decision = decide(log_probs.log_softmax(-1), 0.5, True, 0, 0, grid, window_size=4)
     block(x, hw, decision).sum().backward()
     assert log_probs.grad is not None and log_probs.grad.abs().sum() > 0
+
+
+def test_sparse_blocks_keep_the_shifted_window_mask_per_shape():
+    """The cached attention mask (sparse blocks) equals the one built per call (dense blocks,
+    as mmseg's Swin) and is built once per shape; a token-decision block's output is the same
+    with either."""
+    torch.manual_seed(0)
+    block = DynamicSwinBlock(8, 2, 16, window_size=4, shift=True, sparse=True).eval()
+    x = torch.randn(1, 90, 8)
+    attn = block.attn
+    cached = attn.attention_mask((12, 12), 2, x, cached=True)
+    assert torch.equal(cached, attn.attention_mask((12, 12), 2, x))
+    assert attn.attention_mask((12, 12), 2, x, cached=True) is cached
+    assert attn.attention_mask((12, 12), 2, x) is not attn.attention_mask((12, 12), 2, x)
+    h = block.norm1(x)
+    assert torch.equal(attn(h, (9, 10), cached=True), attn(h, (9, 10)))

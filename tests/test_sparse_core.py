@@ -266,6 +266,28 @@ def test_non_finite_scores_at_inference_raise_naming_the_predictor(monkeypatch):
     monkeypatch.setenv(NONFINITE_ENV, 'sometimes')
     with pytest.raises(ValueError, match=NONFINITE_ENV):
         decide(scores, 0.5, False, 0, 0, (4, 5))
+    # Finite log-probabilities as large as float32 goes pass (their margins do not overflow,
+    # and the check sums them in float64).
+    monkeypatch.delenv(NONFINITE_ENV)
+    huge = torch.zeros(2, 20, 2)
+    huge[:, :10, 1] = huge[:, 10:, 0] = -3e38
+    assert decide(huge, 0.5, False, 0, 0, (4, 5)).num_keep == 10
+
+
+def test_inference_keep_mask_is_built_on_first_read_at_the_kept_positions():
+    """decide() hands no mask to an inference decision; the first read builds it from order
+    (the kept positions, nothing else) and later reads return the same tensor."""
+    log_probs = torch.randn(3, 20, 2).log_softmax(-1)
+    d = decide(log_probs, 0.3, False, 0, 0, (4, 5))
+    assert d.__dict__['keep_mask'] is None
+    mask = d.keep_mask
+    assert d.keep_mask is mask and mask.shape == (3, 20) and mask.dtype == torch.float32
+    for b in range(3):
+        assert mask[b].nonzero().flatten().tolist() == sorted(d.keep_indices[b].tolist())
+    assert torch.equal(d.margin, log_probs[..., 0] - log_probs[..., 1])
+    with pytest.raises(ValueError, match='needs order and num_keep'):
+        SparsityDecision.for_training(log_probs, None, stage=0, index=0, keep_ratio=0.3,
+                                      hw_shape=(4, 5)).keep_mask
 
 
 def test_non_finite_scores_warn_once_with_the_option_and_rank_as_before(monkeypatch):
@@ -308,6 +330,9 @@ def test_nested_inference_decisions_choose_among_the_previously_kept():
         assert sorted(second.order[b].tolist()) == list(range(num))
     kept = drop_pruned(present, second, first)
     assert torch.equal(kept, tokens.gather(1, second.keep_indices[..., None].expand(-1, -1, 4)))
+    # Without the places decide() records, drop_pruned finds them: the same tokens.
+    assert second.slots is not None
+    assert torch.equal(drop_pruned(present, replace(second, slots=None), first), kept)
     # Nothing more to prune: no scores needed, the sequence is handed over unchanged.
     same = decide(None, 0.6, False, 0, 1, (4, 5), previous=first)
     assert torch.equal(same.keep_indices, first.keep_indices)
