@@ -246,7 +246,8 @@ def check_finite_scores(margin: Tensor, name: str) -> None:
 
     The check reads the margins the ranking sorts, through their Euclidean norm summed in
     float64 (no overflow for float32 margins): finite exactly when every margin is, and the
-    margins are finite exactly when the scores are. Three ops per decision: the norm, the
+    margins are finite exactly when the scores are (the difference of two finite
+    log-probabilities, both <= 0, does not overflow). Three ops per decision: the norm, the
     comparison with infinity (false for NaN) and the assertion.
 
     Args:

@@ -93,8 +93,16 @@ def tile_coords(order: Tensor, cols: int, k: int) -> Tuple[Coords, Coords]:
     """(image, tile row, tile column) of the kept tiles (the first k of ``order`` (B, N)) and of
     the pruned ones, broadcastable to (B, k) and (B, N - k)."""
     image = batch_offsets(order.shape[0], 1, order.device)
-    row, col = order.div(cols, rounding_mode='floor'), order.remainder(cols)
+    row, col = _tile_places(order.shape[1], cols, order.device)[:, order]
     return (image, row[:, :k], col[:, :k]), (image, row[:, k:], col[:, k:])
+
+
+@shape_cached
+def _tile_places(num: int, cols: int, device: torch.device) -> Tensor:
+    """(2, N) long: the row and the column of each of the N tiles of a grid ``cols`` wide
+    (row-major; shape-only, cached)."""
+    index = torch.arange(num, device=device)
+    return torch.stack([index.div(cols, rounding_mode='floor'), index.remainder(cols)])
 
 
 def _tile_view(x: Tensor, block: int, halo: int) -> Tensor:
@@ -163,9 +171,10 @@ def window_sources(batch: int, hw_shape: HW, window_size: int, shift: int,
     (pad, cyclic shift by ``-shift``, partition) reads and writes.
 
     Returns:
-        ``rows`` (2, B, nW, T) long: ``[0]`` the row read (row 0 at padding, which attention
-        masks out), ``[1]`` the row written (the spare row B*H*W at padding); ``valid``
-        (nW, T, 1) float, 0 at padding (``None`` without padding).
+        ``rows`` (3, B, nW, T) long: ``[0]`` the row read (row 0 at padding, which attention
+        masks out), ``[1]`` the row written (the spare row B*H*W at padding), ``[2]`` 1 at
+        real positions, 0 at padding (so that one gather, :func:`window_rows`, carries all
+        three); ``valid`` (nW, T, 1) float, 0 at padding (``None`` without padding).
     """
     positions = hw_shape[0] * hw_shape[1]
     index = _window_positions(hw_shape, window_size, shift, device)
@@ -176,13 +185,13 @@ def window_sources(batch: int, hw_shape: HW, window_size: int, shift: int,
     valid = None
     if hw_shape[0] % window_size or hw_shape[1] % window_size:
         valid = real.unsqueeze(-1).float()
-    return torch.stack([read, write]), valid
+    return torch.stack([read, write, real.long().expand_as(read)]), valid
 
 
 def window_rows(rows: Tensor, order: Tensor) -> Tensor:
-    """The rows (from :func:`window_sources`, (2, B, nW, T)) of the windows ``order`` (B, n)
-    of each image: (2, B, n, T)."""
-    index = order.view(1, *order.shape, 1).expand(2, -1, -1, rows.shape[-1])
+    """The rows (from :func:`window_sources`, (3, B, nW, T)) of the windows ``order`` (B, n)
+    of each image: (3, B, n, T)."""
+    index = order.view(1, *order.shape, 1).expand(rows.shape[0], -1, -1, rows.shape[-1])
     return rows.gather(2, index)
 
 

@@ -255,7 +255,7 @@ class DynamicSwinBlock(nn.Module):
         batch, positions, channels = x.shape
         rows, valid = window_sources(batch, tuple(hw_shape), attn.window_size, shift, x.device)
         order = decision.order
-        read, write = window_rows(rows, order)  # (B, nW, T) each, kept windows first
+        read, write, real = window_rows(rows, order)  # (B, nW, T) each, kept windows first
         # Every window of every image, kept ones first: (B, nW, T, C), one gather.
         windows = x.reshape(batch * positions, channels).index_select(0, read.flatten())
         windows = windows.view(batch, num, -1, channels)
@@ -263,7 +263,7 @@ class DynamicSwinBlock(nn.Module):
         w = windows[:, :k].flatten(0, 1)  # (B * k, T, C)
         h = self.norm1(w)
         if valid is not None:
-            h = h * valid[order[:, :k]].flatten(0, 1)  # attention sees zeros at padding
+            h = h * real[:, :k].flatten(0, 1).unsqueeze(-1)  # attention sees zeros at padding
         w = w + attn.w_msa(h, None if mask is None else mask[order[:, :k]].flatten(0, 1))
         w = w + self.ffn(self.norm2(w))
         # Pruned windows: x + fast_path(x), position-wise.
