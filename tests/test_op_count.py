@@ -21,12 +21,12 @@ DEMO = os.path.join(ROOT, 'configs', 'demo')
 # accelerator path). Small widths, few blocks: the ratios differ from the full-size models'
 # (docs/efficiency.md).
 CEILINGS = {
-    'upernet_dvit_swin_whole_demo.py': ((96, 128), 'model', 2.13),
-    'upernet_dvit_convnext_whole_demo.py': ((96, 128), 'model', 3.20),
-    'maskrcnn_dvit_swin_whole_demo.py': ((96, 128), 'backbone_neck', 2.20),
-    'swin-test': ((96, 96), 'backbone', 1.49),
-    'convnext-test': ((96, 96), 'backbone', 2.59),
-    'deit-test': ((64, 64), 'backbone', 2.72),
+    'upernet_dvit_swin_whole_demo.py': ((96, 128), 'model', 1.85),
+    'upernet_dvit_convnext_whole_demo.py': ((96, 128), 'model', 2.69),
+    'maskrcnn_dvit_swin_whole_demo.py': ((96, 128), 'backbone_neck', 1.89),
+    'swin-test': ((96, 96), 'backbone', 1.24),
+    'convnext-test': ((96, 96), 'backbone', 2.25),
+    'deit-test': ((64, 64), 'backbone', 2.55),
 }
 
 
