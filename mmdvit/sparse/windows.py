@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .decision import SparsityDecision, keep_margin, rank
+from .decision import SparsityDecision, is_tracing, keep_margin, rank
 from .gather import HW, shifted_overlap
 
 
@@ -34,6 +34,21 @@ def shifted_order(kept: Tensor, margin: Tensor) -> Tensor:
     return by_margin.gather(1, rank(kept.gather(1, by_margin)))
 
 
+def _window_means(margin: Tensor, overlap: Tensor, size: Tensor) -> Tensor:
+    """(B, N) float32 keep margins -> (B, n) float32 means over the real positions of each
+    shifted window (``overlap``, ``size`` from :func:`~.gather.shifted_overlap`).
+
+    Summed and divided in float64, so that equal means stay exactly tied in every runtime (ONNX
+    Runtime included) and the tie-break by position decides them alike; the division writes
+    float32 (the rounding of ``.float()``, without a separate cast) except while tracing,
+    where ``out=`` is not recorded.
+    """
+    sums = margin.double() @ overlap.T
+    if is_tracing():
+        return (sums / size).float()
+    return torch.div(sums, size, out=margin.new_empty(sums.shape))
+
+
 def shifted_decision(decision: SparsityDecision, window_size: int, shift: int,
                      hw_shape: HW) -> SparsityDecision:
     """Carry ``decision`` (over the regular windows of the padded (H, W) = ``hw_shape`` map) to
@@ -53,9 +68,7 @@ def shifted_decision(decision: SparsityDecision, window_size: int, shift: int,
         margin = keep_margin(decision.log_probs.detach())
     overlap, overlap32, size = shifted_overlap(tuple(decision.hw_shape), window_size, shift,
                                                tuple(hw_shape), margin.device)
-    # Summed in float64 so that equal means stay exactly tied in every runtime (ONNX Runtime
-    # included) and the tie-break by position decides them alike.
-    margin = (margin.double() @ overlap.T / size).float()
+    margin = _window_means(margin, overlap, size)
     k = decision.num_keep
     if k is not None:
         # The kept real positions of each shifted window: the overlap rows of the kept regular
