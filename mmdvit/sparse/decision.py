@@ -124,8 +124,8 @@ class SparsityDecision:
         every image in the flattened (B*N, C) tokens, then those of the pruned ones (what
         one gather reads for both paths). Computed once, as :meth:`flat_rows`."""
         if self.order is None or self.num_keep is None:
-            raise ValueError('flat_rows needs an inference decision that keeps some positions '
-                             'and prunes others (order is set)')
+            raise ValueError('flat_rows / flat_order need an inference decision that keeps some '
+                             'positions and prunes others (order is set)')
         # Derived from the fields and cached on the instance, as functools.cached_property
         # does (whose lock in Python 3.11 breaks the torch.compile graph).
         both = self.__dict__.get('_flat_order')
