@@ -28,7 +28,7 @@ Beside the flow: ``accelerator.py`` (which code path moves data, :func:`accelera
 from .accelerator import accelerator_path
 from .decision import SparsityDecision, decide, decision_label, keep_margin, record_decisions
 from .gate import SparseConvGate, block_at_level, check_gate_args, init_fast_path_on_load
-from .gather import HW, block_grid, pad_to_multiple, window_rows, window_sources
+from .gather import HW, block_grid, pad_to_multiple, shape_cached, window_rows, window_sources
 from .losses import keep_ratio_loss
 from .predictor import BlockScorePredictor, ScorePredictor, score_in_float32
 from .routing import drop_pruned, route_tokens, route_windows
@@ -44,6 +44,6 @@ __all__ = [
     'block_grid', 'build_schedule', 'check_gate_args', 'decide', 'decision_label',
     'drop_pruned', 'init_fast_path_on_load', 'keep_margin', 'keep_ratio_loss',
     'pad_to_multiple', 'pool_windows', 'record_decisions', 'route_tokens', 'route_windows',
-    'score_in_float32', 'shifted_decision', 'sparse_children', 'sparse_conv2d',
+    'score_in_float32', 'shape_cached', 'shifted_decision', 'sparse_children', 'sparse_conv2d',
     'trunc_normal_init', 'window_rows', 'window_sources'
 ]

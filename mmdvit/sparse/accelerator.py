@@ -4,11 +4,16 @@ recorded (tracing, ``torch.compile``, export); equal results to CPU eager mode."
 from contextlib import contextmanager
 from typing import Iterator
 
+import torch
 from torch import Tensor
 
-from .decision import is_tracing
-
 _forced = False
+
+
+def is_tracing() -> bool:
+    """Whether the ops are being recorded (TorchScript / FX tracing, torch.compile, export)."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export())
 
 
 def uses_accelerator_path(x: Tensor) -> bool:

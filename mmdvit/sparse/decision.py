@@ -10,6 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .accelerator import is_tracing, uses_accelerator_path
+from .gather import batch_offsets, pruned_log_probs
+
 # What decide() scores from: the (B, n, 2) log-probabilities, or a function computing them,
 # called only when the decision can prune (needs_scores).
 Scores = Union[Tensor, Callable[[], Tensor]]
@@ -130,7 +133,6 @@ class SparsityDecision:
         # does (whose lock in Python 3.11 breaks the torch.compile graph).
         both = self.__dict__.get('_flat_order')
         if both is None:
-            from .gather import batch_offsets  # gather imports is_tracing from here
             index = self.order + batch_offsets(*self.order.shape, self.order.device)
             k = self.num_keep
             both = (index.view(-1) if index.shape[0] == 1  # already kept first
@@ -187,9 +189,8 @@ def num_kept(num_positions: int, keep_ratio: float) -> int:
     """k, the fixed number of positions kept per image at inference: ``int(N * ratio)``, but at
     least one position of a non-empty map (``max(1, int(N * ratio))``, and 0 for N = 0).
 
-    Keeping at least one position stops a small map (a 1x1 or 2x2 grid, where
-    ``int(N * ratio)`` is 0 for ratios below 1 / N) from being pruned whole at inference while
-    training keeps about ``ratio`` of it.
+    So a small map (1x1, 2x2) is never pruned whole at inference while training keeps about
+    ``ratio`` of it.
     """
     return min(num_positions, max(1, int(num_positions * keep_ratio)))
 
@@ -197,10 +198,8 @@ def num_kept(num_positions: int, keep_ratio: float) -> int:
 def keep_margin(log_probs: Tensor) -> Tensor:
     """The ranking score of inference: ``log p(keep) - log p(prune)`` in float32, (B, N).
 
-    It orders positions as the keep log-probability does, but does not saturate: for a
-    confident keep (logit margin above ~17) float32 ``log_softmax`` returns exactly 0 for
-    ``log p(keep)``, so ranking by it would tie every such position and leave the kept set to
-    the sort's tie-break.
+    It orders positions as ``log p(keep)`` does without saturating: float32 ``log_softmax``
+    returns exactly 0 for every confident keep, which would tie them.
     """
     log_probs = log_probs.float()
     return log_probs[..., 0] - log_probs[..., 1]
@@ -211,12 +210,6 @@ def rank(scores: Tensor) -> Tensor:
     stable sort: the tie-break of ONNX ``TopK``, so exported graphs keep the same positions as
     PyTorch when two positions score exactly alike, e.g. identical tiles)."""
     return torch.sort(scores, dim=1, descending=True, stable=True).indices
-
-
-def is_tracing() -> bool:
-    """Whether the ops are being recorded (TorchScript / FX tracing, torch.compile, export)."""
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export())
 
 
 def predictor_name(source: str, stage: int, index: int) -> str:
@@ -234,9 +227,8 @@ def check_finite_scores(margin: Tensor, name: str) -> None:
 
     The environment variable ``MMDVIT_NONFINITE_SCORES`` chooses what happens: ``error``
     (default) raises a ``FloatingPointError`` naming the predictor and the likely causes;
-    ``warn`` warns once per predictor and ranks the scores anyway (the behaviour before this
-    check); ``off`` skips the check. It is skipped while tracing, compiling or exporting
-    (:func:`is_tracing`), where it could not be recorded.
+    ``warn`` warns once per predictor and ranks the scores anyway; ``off`` skips the check. It is skipped while tracing, compiling or exporting
+    (:func:`~.accelerator.is_tracing`), where it could not be recorded.
 
     On the accelerator path (:func:`~.accelerator.uses_accelerator_path`) ``error`` does not
     wait for the device: the check is queued there (``torch._assert_async``) and a failure
@@ -244,17 +236,13 @@ def check_finite_scores(margin: Tensor, name: str) -> None:
     the same message on CPU). ``warn`` reads the flag back (one host synchronisation per
     decision), since a warning needs the value.
 
-    The check reads the margins the ranking sorts, through their Euclidean norm summed in
-    float64 (no overflow for float32 margins): finite exactly when every margin is, and the
-    margins are finite exactly when the scores are (the difference of two finite
-    log-probabilities, both <= 0, does not overflow). Three ops per decision: the norm, the
-    comparison with infinity (false for NaN) and the assertion.
+    The margins are finite exactly when the scores are (two finite log-probabilities <= 0),
+    and so is their float64 norm, which cannot overflow for float32 margins.
 
     Args:
         margin: (B, n) :func:`keep_margin` of the predictor output.
         name: the predictor, as :func:`predictor_name` writes it.
     """
-    from .accelerator import uses_accelerator_path  # the module imports is_tracing from here
     if is_tracing():
         return
     mode = os.environ.get(NONFINITE_ENV, 'error')
@@ -303,10 +291,9 @@ def decide(scores: Optional[Scores], keep_ratio: float, training: bool, stage: i
            hw_shape: Tuple[int, int], previous: Optional[SparsityDecision] = None, *,
            source: str = 'backbone', window_size: Optional[int] = None,
            like: Optional[Tensor] = None) -> SparsityDecision:
-    """Turn predictor scores into a decision; the one place that decides whether there is
-    anything to prune (:func:`needs_scores`), and the one that makes decisions: every module
-    hands its scores (or the function computing them) here. The decision is appended to every
-    open :func:`record_decisions` recorder.
+    """Turn predictor scores into a decision: the one function that decides, for every
+    module, and the one place that skips predictors with nothing to prune
+    (:func:`needs_scores`). The decision is appended to every open :func:`record_decisions`.
 
     When nothing can be pruned (keep ratio 1.0 in training; k equal to the number of
     candidates at inference) the scores are not computed and the decision keeps every
@@ -403,7 +390,6 @@ def _decide_nested(log_probs: Optional[Tensor], k: int, previous: SparsityDecisi
                              f'but the previous decision kept {present.shape[1]}')
         top = rank(margin)[:, :k]
         kept = present.gather(1, top)
-        from .gather import pruned_log_probs  # gather imports is_tracing from here
         full_log_probs = pruned_log_probs(batch, num, log_probs.dtype, log_probs.device)
         full_log_probs = full_log_probs.scatter(1, present.unsqueeze(-1).expand(-1, -1, 2),
                                                 log_probs)

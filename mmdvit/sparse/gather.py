@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .accelerator import uses_accelerator_path
-from .decision import is_tracing
+from .accelerator import is_tracing, uses_accelerator_path
 
 HW = Tuple[int, int]
 # (image, tile row, tile column) advanced indices of a (B, rows, cols, ...) tile view.

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .decision import SparsityDecision, is_tracing, keep_margin, rank
+from .accelerator import is_tracing
+from .decision import SparsityDecision, keep_margin, rank
 from .gather import HW, shifted_overlap
 
 

@@ -17,9 +17,8 @@ from mmseg.models.backbones.swin import WindowMSA
 from torch import Tensor, nn
 
 from ...sparse import (HW, SparsityDecision, block_grid, pad_to_multiple, route_tokens,
-                       route_windows, shifted_decision, trunc_normal_init, window_rows,
-                       window_sources)
-from ...sparse.gather import shape_cached
+                       route_windows, shape_cached, shifted_decision, trunc_normal_init,
+                       window_rows, window_sources)
 
 
 def to_pair(value, name: str) -> HW:
