@@ -316,7 +316,6 @@ class DynamicViT(DynamicPlainViT):
             dense parts and logs missing / unexpected keys.
     """
 
-
     arch_zoo = VIT_ARCHS
     convert_layout = staticmethod(convert_vit_checkpoint)
 
