@@ -8,11 +8,12 @@ import pytest
 import torch
 from test_flops import GET_FLOPS, run_tool
 
-from mmdvit.analysis.inputs import sample_photos
+from mmdvit.analysis.inputs import model_inputs, sample_photos
 from mmdvit.analysis.models import (build_model, build_upstream_backbone, default_scope,
                                     load_config, model_config)
 from mmdvit.analysis.op_count import OpCounter, count_ops, op_counts
 from mmdvit.models.dense_twin import dense_twin_config
+from mmdvit.sparse import BlockScorePredictor, ScorePredictor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, 'configs', 'demo')
@@ -77,3 +78,30 @@ def test_get_flops_reports_the_op_counts(tmp_path, capsys):
     assert 0 < ops['dense'] < ops['dynamic'] and ops['ratio'] > 1
     assert f"{ops['dense']:12d}{ops['dynamic']:12d}" in capsys.readouterr().out
     assert out.read_text().count('"ops"') == 1
+
+
+@pytest.mark.parametrize('preset', ['deit-test', 'convnext-test'])
+def test_predictor_ops_are_those_the_predictors_launch_on_their_own(preset):
+    """The predictor share of the count equals the ops of every score predictor run on its
+    own on the inputs it received in the forward (captured by hooks), and ``predictors_only``
+    is (dense + predictors) / dense."""
+    cfg = load_config(preset)
+    counts = op_counts(cfg, (64, 64), sample_photos(1)[0])['backbone']
+    model = build_model(model_config(cfg), default_scope(cfg)).eval()
+    dense = build_model(dense_twin_config(model_config(cfg)), default_scope(cfg)).eval()
+    calls = []
+    predictors = [m for m in model.modules() if isinstance(m, (ScorePredictor,
+                                                                BlockScorePredictor))]
+    handles = [m.register_forward_pre_hook(lambda m, args: calls.append((m, args)))
+               for m in predictors]
+    x = model_inputs(model, [sample_photos(1)[0]], (64, 64))['inputs']
+    count_ops(model, x)
+    for handle in handles:
+        handle.remove()
+    steady = calls[len(calls) // 2:]  # count_ops runs a warm-up call, then the counted one
+    assert len(steady) == len(predictors) > 0
+    alone = sum(count_ops(m, *args) for m, args in steady)
+    assert counts['predictors'] == alone > 0
+    assert counts['dense'] == count_ops(dense, x)
+    assert counts['predictors_only'] == round((counts['dense'] + alone) / counts['dense'], 4)
+    assert counts['ratio'] >= counts['predictors_only']

@@ -9,7 +9,8 @@ out :data:`METADATA_OPS`: views and other ops that only change a tensor's metada
 strides, offset) and launch no kernel.
 """
 from collections import Counter
-from typing import Any, Callable, Dict, Optional, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..models.dense_twin import dense_twin_config
-from ..sparse import accelerator_path
+from ..sparse import BlockScorePredictor, ScorePredictor, accelerator_path
 from .complexity import backbone_of
 from .inputs import model_inputs
 from .models import (build_model, copy_shared_weights, default_scope, load_weights,
@@ -41,22 +42,51 @@ METADATA_OPS = frozenset({
 
 
 class OpCounter(TorchDispatchMode):
-    """Counts the kernel-launching aten ops (by overload packet) run inside the mode."""
+    """Counts the kernel-launching aten ops (by overload packet) run inside the mode, and
+    apart, in ``predictor_ops``, those run inside the score predictors (:func:`in_predictors`)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.counts: Counter = Counter()
+        self.predictor_ops = 0
+        self.predictor_depth = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         packet = func.overloadpacket
         if packet not in METADATA_OPS:
             self.counts[str(packet).replace('aten.', '')] += 1
+            self.predictor_ops += self.predictor_depth > 0
         return func(*args, **(kwargs or {}))
 
     @property
     def total(self) -> int:
         """Kernel-launching ops counted so far."""
         return sum(self.counts.values())
+
+
+@contextmanager
+def in_predictors(model: nn.Module, counter: OpCounter) -> Iterator[None]:
+    """While open, ``counter`` also counts apart the ops run inside ``model``'s score
+    predictors (:class:`~mmdvit.sparse.ScorePredictor`,
+    :class:`~mmdvit.sparse.BlockScorePredictor`): the share of the sparse model's ops that no
+    leaner routing can remove."""
+
+    def enter(module: nn.Module, args: Any) -> None:
+        counter.predictor_depth += 1
+
+    def leave(module: nn.Module, args: Any, output: Any) -> None:
+        counter.predictor_depth -= 1
+
+    handles: List[Any] = []
+    for module in model.modules():
+        if isinstance(module, (ScorePredictor, BlockScorePredictor)):
+            handles += [module.register_forward_pre_hook(enter),
+                        module.register_forward_hook(leave)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def count_ops(fn: Callable[..., Any], *args: Any, counter: Optional[OpCounter] = None,
@@ -80,15 +110,22 @@ def count_ops(fn: Callable[..., Any], *args: Any, counter: Optional[OpCounter] =
     return counter.total
 
 
-def model_ops(model: nn.Module, inputs: Tensor, samples: Any) -> Dict[str, int]:
-    """Kernel-launching ops of one forward of ``inputs`` (B, 3, H, W) through the backbone,
-    the backbone and neck (``extract_feat``, models with a neck) and the whole model (its
-    ``'tensor'`` mode; the backbone for a bare backbone)."""
-    counts = {'backbone': count_ops(backbone_of(model), inputs)}
+def model_ops(model: nn.Module, inputs: Tensor, samples: Any) -> Dict[str, OpCounter]:
+    """The counters (:class:`OpCounter`, predictor ops apart) of one forward of ``inputs``
+    (B, 3, H, W) through the backbone, the backbone and neck (``extract_feat``, models with a
+    neck) and the whole model (its ``'tensor'`` mode; the backbone for a bare backbone)."""
+
+    def count(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> OpCounter:
+        counter = OpCounter()
+        with in_predictors(model, counter):
+            count_ops(fn, *args, counter=counter, **kwargs)
+        return counter
+
+    counts = {'backbone': count(backbone_of(model), inputs)}
     if getattr(model, 'with_neck', False) or getattr(model, 'neck', None) is not None:
-        counts['backbone_neck'] = count_ops(model.extract_feat, inputs)
+        counts['backbone_neck'] = count(model.extract_feat, inputs)
     if hasattr(model, 'backbone'):
-        counts['model'] = count_ops(model, inputs, samples, mode='tensor')
+        counts['model'] = count(model, inputs, samples, mode='tensor')
     else:
         counts['model'] = counts['backbone']
     return counts
@@ -101,8 +138,11 @@ def op_counts(cfg: Config, shape: Optional[Sequence[int]], image: np.ndarray,
     ``checkpoint`` and ``trust`` as for :func:`~.complexity.complexity`.
 
     Returns:
-        ``{"backbone" | "backbone_neck" | "model": {"dense", "dynamic", "ratio"}}``, with
-        ``ratio`` = dynamic / dense (``backbone_neck``: backbone and neck, for models with a neck).
+        ``{"backbone" | "backbone_neck" | "model": {"dense", "dynamic", "ratio", "predictors",
+        "predictors_only"}}``: ``ratio`` = dynamic / dense (``backbone_neck``: backbone and
+        neck, for models with a neck); ``predictors``, the dynamic model's ops inside its score
+        predictors; ``predictors_only`` = (dense + predictors) / dense, the ratio the part
+        would have if the rest of it launched what the dense model launches.
     """
     model_cfg, scope = model_config(cfg), default_scope(cfg)
     dynamic = build_model(model_cfg, scope).eval()
@@ -112,6 +152,11 @@ def op_counts(cfg: Config, shape: Optional[Sequence[int]], image: np.ndarray,
     data = model_inputs(dynamic, [image], shape)
     counts = {name: model_ops(model, data['inputs'], data['data_samples'])
               for name, model in (('dense', dense), ('dynamic', dynamic))}
-    return {part: {'dense': counts['dense'][part], 'dynamic': counts['dynamic'][part],
-                   'ratio': round(counts['dynamic'][part] / counts['dense'][part], 4)}
-            for part in counts['dynamic']}
+    result = {}
+    for part, counter in counts['dynamic'].items():
+        dense_ops, predictor_ops = counts['dense'][part].total, counter.predictor_ops
+        result[part] = {'dense': dense_ops, 'dynamic': counter.total,
+                        'ratio': round(counter.total / dense_ops, 4),
+                        'predictors': predictor_ops,
+                        'predictors_only': round((dense_ops + predictor_ops) / dense_ops, 4)}
+    return result

@@ -9,7 +9,8 @@ The table gives GFLOPs (multiply-adds) and millions of parameters of the dense t
 dynamic model, and dense / dynamic as ``N.NNx`` (for FLOPs: the speed-up they imply); the
 ``--out`` JSON keeps full precision. ``--count-ops`` adds the kernel-launching aten ops of one
 inference forward at batch 1 on the accelerator path (what a GPU launches; views excluded,
-:mod:`mmdvit.analysis.op_count`), dense and dynamic, and dynamic / dense.
+:mod:`mmdvit.analysis.op_count`), dense and dynamic, dynamic / dense, and the ops inside the
+score predictors with the ratio they alone set (dense + predictors) / dense.
 """
 import argparse
 import json
@@ -47,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--count-ops', action='store_true',
                         help='also count the kernel-launching aten ops of one inference forward '
                         '(batch 1, first image, the sparse modules on their GPU code path), '
-                        'dense and dynamic')
+                        'dense and dynamic, and those inside the score predictors')
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     if len(args.shape) == 1:
@@ -85,7 +86,8 @@ def format_report(result: dict) -> str:
                      f"(ratio {d['keep_ratio']:g})")
     for part, ops in result.get('ops', {}).items():
         lines.append(f"{part:16s}{ops['dense']:12d}{ops['dynamic']:12d}"
-                     f"{ops['ratio']:14.2f}x  aten ops (dynamic/dense)")
+                     f"{ops['ratio']:14.2f}x  aten ops (dynamic/dense; {ops['predictors']} in "
+                     f"the predictors: {ops['predictors_only']:.2f}x with nothing else added)")
     lines.append('Convention: ' + result['convention'])
     if result['note']:
         lines.append('Note: ' + result['note'])
