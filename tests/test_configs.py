@@ -29,6 +29,7 @@ CANONICAL = {
 }
 # The whole-model configs change the same upstream models (sparse heads and necks too).
 WHOLE = {name.replace('.py', '_whole.py'): base for name, base in CANONICAL.items()}
+WHOLE['upernet_dvit_swin_whole_fine.py'] = CANONICAL['upernet_dvit_swin.py']  # another head
 NEW_MODULES = ('score_predictor', 'fast_path')
 TINY = [16, 32, 64, 128]
 # Full-size architectures: (first width, depths) per size name.
@@ -122,7 +123,8 @@ def test_the_zoo_is_complete_and_shallow():
         'upernet_dvit_swin_demo.py', 'upernet_swin_dense_demo.py', 'upernet_dvit_convnext_demo.py',
         'maskrcnn_dvit_swin_demo.py', 'maskrcnn_dvit_convnext_demo.py',
         'upernet_dvit_swin_whole_demo.py', 'upernet_dvit_convnext_whole_demo.py',
-        'maskrcnn_dvit_swin_whole_demo.py', 'maskrcnn_dvit_convnext_whole_demo.py'}
+        'maskrcnn_dvit_swin_whole_demo.py', 'maskrcnn_dvit_convnext_whole_demo.py',
+        'upernet_dvit_swin_whole_fine_demo.py'}
     for path in CONFIGS:
         assert inheritance_depth(path) <= 3, rel(path)
 
@@ -223,7 +225,7 @@ def test_full_size_architecture_matches_the_file_name(path):
     teacher = cfg.model.teacher.checkpoint
     if name in WHOLE:  # the whole model starts from the dense teacher's checkpoint
         assert cfg.model.student_checkpoint == teacher
-        weights = Config.fromfile(str(path.parent / name.replace('_whole', ''))
+        weights = Config.fromfile(str(path.parent / re.sub(r'_whole.*\.py', '.py', name))
                                   ).model.student.backbone.init_cfg.checkpoint
     else:
         weights = Config.fromfile(str(path)).model.student.backbone.init_cfg.checkpoint

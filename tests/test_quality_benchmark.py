@@ -119,6 +119,27 @@ def test_distill_from_dense_uses_the_dense_model_trained_as_long(tmp_path):
         tool.parse_args(['--distill-from', 'student'])
 
 
+def test_a_student_without_a_teacher_gets_no_teacher_checkpoint(tmp_path):
+    """The fine-structure demo config (teacher=None, no distillation) trains from the teacher's
+    checkpoint without a teacher (mmengine refuses ``model.teacher.checkpoint`` options on a
+    ``teacher=None`` config); the shipped whole-model demo still distils."""
+    from mmengine.config import Config
+    tool = quality_tool()
+    fine = str(ROOT / 'configs/demo/upernet_dvit_swin_whole_fine_demo.py')
+    args = tool.parse_args(['--work-dir', str(tmp_path / 'w'), '--teacher-iters', '40',
+                            '--iters', '20', '--student-config', fine, '--variant', 'fine'])
+    stages = plan(args, CLASSES)
+    cfg = Config.fromfile(stages['fine'].command[2])
+    cfg.merge_from_dict(cfg_options(stages['fine'].command))
+    teacher_ckpt = tmp_path / 'w' / 'teacher' / 'iter_40.pth'
+    assert cfg.model.teacher is None and cfg.model.student_checkpoint == str(teacher_ckpt)
+    assert cfg.model.logit_distill_weight == cfg.model.feature_distill_weight == 0
+    assert stages['fine'].inputs == [teacher_ckpt]
+    assert not quality.distils(fine, [])
+    assert not quality.distils(fine, ['model.logit_distill_weight=0.5'])
+    assert quality.distils(str(ROOT / 'configs/demo/upernet_dvit_swin_whole_demo.py'), [])
+
+
 def counting_stage(tmp_path: Path, value: str = 'a', strict: bool = True, inputs=()) -> Stage:
     """A stage whose command appends a line to runs.txt and writes out.txt."""
     script = (f"open({str(tmp_path / 'runs.txt')!r}, 'a').write('run\\n'); "

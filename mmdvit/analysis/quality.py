@@ -14,6 +14,7 @@ Per-class IoU is recomputed from the label maps ``tools/test.py --out`` writes (
 labelled 0 ignored, classes with an empty union left out of the mean); the recomputed mIoU must
 match the one ``tools/test.py`` prints.
 """
+import argparse
 import json
 import os
 import platform
@@ -425,6 +426,19 @@ def check_config(config: str) -> None:
                              f'{dataset!r}. Use a configs/demo/upernet_* config.')
 
 
+def distils(config: str, options: Sequence[str]) -> bool:
+    """Whether the student ``config``, with the ``--cfg-options`` ``options``, has a teacher
+    (``model.teacher`` not ``None``); one with ``teacher=None`` does not distil, and the
+    benchmark gives it no teacher checkpoint."""
+    from mmengine.config import Config, DictAction
+    cfg = Config.fromfile(config)
+    if options:
+        parser = argparse.ArgumentParser()
+        parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+        cfg.merge_from_dict(parser.parse_args(['--cfg-options', *options]).cfg_options)
+    return cfg.model.get('teacher') is not None
+
+
 def _train_stage(args, name: str, config: str, directory: Path, iters: int, extra: List[str],
                  inputs: List[Path], data_root: Path) -> Stage:
     command = [args.python, str(TOOLS / 'train.py'), config, '--work-dir', str(directory),
@@ -469,11 +483,14 @@ def plan(args, class_names: Sequence[str]) -> Dict[str, Stage]:
     start = teacher.output
     dense = _train_stage(args, 'dense', args.dense_config, work / 'dense', args.iters,
                          [f'load_from={start}'], [start], data_root)
-    distill_from = dense.output if args.distill_from == 'dense' else start
-    student_extra = [f'model.teacher.checkpoint={distill_from}',
-                     f'model.student_checkpoint={start}', *args.student_options]
+    student_extra = [f'model.student_checkpoint={start}', *args.student_options]
+    student_inputs = [start]
+    if distils(args.student_config, args.student_options):
+        distill_from = dense.output if args.distill_from == 'dense' else start
+        student_extra.insert(0, f'model.teacher.checkpoint={distill_from}')
+        student_inputs = sorted({start, distill_from})
     student = _train_stage(args, args.variant, args.student_config, work / args.variant,
-                           args.iters, student_extra, sorted({start, distill_from}), data_root)
+                           args.iters, student_extra, student_inputs, data_root)
     stages = {'teacher': teacher, 'dense': dense, args.variant: student}
     for trained, config, extra in ((teacher, args.dense_config, []),
                                    (dense, args.dense_config, []),
@@ -506,7 +523,9 @@ def run_benchmark(args, log=print) -> dict:
     models = {name: json.loads(stages[f'{name} evaluation'].output.read_text())
               for name in ('teacher', 'dense', args.variant)}
     settings = dict(variant=args.variant, teacher_iters=args.teacher_iters, iters=args.iters,
-                    seed=args.seed, distill_from=args.distill_from,
+                    seed=args.seed,
+                    distill_from=(args.distill_from if distils(args.student_config,
+                                                              args.student_options) else None),
                     data=data, dense_config=args.dense_config,
                     student_config=args.student_config, student_options=args.student_options)
     flops = flops_summary(stages['flops'].output, args.flops_shape)
