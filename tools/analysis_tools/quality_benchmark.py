@@ -21,6 +21,12 @@ so an interrupted run resumes and student variants share the teacher and the den
 
     python tools/analysis_tools/quality_benchmark.py --variant keep05 \\
         --student-options model.student.decode_head.keep_ratios="(0.5,0.5,0.5)"
+
+A student config with ``teacher=None`` (configs/demo/upernet_dvit_swin_whole_fine_demo.py)
+starts from the teacher's checkpoint and trains without distillation:
+
+    python tools/analysis_tools/quality_benchmark.py --variant fine \\
+        --student-config configs/demo/upernet_dvit_swin_whole_fine_demo.py
 """
 import argparse
 import sys
@@ -56,8 +62,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     train.add_argument('--dense-config', default=str(ROOT / DENSE_CONFIG),
                        help=f'the dense model (default {DENSE_CONFIG})')
     train.add_argument('--student-config', default=str(ROOT / STUDENT_CONFIG),
-                       help=f'the sparse student, an mmdvit.SparsityTrainer config whose '
-                       f'teacher is the dense model (default {STUDENT_CONFIG})')
+                       help='the sparse student, an mmdvit.SparsityTrainer config whose '
+                       'teacher is the dense model, or without a teacher (teacher=None: no '
+                       f'distillation) (default {STUDENT_CONFIG})')
     train.add_argument('--distill-from', choices=('teacher', 'dense'), default='teacher',
                        help='the checkpoint the student distils from: the teacher it starts '
                        'from (default), or the dense model trained as long as the student in '
