@@ -2,6 +2,7 @@
 training: the same schedule, seed and data for the dense model and the student), stage
 skipping, per-class IoU against mmseg's IoUMetric, and the report table on fake results."""
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -267,6 +268,47 @@ def test_report_table_side_by_side():
     lines = format_report(make_report(settings, models, None, {})).splitlines()
     assert lines[1].split() == ['group', 'dense', 'whole_nodistill', 'diff']
     assert lines[2].split() == ['mIoU', '70.00', '65.50', '-4.50']
+
+
+def test_summary_of_several_runs_gives_each_run_and_the_mean_and_worst_per_class(tmp_path,
+                                                                                  capsys):
+    """Two seeds of one variant: per run the mIoU gap and its worst small class; per class the
+    mean and the worst gap over the runs that have it; read back from report files by the
+    tool's --summarize, and a file that is not a report named in the error."""
+    def report(seed, dense, student):
+        settings = dict(variant='fine', teacher_iters=600, iters=300, seed=seed,
+                        data=dict(num_val=100))
+        models = dict(teacher=fake_model(50.0, {}), dense=fake_model(dense[0], dense[1]),
+                      fine=fake_model(student[0], student[1]))
+        return make_report(settings, models, None, {})
+
+    runs = [report(0, (70.0, {'sky': 90.0, 'car': 60.0, 'person': 50.0}),
+                   (68.0, {'sky': 89.0, 'car': 57.0, 'person': 49.0})),
+            report(1, (72.0, {'sky': 92.0, 'car': 40.0}),
+                   (71.0, {'sky': 93.0, 'car': 33.0}))]
+    summary = quality.summarize(runs)
+    assert [(r['seed'], r['diff'], r['worst_small']) for r in summary['runs']] == [
+        (0, -2.0, ('car', -3.0)), (1, -1.0, ('car', -7.0))]
+    classes = summary['classes']
+    assert list(classes) == ['mIoU', 'sky', 'car', 'person']  # mIoU, then large, small
+    assert classes['mIoU'] == dict(group='', mean=-1.5, worst=-2.0, runs=2)
+    assert classes['car'] == dict(group='small', mean=-5.0, worst=-7.0, runs=2)
+    assert classes['sky'] == dict(group='large', mean=0.0, worst=-1.0, runs=2)
+    assert classes['person'] == dict(group='small', mean=-1.0, worst=-1.0, runs=1)
+    paths = []
+    for i, data in enumerate(runs):
+        paths.append(tmp_path / f'report{i}.json')
+        paths[-1].write_text(json.dumps(data))
+    quality_tool().main(['--summarize', *map(str, paths)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split() == ['fine', '0', '70.00', '68.00', '-2.00', 'car', '-3.00']
+    assert lines[5].split() == ['mIoU', '-1.50', '-2.00', '2']
+    assert lines[7].split() == ['car', 'small', '-5.00', '-7.00', '2']
+    (tmp_path / 'other.json').write_text('{"rows": []}')
+    with pytest.raises(SystemExit, match='other.json: not a report'):
+        quality_tool().main(['--summarize', str(tmp_path / 'other.json')])
+    with pytest.raises(SystemExit, match='missing.json: cannot read'):
+        quality_tool().main(['--summarize', str(tmp_path / 'missing.json')])
 
 
 def test_data_written_once_then_checked(tmp_path):

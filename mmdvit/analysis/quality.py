@@ -314,6 +314,80 @@ def format_report(report: dict) -> str:
     return '\n'.join(lines)
 
 
+def summarize(reports: Sequence[dict]) -> dict:
+    """Several benchmark reports (seeds, or variants) side by side: per run the dense and the
+    student mIoU, their difference and the worst class of the small-object group; per class
+    (and mIoU) the mean and the worst difference over the runs. Single runs of the benchmark
+    differ by several IoU on the small classes the dense model is still learning, so points
+    are compared over runs.
+
+    Returns:
+        ``{"runs": [{"variant", "seed", "dense", "student", "diff", "worst_small":
+        (class, diff) or None}], "classes": {name: {"group", "mean", "worst", "runs"}}}``,
+        ``"classes"`` with ``"mIoU"`` first, then the classes in :data:`FINE_GROUPS` order;
+        a class enters the mean and worst of the runs that have it.
+    """
+    runs, diffs = [], {'mIoU': []}
+    for report in reports:
+        variant = report['settings']['variant']
+        difference = report['difference']
+        small = {n: d for n, d in difference['per_class'].items() if group_of(n) == 'small'}
+        worst = min(small.items(), key=lambda item: item[1]) if small else None
+        runs.append(dict(variant=variant, seed=report['settings']['seed'],
+                         dense=report['models']['dense']['mIoU'],
+                         student=report['models'][variant]['mIoU'],
+                         diff=difference['mIoU'], worst_small=worst))
+        diffs['mIoU'].append(difference['mIoU'])
+        for name, value in difference['per_class'].items():
+            diffs.setdefault(name, []).append(value)
+    order = {n: i for i, names in enumerate(FINE_GROUPS.values()) for n in names}
+    names = ['mIoU'] + sorted((n for n in diffs if n != 'mIoU'),
+                              key=lambda n: (order.get(n, len(order)), n))
+    classes = {name: dict(group=group_of(name) if name != 'mIoU' else '',
+                          mean=float(np.mean(diffs[name])), worst=float(min(diffs[name])),
+                          runs=len(diffs[name]))
+               for name in names}
+    return dict(runs=runs, classes=classes)
+
+
+def format_summary(summary: dict) -> str:
+    """The tables of :func:`summarize`: one line per run, then one per class."""
+    lines = ['Fine-structure quality benchmark over runs: student - dense, each against its own '
+             'equally trained dense model (a quality proxy, not accuracy).',
+             f'{"run":28s}{"seed":>6s}{"dense":>8s}{"student":>9s}{"diff":>8s}  worst small class']
+    for run in summary['runs']:
+        worst = run['worst_small']
+        worst_text = f'{worst[0]} {worst[1]:+.2f}' if worst else '-'
+        lines.append(f'{run["variant"]:28s}{run["seed"]:>6}{run["dense"]:8.2f}'
+                     f'{run["student"]:9.2f}{run["diff"]:+8.2f}  {worst_text}')
+    lines.append(f'{"":18s}{"group":>7s}{"mean":>9s}{"worst":>9s}{"runs":>6s}')
+    for name, row in summary['classes'].items():
+        lines.append(f'{name:18s}{row["group"]:>7s}{row["mean"]:+9.2f}{row["worst"]:+9.2f}'
+                     f'{row["runs"]:6d}')
+    return '\n'.join(lines)
+
+
+def read_reports(paths: Sequence[str]) -> List[dict]:
+    """The benchmark reports (``report.json``) at ``paths``.
+
+    Raises:
+        BenchmarkError: naming a file that is missing or not a report of this benchmark.
+    """
+    reports = []
+    for path in paths:
+        try:
+            report = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            raise BenchmarkError(f'{path}: cannot read a report ({err}); give the report.json '
+                                 'files the benchmark wrote (WORK_DIR/VARIANT/report.json)')
+        if not (isinstance(report, dict)
+                and {'settings', 'models', 'difference'} <= set(report)):
+            raise BenchmarkError(f'{path}: not a report of this benchmark (no settings, models '
+                                 'and difference); give WORK_DIR/VARIANT/report.json files')
+        reports.append(report)
+    return reports
+
+
 def machine() -> Dict[str, object]:
     """What ran the benchmark: CPU model, cores, threads, torch version."""
     import torch

@@ -22,6 +22,13 @@ so an interrupted run resumes and student variants share the teacher and the den
     python tools/analysis_tools/quality_benchmark.py --variant keep05 \\
         --student-options model.student.decode_head.keep_ratios="(0.5,0.5,0.5)"
 
+Single runs differ by several IoU on the small classes the dense model is still learning, so
+compare points over seeds (``--seed N``, one work dir per seed) and print the runs side by side
+with the mean and the worst difference per class:
+
+    python tools/analysis_tools/quality_benchmark.py --summarize \\
+        work_dirs/qb_seed*/VARIANT/report.json
+
 A student config with ``teacher=None`` (configs/demo/upernet_dvit_swin_whole_fine_demo.py)
 starts from the teacher's checkpoint and trains without distillation:
 
@@ -32,7 +39,8 @@ import argparse
 import sys
 from typing import List, Optional
 
-from mmdvit.analysis.quality import ROOT, BenchmarkError, plan, run_benchmark
+from mmdvit.analysis.quality import (ROOT, BenchmarkError, format_summary, plan, read_reports,
+                                     run_benchmark, summarize)
 
 DENSE_CONFIG = 'configs/demo/upernet_swin_dense_demo.py'
 STUDENT_CONFIG = 'configs/demo/upernet_dvit_swin_whole_demo.py'
@@ -82,6 +90,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                        help='average over the first N validation images (4)')
     parser.add_argument('--dry-run', action='store_true',
                         help='print the stages and whether each would run; run nothing')
+    parser.add_argument('--summarize', nargs='+', metavar='REPORT',
+                        help='train nothing: print the reports (WORK_DIR/VARIANT/report.json, '
+                        'e.g. of several seeds) side by side, with the mean and the worst '
+                        'difference to the dense model per class')
     args = parser.parse_args(argv)
     for name in ('num_train', 'num_val', 'teacher_iters', 'iters', 'flops_images'):
         if getattr(args, name) < 1:
@@ -108,7 +120,9 @@ def dry_run(args: argparse.Namespace) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     try:
-        if args.dry_run:
+        if args.summarize:
+            print(format_summary(summarize(read_reports(args.summarize))))
+        elif args.dry_run:
             dry_run(args)
         else:
             run_benchmark(args, log=lambda msg: print(msg, flush=True))
