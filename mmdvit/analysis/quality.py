@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -253,6 +253,13 @@ def group_of(name: str) -> str:
     return next((group for group, names in FINE_GROUPS.items() if name in names), '-')
 
 
+def by_group(names: Iterable[str]) -> List[str]:
+    """``names`` in :data:`FINE_GROUPS` order (large, thin, small), then the others; by name
+    within each."""
+    order = {n: i for i, group in enumerate(FINE_GROUPS.values()) for n in group}
+    return sorted(names, key=lambda n: (order.get(n, len(order)), n))
+
+
 def group_means(per_class: Dict[str, float]) -> Dict[str, float]:
     """Mean IoU of each :data:`FINE_GROUPS` group over its classes present in ``per_class``."""
     means = {}
@@ -294,8 +301,7 @@ def format_report(report: dict) -> str:
         lines.append(_row(f'{group} (mean)', '', dense_groups.get(group),
                           student_groups.get(group), width))
     annotated = sorted({n for m in (dense, student) for n, c in m['label_pixels'].items() if c})
-    order = {n: i for i, g in enumerate(FINE_GROUPS.values()) for n in g}
-    for name in sorted(annotated, key=lambda n: (order.get(n, len(order)), n)):
+    for name in by_group(annotated):
         lines.append(_row(name, group_of(name), dense['per_class'].get(name),
                           student['per_class'].get(name), width))
     spurious = [len(set(m['per_class']) - set(annotated)) for m in (dense, student)]
@@ -340,9 +346,7 @@ def summarize(reports: Sequence[dict]) -> dict:
         diffs['mIoU'].append(difference['mIoU'])
         for name, value in difference['per_class'].items():
             diffs.setdefault(name, []).append(value)
-    order = {n: i for i, names in enumerate(FINE_GROUPS.values()) for n in names}
-    names = ['mIoU'] + sorted((n for n in diffs if n != 'mIoU'),
-                              key=lambda n: (order.get(n, len(order)), n))
+    names = ['mIoU'] + by_group(n for n in diffs if n != 'mIoU')
     classes = {name: dict(group=group_of(name) if name != 'mIoU' else '',
                           mean=float(np.mean(diffs[name])), worst=float(min(diffs[name])),
                           runs=len(diffs[name]))
@@ -596,10 +600,10 @@ def run_benchmark(args, log=print) -> dict:
     seconds = {name: run_stage(stage, log) for name, stage in stages.items()}
     models = {name: json.loads(stages[f'{name} evaluation'].output.read_text())
               for name in ('teacher', 'dense', args.variant)}
+    distilled = any(o.startswith('model.teacher.checkpoint=')
+                    for o in stages[args.variant].command)
     settings = dict(variant=args.variant, teacher_iters=args.teacher_iters, iters=args.iters,
-                    seed=args.seed,
-                    distill_from=(args.distill_from if distils(args.student_config,
-                                                              args.student_options) else None),
+                    seed=args.seed, distill_from=args.distill_from if distilled else None,
                     data=data, dense_config=args.dense_config,
                     student_config=args.student_config, student_options=args.student_options)
     flops = flops_summary(stages['flops'].output, args.flops_shape)

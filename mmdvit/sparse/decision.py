@@ -227,8 +227,9 @@ def check_finite_scores(margin: Tensor, name: str) -> None:
 
     The environment variable ``MMDVIT_NONFINITE_SCORES`` chooses what happens: ``error``
     (default) raises a ``FloatingPointError`` naming the predictor and the likely causes;
-    ``warn`` warns once per predictor and ranks the scores anyway; ``off`` skips the check. It is skipped while tracing, compiling or exporting
-    (:func:`~.accelerator.is_tracing`), where it could not be recorded.
+    ``warn`` warns once per predictor and ranks the scores anyway; ``off`` skips the check. It
+    is skipped while tracing, compiling or exporting (:func:`~.accelerator.is_tracing`), where
+    it could not be recorded.
 
     On the accelerator path (:func:`~.accelerator.uses_accelerator_path`) ``error`` does not
     wait for the device: the check is queued there (``torch._assert_async``) and a failure
