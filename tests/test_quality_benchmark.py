@@ -101,6 +101,29 @@ def test_plan_trains_dense_and_student_equally_from_the_teacher(tmp_path):
             plan(args, CLASSES)
 
 
+def test_teacher_seed_trains_the_teacher_with_its_own_seed(tmp_path):
+    """--teacher-seed: the teacher's training takes it, the dense model and the student keep
+    --seed, so a second run from one teacher shares the teacher's folder and command; the
+    report's header names both seeds."""
+    tool = quality_tool()
+    common = ['--work-dir', str(tmp_path / 'w'), '--data-root', str(tmp_path / 'd')]
+    again = plan(tool.parse_args([*common, '--seed', '11', '--teacher-seed', '1']), CLASSES)
+    first = plan(tool.parse_args([*common, '--seed', '1']), CLASSES)
+    assert again['teacher'].command == first['teacher'].command
+    assert 'randomness.seed=1' in again['teacher'].command
+    for name in ('dense', 'whole'):
+        assert 'randomness.seed=11' in again[name].command
+        assert 'randomness.seed=1' in first[name].command
+    settings = dict(variant='whole', teacher_iters=600, iters=300, seed=11, teacher_seed=1,
+                    data=dict(num_val=100))
+    models = dict(dense=fake_model(70.0, {'sky': 90.0}), whole=fake_model(65.0, {'sky': 80.0}))
+    header = format_report(make_report(settings, models, None, {})).splitlines()[0]
+    assert '(seed 11, teacher seed 1; 100 validation images)' in header
+    settings['teacher_seed'] = 11
+    header = format_report(make_report(settings, models, None, {})).splitlines()[0]
+    assert '(seed 11; 100 validation images)' in header
+
+
 def test_distill_from_dense_uses_the_dense_model_trained_as_long(tmp_path):
     """--distill-from dense: the student still starts from the teacher but distils from the
     dense model trained as long as its total (its checkpoint is a recorded input)."""

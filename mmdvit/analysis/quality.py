@@ -277,6 +277,11 @@ def _row(label: str, group: str, a: Optional[float], b: Optional[float], width: 
     return f'{label[:18]:18s}{group:>7s}{cells[0]}{cells[1]}{diff}'
 
 
+def _teacher_seed(settings: dict) -> str:
+    seed = settings.get('teacher_seed', settings['seed'])
+    return '' if seed == settings['seed'] else f', teacher seed {seed}'
+
+
 def format_report(report: dict) -> str:
     """A side-by-side table of a benchmark report (see :func:`make_report`): mIoU, group means
     and per-class IoU of the dense reference and the student, their difference, and the
@@ -290,7 +295,8 @@ def format_report(report: dict) -> str:
     lines = [
         f'Fine-structure quality benchmark: dense teacher {settings["teacher_iters"]} '
         f'iterations{start}, then {settings["iters"]} more iterations each of the dense model '
-        f'and of {variant!r} (seed {settings["seed"]}; {settings["data"]["num_val"]} '
+        f'and of {variant!r} (seed {settings["seed"]}{_teacher_seed(settings)}; '
+        f'{settings["data"]["num_val"]} '
         'validation images). A quality proxy against an equally trained dense model, not '
         'accuracy.',
         f'{"":18s}{"group":>7s}{"dense":>{width}s}{variant:>{width}s}{"diff":>{width}s}',
@@ -518,10 +524,10 @@ def distils(config: str, options: Sequence[str]) -> bool:
 
 
 def _train_stage(args, name: str, config: str, directory: Path, iters: int, extra: List[str],
-                 inputs: List[Path], data_root: Path) -> Stage:
+                 inputs: List[Path], data_root: Path, seed: int) -> Stage:
     command = [args.python, str(TOOLS / 'train.py'), config, '--work-dir', str(directory),
                '--cfg-options', *data_options(data_root), *schedule_options(iters),
-               f'randomness.seed={args.seed}', *extra]
+               f'randomness.seed={seed}', *extra]
     return Stage(name, command, directory / f'iter_{iters}.pth', directory, inputs)
 
 
@@ -542,6 +548,11 @@ def _eval_stage(args, trained: Stage, config: str, extra: List[str], data_root: 
                  [trained.output], strict=False, finish=finish)
 
 
+def teacher_seed(args) -> int:
+    """The teacher's seed: ``--teacher-seed``, or ``--seed`` when not given."""
+    return args.seed if args.teacher_seed is None else args.teacher_seed
+
+
 def plan(args, class_names: Sequence[str]) -> Dict[str, Stage]:
     """The benchmark's stages, in order: the three trainings (``teacher``, ``dense``, the
     variant), their evaluations (``<name> evaluation``) and the variant's FLOPs (``flops``).
@@ -557,10 +568,10 @@ def plan(args, class_names: Sequence[str]) -> Dict[str, Stage]:
                              f'and none of {RESERVED_NAMES}')
     work, data_root = Path(args.work_dir).resolve(), Path(args.data_root).resolve()
     teacher = _train_stage(args, 'teacher', args.dense_config, work / 'teacher',
-                           args.teacher_iters, [], [], data_root)
+                           args.teacher_iters, [], [], data_root, teacher_seed(args))
     start = teacher.output
     dense = _train_stage(args, 'dense', args.dense_config, work / 'dense', args.iters,
-                         [f'load_from={start}'], [start], data_root)
+                         [f'load_from={start}'], [start], data_root, args.seed)
     student_extra = [f'model.student_checkpoint={start}', *args.student_options]
     student_inputs = [start]
     if distils(args.student_config, args.student_options):
@@ -568,7 +579,7 @@ def plan(args, class_names: Sequence[str]) -> Dict[str, Stage]:
         student_extra.insert(0, f'model.teacher.checkpoint={distill_from}')
         student_inputs = sorted({start, distill_from})
     student = _train_stage(args, args.variant, args.student_config, work / args.variant,
-                           args.iters, student_extra, student_inputs, data_root)
+                           args.iters, student_extra, student_inputs, data_root, args.seed)
     stages = {'teacher': teacher, 'dense': dense, args.variant: student}
     for trained, config, extra in ((teacher, args.dense_config, []),
                                    (dense, args.dense_config, []),
@@ -603,7 +614,7 @@ def run_benchmark(args, log=print) -> dict:
     distilled = any(o.startswith('model.teacher.checkpoint=')
                     for o in stages[args.variant].command)
     settings = dict(variant=args.variant, teacher_iters=args.teacher_iters, iters=args.iters,
-                    seed=args.seed, distill_from=args.distill_from if distilled else None,
+                    seed=args.seed, teacher_seed=teacher_seed(args), distill_from=args.distill_from if distilled else None,
                     data=data, dense_config=args.dense_config,
                     student_config=args.student_config, student_options=args.student_options)
     flops = flops_summary(stages['flops'].output, args.flops_shape)

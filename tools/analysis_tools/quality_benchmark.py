@@ -4,6 +4,7 @@ thin and small things.
     python tools/analysis_tools/quality_benchmark.py [--work-dir work_dirs/quality_benchmark]
         [--data-root data/fine_structure/ade20k] [--num-train 300] [--num-val 100]
         [--data-seed 0] [--size 128 160] [--teacher-iters 600] [--iters 300] [--seed 0]
+        [--teacher-seed SEED]
         [--dense-config configs/demo/upernet_swin_dense_demo.py]
         [--student-config configs/demo/upernet_dvit_swin_whole_demo.py]
         [--distill-from {teacher,dense}] [--variant whole] [--student-options KEY=VALUE ...]
@@ -67,6 +68,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                        help='iterations of the dense model and of the student from the '
                        'teacher (300)')
     train.add_argument('--seed', type=int, default=0, help='randomness.seed of every training')
+    train.add_argument('--teacher-seed', type=int, default=None,
+                       help="the teacher's randomness.seed (default: --seed); with another "
+                       '--seed, the dense model and the student train again from the same '
+                       'teacher: two runs of the dense model show how much a run varies')
     train.add_argument('--dense-config', default=str(ROOT / DENSE_CONFIG),
                        help=f'the dense model (default {DENSE_CONFIG})')
     train.add_argument('--student-config', default=str(ROOT / STUDENT_CONFIG),
