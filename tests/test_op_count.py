@@ -11,7 +11,7 @@ from test_flops import GET_FLOPS, run_tool
 from mmdvit.analysis.inputs import model_inputs, sample_photos
 from mmdvit.analysis.models import (build_model, build_upstream_backbone, default_scope,
                                     load_config, model_config)
-from mmdvit.analysis.op_count import OpCounter, count_ops, op_counts
+from mmdvit.analysis.op_count import OpCounter, compiled_kernels, count_ops, op_counts
 from mmdvit.models.dense_twin import dense_twin_config
 from mmdvit.sparse import BlockScorePredictor, ScorePredictor
 
@@ -105,3 +105,41 @@ def test_predictor_ops_are_those_the_predictors_launch_on_their_own(preset):
     assert counts['dense'] == count_ops(dense, x)
     assert counts['predictors_only'] == round((counts['dense'] + alone) / counts['dense'], 4)
     assert counts['ratio'] >= counts['predictors_only']
+
+
+def test_compiled_kernels_are_those_in_the_generated_code():
+    """What the profiler sees the compiled graph run equals the kernel calls in the code
+    inductor generated: a pointwise chain fuses into one kernel (three eagerly), the two matrix
+    products stay library calls, LayerNorm, GELU and log-softmax become generated kernels."""
+    import re
+
+    from torch._inductor.utils import run_and_get_code
+    def pointwise(t):
+        return torch.relu(t + 1) * 2
+
+    assert compiled_kernels(pointwise, torch.randn(8, 8)) == {'generated': 1}
+    assert count_ops(pointwise, torch.randn(8, 8)) == 3
+    mlp = torch.nn.Sequential(torch.nn.LayerNorm(16), torch.nn.Linear(16, 16), torch.nn.GELU(),
+                              torch.nn.Linear(16, 2), torch.nn.LogSoftmax(-1)).eval()
+    x = torch.randn(1, 10, 16)
+    kinds = compiled_kernels(mlp, x)
+    assert kinds['aten::addmm'] == 2 and kinds['generated'] == 3, kinds
+    with torch.no_grad():
+        code = run_and_get_code(torch.compile(mlp, fullgraph=True, dynamic=False), x)[1][0]
+    calls = re.findall(r'^\s+(cpp_fused_\w+|extern_kernels\.\w+)\(', code, re.M)
+    assert len(calls) == sum(kinds.values())
+    assert count_ops(mlp, x) == 5  # eager: nothing here fuses, one kernel per layer too
+
+
+def test_get_flops_reports_the_compiled_kernels(tmp_path, capsys):
+    """``--count-kernels``: the whole model compiled, dense and dynamic; the dynamic model runs
+    more kernels (its predictors, decisions and routing) and fewer than it launches eagerly."""
+    result = run_tool(GET_FLOPS, ['deit-test', '--shape', '64', '--count-ops', '--count-kernels',
+                                  '--out', str(tmp_path / 'flops.json')])
+    kernels, ops = result['kernels']['model'], result['ops']['model']
+    assert 0 < kernels['dense'] < kernels['dynamic'] < ops['dynamic']
+    assert kernels['dense'] < ops['dense']
+    assert kernels['dynamic'] == sum(kernels['dynamic_kinds'].values())
+    assert kernels['dynamic_kinds']['aten::addmm'] > kernels['dense_kinds']['aten::addmm']
+    assert kernels['ratio'] == round(kernels['dynamic'] / kernels['dense'], 4)
+    assert 'kernels compiled' in capsys.readouterr().out

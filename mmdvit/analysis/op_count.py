@@ -6,7 +6,9 @@ dense model's. :func:`count_ops` counts the aten ops that reach the dispatcher's
 ``TorchDispatchMode``, with the sparse modules on their accelerator path
 (:func:`~mmdvit.sparse.accelerator_path`, the code a GPU runs), and leaves
 out :data:`METADATA_OPS`: views and other ops that only change a tensor's metadata (shape,
-strides, offset) and launch no kernel.
+strides, offset) and launch no kernel. :func:`compiled_kernels` counts instead the kernels one
+call of the ``torch.compile`` (inductor) graph runs: fused generated kernels and library calls
+(matrix products, convolutions, attention, sort), what CUDA graphs would replay.
 """
 from collections import Counter
 from contextlib import contextmanager
@@ -110,6 +112,80 @@ def count_ops(fn: Callable[..., Any], *args: Any, counter: Optional[OpCounter] =
     return counter.total
 
 
+COMPILED_GRAPH_CALL = '## Call CompiledFxGraph'
+_METADATA_EVENTS = frozenset('aten::' + str(op).replace('aten.', '') for op in METADATA_OPS)
+
+
+def compiled_kernels(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Counter:
+    """The kernels one steady-state call of ``fn`` compiled by inductor
+    (``torch.compile(fullgraph=True, dynamic=False)``, no gradients, sparse modules on the
+    accelerator path) runs, by kind: ``generated`` (kernels inductor wrote, fusing pointwise
+    ops and reductions) and the library ops it calls (``aten::addmm``, ``aten::convolution``,
+    ...). Read by ``torch.profiler`` as the direct children of the compiled graph's call; the
+    first call (compilation) is not counted. Resets dynamo's caches first, so each model
+    compiles afresh.
+    """
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, fullgraph=True, dynamic=False)
+    # CPU kernels report to the profiler only when compiled to (CUDA launches always do).
+    with torch.no_grad(), accelerator_path():
+        with torch._inductor.config.patch({'cpp.enable_kernel_profile': True}):
+            compiled(*args, **kwargs)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            compiled(*args, **kwargs)
+    kinds: Counter = Counter()
+    for event in prof.events():
+        parent = event.cpu_parent
+        if (parent is not None and parent.name.startswith(COMPILED_GRAPH_CALL)
+                and event.name not in _METADATA_EVENTS):
+            kinds['generated' if 'fused' in event.name else event.name] += 1
+    return kinds
+
+
+def compiled_kernel_counts(cfg: Config, shape: Optional[Sequence[int]], image: np.ndarray,
+                           checkpoint: Optional[str] = None,
+                           trust: bool = False) -> Dict[str, Any]:
+    """:func:`compiled_kernels` of one inference forward of the config's model and of its
+    dense twin, batch 1; arguments as for :func:`op_counts`. The part is the one that compiles
+    as one graph: the backbone and neck of a detector (``backbone_neck``; proposals and RoI
+    heads depend on the data), the whole model otherwise (``model``: its ``'tensor'`` mode, or
+    the backbone for a bare backbone).
+
+    Returns:
+        ``{part: {"dense", "dynamic", "ratio", "dense_kinds", "dynamic_kinds"}}``: kernels
+        per forward, ``ratio`` = dynamic / dense, and the kernels by kind.
+    """
+    dense, dynamic, data = _dense_and_dynamic(cfg, shape, image, checkpoint, trust)
+    detector = any(hasattr(dynamic, head) for head in ('rpn_head', 'bbox_head'))
+    part = 'backbone_neck' if detector else 'model'
+    kinds = {}
+    for name, model in (('dense', dense), ('dynamic', dynamic)):
+        if detector:
+            kinds[name] = compiled_kernels(model.extract_feat, data['inputs'])
+        elif hasattr(model, 'backbone'):
+            kinds[name] = compiled_kernels(model, data['inputs'], data['data_samples'],
+                                           mode='tensor')
+        else:
+            kinds[name] = compiled_kernels(model, data['inputs'])
+    totals = {name: sum(counter.values()) for name, counter in kinds.items()}
+    return {part: {'dense': totals['dense'], 'dynamic': totals['dynamic'],
+                   'ratio': round(totals['dynamic'] / totals['dense'], 4),
+                   'dense_kinds': dict(sorted(kinds['dense'].items())),
+                   'dynamic_kinds': dict(sorted(kinds['dynamic'].items()))}}
+
+
+def _dense_and_dynamic(cfg: Config, shape: Optional[Sequence[int]], image: np.ndarray,
+                       checkpoint: Optional[str], trust: bool):
+    """The config's model (weights loaded), its dense twin with the shared weights, and the
+    model inputs of ``image`` at batch 1, both in eval mode."""
+    model_cfg, scope = model_config(cfg), default_scope(cfg)
+    dynamic = build_model(model_cfg, scope).eval()
+    load_weights(dynamic, checkpoint, trust)
+    dense = build_model(dense_twin_config(model_cfg), scope).eval()
+    copy_shared_weights(dynamic, dense)
+    return dense, dynamic, model_inputs(dynamic, [image], shape)
+
+
 def model_ops(model: nn.Module, inputs: Tensor, samples: Any) -> Dict[str, OpCounter]:
     """The counters (:class:`OpCounter`, predictor ops apart) of one forward of ``inputs``
     (B, 3, H, W) through the backbone, the backbone and neck (``extract_feat``, models with a
@@ -144,12 +220,7 @@ def op_counts(cfg: Config, shape: Optional[Sequence[int]], image: np.ndarray,
         predictors; ``predictors_only`` = (dense + predictors) / dense, the ratio the part
         would have if the rest of it launched what the dense model launches.
     """
-    model_cfg, scope = model_config(cfg), default_scope(cfg)
-    dynamic = build_model(model_cfg, scope).eval()
-    load_weights(dynamic, checkpoint, trust)
-    dense = build_model(dense_twin_config(model_cfg), scope).eval()
-    copy_shared_weights(dynamic, dense)
-    data = model_inputs(dynamic, [image], shape)
+    dense, dynamic, data = _dense_and_dynamic(cfg, shape, image, checkpoint, trust)
     counts = {name: model_ops(model, data['inputs'], data['data_samples'])
               for name, model in (('dense', dense), ('dynamic', dynamic))}
     result = {}

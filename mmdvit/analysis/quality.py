@@ -614,9 +614,10 @@ def run_benchmark(args, log=print) -> dict:
     distilled = any(o.startswith('model.teacher.checkpoint=')
                     for o in stages[args.variant].command)
     settings = dict(variant=args.variant, teacher_iters=args.teacher_iters, iters=args.iters,
-                    seed=args.seed, teacher_seed=teacher_seed(args), distill_from=args.distill_from if distilled else None,
-                    data=data, dense_config=args.dense_config,
-                    student_config=args.student_config, student_options=args.student_options)
+                    seed=args.seed, teacher_seed=teacher_seed(args),
+                    distill_from=args.distill_from if distilled else None, data=data,
+                    dense_config=args.dense_config, student_config=args.student_config,
+                    student_options=args.student_options)
     flops = flops_summary(stages['flops'].output, args.flops_shape)
     report = make_report(settings, models, flops, seconds)
     path = stages[args.variant].directory / 'report.json'

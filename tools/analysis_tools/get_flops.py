@@ -10,7 +10,10 @@ dynamic model, and dense / dynamic as ``N.NNx`` (for FLOPs: the speed-up they im
 ``--out`` JSON keeps full precision. ``--count-ops`` adds the kernel-launching aten ops of one
 inference forward at batch 1 on the accelerator path (what a GPU launches; views excluded,
 :mod:`mmdvit.analysis.op_count`), dense and dynamic, dynamic / dense, and the ops inside the
-score predictors with the ratio they alone set (dense + predictors) / dense.
+score predictors with the ratio they alone set (dense + predictors) / dense. ``--count-kernels``
+adds the kernels one forward runs once compiled by ``torch.compile`` (inductor, on this
+machine's CPU; fused generated kernels and library calls), dense and dynamic, for the whole
+model (a detector: backbone and neck): what a compiled model launches and CUDA graphs replay.
 """
 import argparse
 import json
@@ -21,7 +24,7 @@ from mmengine.config import DictAction
 from mmdvit.analysis.complexity import complexity
 from mmdvit.analysis.inputs import read_image, sample_photos
 from mmdvit.analysis.models import load_config
-from mmdvit.analysis.op_count import op_counts
+from mmdvit.analysis.op_count import compiled_kernel_counts, op_counts
 from mmdvit.engine.cli import add_debug_argument, add_trust_argument, run_tool
 
 
@@ -49,6 +52,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='also count the kernel-launching aten ops of one inference forward '
                         '(batch 1, first image, the sparse modules on their GPU code path), '
                         'dense and dynamic, and those inside the score predictors')
+    parser.add_argument('--count-kernels', action='store_true',
+                        help='also count the kernels one inference forward (batch 1, first '
+                        'image; the whole model, a detector\'s backbone and neck) runs compiled '
+                        'by torch.compile (inductor, fullgraph, static shapes), dense and '
+                        'dynamic; compiles both models')
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     if len(args.shape) == 1:
@@ -88,6 +96,9 @@ def format_report(result: dict) -> str:
         lines.append(f"{part:16s}{ops['dense']:12d}{ops['dynamic']:12d}"
                      f"{ops['ratio']:14.2f}x  aten ops (dynamic/dense; {ops['predictors']} in "
                      f"the predictors: {ops['predictors_only']:.2f}x with nothing else added)")
+    for part, kernels in result.get('kernels', {}).items():
+        lines.append(f"{part:16s}{kernels['dense']:12d}{kernels['dynamic']:12d}"
+                     f"{kernels['ratio']:14.2f}x  kernels compiled (torch.compile, dynamic/dense)")
     lines.append('Convention: ' + result['convention'])
     if result['note']:
         lines.append('Note: ' + result['note'])
@@ -103,6 +114,9 @@ def main(argv=None) -> dict:
     if args.count_ops:
         result['ops'] = op_counts(cfg, args.shape, images[0], args.checkpoint,
                                   args.trust_checkpoint)
+    if args.count_kernels:
+        result['kernels'] = compiled_kernel_counts(cfg, args.shape, images[0], args.checkpoint,
+                                                   args.trust_checkpoint)
     print(format_report(result))
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
