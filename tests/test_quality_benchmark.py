@@ -314,10 +314,12 @@ def test_summary_of_several_runs_gives_each_run_and_the_mean_and_worst_per_class
         (0, -2.0, ('car', -3.0)), (1, -1.0, ('car', -7.0))]
     classes = summary['classes']
     assert list(classes) == ['mIoU', 'sky', 'car', 'person']  # mIoU, then large, small
-    assert classes['mIoU'] == dict(group='', mean=-1.5, worst=-2.0, runs=2)
-    assert classes['car'] == dict(group='small', mean=-5.0, worst=-7.0, runs=2)
-    assert classes['sky'] == dict(group='large', mean=0.0, worst=-1.0, runs=2)
-    assert classes['person'] == dict(group='small', mean=-1.0, worst=-1.0, runs=1)
+    assert classes['mIoU'] == dict(group='', mean=-1.5, worst=-2.0, runs=2, dense_spread=None)
+    assert classes['car'] == dict(group='small', mean=-5.0, worst=-7.0, runs=2, dense_spread=None)
+    assert classes['sky'] == dict(group='large', mean=0.0, worst=-1.0, runs=2, dense_spread=None)
+    assert classes['person'] == dict(group='small', mean=-1.0, worst=-1.0, runs=1,
+                                     dense_spread=None)
+    assert summary['dense_repeats'] == []  # two teachers (seeds 0 and 1)
     paths = []
     for i, data in enumerate(runs):
         paths.append(tmp_path / f'report{i}.json')
@@ -332,6 +334,37 @@ def test_summary_of_several_runs_gives_each_run_and_the_mean_and_worst_per_class
         quality_tool().main(['--summarize', str(tmp_path / 'other.json')])
     with pytest.raises(SystemExit, match='missing.json: cannot read'):
         quality_tool().main(['--summarize', str(tmp_path / 'missing.json')])
+
+
+def test_summary_compares_dense_models_trained_again_from_one_teacher(capsys):
+    """Runs from one teacher (--teacher-seed) with other seeds: the later dense models against
+    the first, per class, and the largest absolute difference beside each class; a run of
+    another teacher or the same seed adds no repeat."""
+    def report(seed, teacher_seed, teacher_miou, dense):
+        settings = dict(variant='fine', teacher_iters=600, iters=300, seed=seed,
+                        teacher_seed=teacher_seed, data=dict(num_val=100))
+        models = dict(teacher=fake_model(teacher_miou, {}), dense=fake_model(*dense),
+                      fine=fake_model(60.0, {'sky': 90.0, 'car': 30.0}))
+        return make_report(settings, models, None, {})
+
+    runs = [report(1, 1, 38.0, (64.0, {'sky': 91.0, 'car': 40.0})),
+            report(11, 1, 38.0, (62.5, {'sky': 92.0, 'car': 33.0})),
+            report(21, 1, 38.0, (65.0, {'sky': 90.0, 'car': 44.0})),
+            report(1, 1, 38.0, (64.0, {'sky': 91.0, 'car': 40.0})),  # the same seed again
+            report(3, 3, 39.0, (70.0, {'sky': 95.0, 'car': 20.0}))]  # another teacher
+    summary = quality.summarize(runs)
+    repeats = summary['dense_repeats']
+    assert [(r['teacher_seed'], r['seeds'], r['diff']['mIoU']) for r in repeats] == [
+        (1, [1, 11], -1.5), (1, [1, 21], 1.0)]
+    assert repeats[0]['diff']['per_class'] == {'sky': 1.0, 'car': -7.0}
+    classes = summary['classes']
+    assert classes['car']['dense_spread'] == 7.0 and classes['sky']['dense_spread'] == 1.0
+    assert classes['mIoU']['dense_spread'] == 1.5
+    lines = quality.format_summary(summary).splitlines()
+    assert ('dense again from teacher seed 1: seed 11 - seed 1: mIoU -1.50; largest small '
+            'class car -7.00') in lines
+    car = next(line for line in lines if line.startswith('car '))
+    assert car.split()[-1] == '7.00'
 
 
 def test_data_written_once_then_checked(tmp_path):

@@ -331,13 +331,18 @@ def summarize(reports: Sequence[dict]) -> dict:
     student mIoU, their difference and the worst class of the small-object group; per class
     (and mIoU) the mean and the worst difference over the runs. Single runs of the benchmark
     differ by several IoU on the small classes the dense model is still learning, so points
-    are compared over runs.
+    are compared over runs. Runs from one teacher with other seeds (``--teacher-seed``) also
+    give how much the dense model itself moves between two runs (``dense_repeats``).
 
     Returns:
         ``{"runs": [{"variant", "seed", "dense", "student", "diff", "worst_small":
-        (class, diff) or None}], "classes": {name: {"group", "mean", "worst", "runs"}}}``,
+        (class, diff) or None}], "classes": {name: {"group", "mean", "worst", "runs",
+        "dense_spread"}}, "dense_repeats": [{"teacher_seed", "seeds", "diff"}]}``:
         ``"classes"`` with ``"mIoU"`` first, then the classes in :data:`FINE_GROUPS` order;
-        a class enters the mean and worst of the runs that have it.
+        a class enters the mean and worst of the runs that have it. ``dense_repeats`` pairs
+        the first run of each teacher with each later one of another seed: ``diff`` the later
+        dense model's mIoU and per-class IoU minus the first's; ``dense_spread`` is the
+        largest absolute such difference (``None`` without repeats).
     """
     runs, diffs = [], {'mIoU': []}
     for report in reports:
@@ -352,16 +357,55 @@ def summarize(reports: Sequence[dict]) -> dict:
         diffs['mIoU'].append(difference['mIoU'])
         for name, value in difference['per_class'].items():
             diffs.setdefault(name, []).append(value)
+    repeats = dense_repeats(reports)
+    spread: Dict[str, List[float]] = {}
+    for repeat in repeats:
+        for name, value in [('mIoU', repeat['diff']['mIoU']),
+                            *repeat['diff']['per_class'].items()]:
+            spread.setdefault(name, []).append(abs(value))
     names = ['mIoU'] + by_group(n for n in diffs if n != 'mIoU')
     classes = {name: dict(group=group_of(name) if name != 'mIoU' else '',
                           mean=float(np.mean(diffs[name])), worst=float(min(diffs[name])),
-                          runs=len(diffs[name]))
+                          runs=len(diffs[name]),
+                          dense_spread=max(spread[name]) if name in spread else None)
                for name in names}
-    return dict(runs=runs, classes=classes)
+    return dict(runs=runs, classes=classes, dense_repeats=repeats)
+
+
+def dense_repeats(reports: Sequence[dict]) -> List[dict]:
+    """The dense model trained again from the same teacher with another seed: for the runs
+    that share a teacher (its seed, iterations, data and evaluated mIoU) and the dense model's
+    iterations, the first run's dense model against each later one of another seed.
+
+    Returns:
+        ``[{"teacher_seed", "seeds": [first, later], "diff": {"mIoU", "per_class"}}]``, the
+        later dense model minus the first (classes both evaluated).
+    """
+    first: Dict[str, dict] = {}
+    repeats = []
+    for report in reports:
+        settings, models = report['settings'], report['models']
+        teacher_seed = settings.get('teacher_seed', settings['seed'])
+        if 'teacher' not in models:
+            continue
+        key = json.dumps([teacher_seed, settings['teacher_iters'], settings['iters'],
+                          settings['data'], models['teacher']['mIoU']], sort_keys=True)
+        base = first.setdefault(key, report)
+        if base['settings']['seed'] == settings['seed']:
+            continue
+        before, after = base['models']['dense'], models['dense']
+        per_class = {n: after['per_class'][n] - before['per_class'][n]
+                     for n in before['per_class'] if n in after['per_class']}
+        repeats.append(dict(teacher_seed=teacher_seed,
+                            seeds=[base['settings']['seed'], settings['seed']],
+                            diff=dict(mIoU=after['mIoU'] - before['mIoU'],
+                                      per_class=per_class)))
+    return repeats
 
 
 def format_summary(summary: dict) -> str:
-    """The tables of :func:`summarize`: one line per run, then one per class."""
+    """The tables of :func:`summarize`: one line per run, one per repeat of the dense model,
+    then one per class."""
     lines = ['Fine-structure quality benchmark over runs: student - dense, each against its own '
              'equally trained dense model (a quality proxy, not accuracy).',
              f'{"run":28s}{"seed":>6s}{"dense":>8s}{"student":>9s}{"diff":>8s}  worst small class']
@@ -370,10 +414,27 @@ def format_summary(summary: dict) -> str:
         worst_text = f'{worst[0]} {worst[1]:+.2f}' if worst else '-'
         lines.append(f'{run["variant"]:28s}{run["seed"]:>6}{run["dense"]:8.2f}'
                      f'{run["student"]:9.2f}{run["diff"]:+8.2f}  {worst_text}')
-    lines.append(f'{"":18s}{"group":>7s}{"mean":>9s}{"worst":>9s}{"runs":>6s}')
+    repeats = summary.get('dense_repeats', [])
+    for repeat in repeats:
+        small = {n: d for n, d in repeat['diff']['per_class'].items() if group_of(n) == 'small'}
+        worst = max(small.items(), key=lambda item: abs(item[1])) if small else None
+        worst_text = f'; largest small class {worst[0]} {worst[1]:+.2f}' if worst else ''
+        first, later = repeat['seeds']
+        lines.append(f'dense again from teacher seed {repeat["teacher_seed"]}: seed {later} - '
+                     f'seed {first}: mIoU {repeat["diff"]["mIoU"]:+.2f}{worst_text}')
+    header = f'{"":18s}{"group":>7s}{"mean":>9s}{"worst":>9s}{"runs":>6s}'
+    lines.append(header + ('  dense vs dense' if repeats else ''))
     for name, row in summary['classes'].items():
-        lines.append(f'{name:18s}{row["group"]:>7s}{row["mean"]:+9.2f}{row["worst"]:+9.2f}'
-                     f'{row["runs"]:6d}')
+        line = (f'{name:18s}{row["group"]:>7s}{row["mean"]:+9.2f}{row["worst"]:+9.2f}'
+                f'{row["runs"]:6d}')
+        if repeats:
+            spread = row.get('dense_spread')
+            line += f'{spread:15.2f}' if spread is not None else f'{"-":>15s}'
+        lines.append(line)
+    if repeats:
+        lines.append('dense vs dense: the largest |difference| between two dense models '
+                     'trained equally from one teacher with other seeds (how much a run moves '
+                     'by chance)')
     return '\n'.join(lines)
 
 
