@@ -149,8 +149,8 @@ def _write(folder: Path, name: str, data: dict) -> None:
 
 def test_quality_reports_per_module_timings_and_op_counts_are_checked(tmp_path):
     """Quality reports give each model's mIoU, per-class IoU and group means, and the variant's
-    differences to the dense model; ``--per-module`` timings and ``--count-ops`` counts are
-    figures too. A number none of them gives is reported."""
+    differences to the dense model; ``--per-module`` timings, ``--count-ops`` and
+    ``--count-kernels`` counts are figures too. A number none of them gives is reported."""
     groups = {'small': ['car', 'person']}
     report = {'settings': {'variant': 'v', 'data': {'groups': groups}},
               'flops': {'dense': 0.3054, 'dynamic': 0.1697, 'ratio': 1.7996},
@@ -169,6 +169,9 @@ def test_quality_reports_per_module_timings_and_op_counts_are_checked(tmp_path):
     assert check_paragraph(tmp_path, 'modules.json', '| stage0 | 320.8 | 173.0 | 1.85x |\n') == []
     assert check_paragraph(tmp_path, 'modules.json', '| stage0 | 320.8 | 173.1 |\n') == ['173.1']
     _write(tmp_path, 'ops.json', {'ops': {'model': {'dense': 477, 'dynamic': 840,
-                                                    'ratio': 1.761}}})
-    assert check_paragraph(tmp_path, 'ops.json', '840 of 477: 1.76\n') == []
+                                                    'ratio': 1.761}},
+                                  'kernels': {'model': {'dense': 178, 'dynamic': 334,
+                                                        'ratio': 1.8764,
+                                                        'dense_kinds': {'generated': 88}}}})
+    assert check_paragraph(tmp_path, 'ops.json', '840 of 477: 1.76; compiled 1.88\n') == []
     assert check_paragraph(tmp_path, 'ops.json', '1.77\n') == ['1.77']

@@ -287,7 +287,8 @@ def row_figures(row: dict) -> Dict[str, float]:
     """Every figure a paragraph may quote from one row (or one ``get_flops.py`` file): its
     numeric fields and, for FLOPs files, each part's dense, dynamic and dense / dynamic, and
     ``heads_alone`` (the whole model with the dense backbone and the dynamic neck and heads),
-    and the op counts of ``--count-ops`` (``ops.<part>.dense / dynamic / ratio``)."""
+    the op counts of ``--count-ops`` (``ops.<part>.dense / dynamic / ratio``) and the compiled
+    kernel counts of ``--count-kernels`` (``kernels.<part>.dense / dynamic / ratio``)."""
     figures = {k: float(v) for k, v in row.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     figures.update({f'{k}.{i}': float(x) for k, v in row.items() if isinstance(v, list)
@@ -301,6 +302,9 @@ def row_figures(row: dict) -> Dict[str, float]:
             row['backbone']['dense'] + row['neck_and_heads']['dynamic'])
     for part, counts in (row.get('ops') or {}).items():  # get_flops.py --count-ops
         figures.update({f'ops.{part}.{k}': float(v) for k, v in counts.items()})
+    for part, counts in (row.get('kernels') or {}).items():  # get_flops.py --count-kernels
+        figures.update({f'kernels.{part}.{k}': float(counts[k])
+                        for k in ('dense', 'dynamic', 'ratio')})
     return figures
 
 
