@@ -103,8 +103,9 @@ def test_plan_trains_dense_and_student_equally_from_the_teacher(tmp_path):
 
 def test_teacher_seed_trains_the_teacher_with_its_own_seed(tmp_path):
     """--teacher-seed: the teacher's training takes it, the dense model and the student keep
-    --seed, so a second run from one teacher shares the teacher's folder and command; the
-    report's header names both seeds."""
+    --seed, so a second run from one teacher shares the teacher's folder and command and
+    trains beside the first run in folders named by its seed; the report's header names both
+    seeds."""
     tool = quality_tool()
     common = ['--work-dir', str(tmp_path / 'w'), '--data-root', str(tmp_path / 'd')]
     again = plan(tool.parse_args([*common, '--seed', '11', '--teacher-seed', '1']), CLASSES)
@@ -114,6 +115,12 @@ def test_teacher_seed_trains_the_teacher_with_its_own_seed(tmp_path):
     for name in ('dense', 'whole'):
         assert 'randomness.seed=11' in again[name].command
         assert 'randomness.seed=1' in first[name].command
+        assert first[name].directory == tmp_path / 'w' / name
+        assert again[name].directory == tmp_path / 'w' / f'{name}_seed11'
+        assert again[name].inputs == first[name].inputs == [first['teacher'].output]
+    assert again['flops'].output == tmp_path / 'w' / 'whole_seed11' / 'flops.json'
+    same = plan(tool.parse_args([*common, '--seed', '1', '--teacher-seed', '1']), CLASSES)
+    assert same['dense'].directory == tmp_path / 'w' / 'dense'
     settings = dict(variant='whole', teacher_iters=600, iters=300, seed=11, teacher_seed=1,
                     data=dict(num_val=100))
     models = dict(dense=fake_model(70.0, {'sky': 90.0}), whole=fake_model(65.0, {'sky': 80.0}))

@@ -617,6 +617,9 @@ def teacher_seed(args) -> int:
 def plan(args, class_names: Sequence[str]) -> Dict[str, Stage]:
     """The benchmark's stages, in order: the three trainings (``teacher``, ``dense``, the
     variant), their evaluations (``<name> evaluation``) and the variant's FLOPs (``flops``).
+    Each trains in its folder of the work dir (``teacher``, ``dense``, ``<variant>``); with a
+    ``--seed`` other than the teacher's, the dense model and the student train in
+    ``dense_seed<N>`` and ``<variant>_seed<N>`` beside the first ones, from the same teacher.
 
     Args:
         args: the command line of ``tools/analysis_tools/quality_benchmark.py`` (with
@@ -631,7 +634,9 @@ def plan(args, class_names: Sequence[str]) -> Dict[str, Stage]:
     teacher = _train_stage(args, 'teacher', args.dense_config, work / 'teacher',
                            args.teacher_iters, [], [], data_root, teacher_seed(args))
     start = teacher.output
-    dense = _train_stage(args, 'dense', args.dense_config, work / 'dense', args.iters,
+    # Runs with another seed than the teacher's train beside the first ones, in the same folder.
+    suffix = '' if teacher_seed(args) == args.seed else f'_seed{args.seed}'
+    dense = _train_stage(args, 'dense', args.dense_config, work / f'dense{suffix}', args.iters,
                          [f'load_from={start}'], [start], data_root, args.seed)
     student_extra = [f'model.student_checkpoint={start}', *args.student_options]
     student_inputs = [start]
@@ -639,8 +644,9 @@ def plan(args, class_names: Sequence[str]) -> Dict[str, Stage]:
         distill_from = dense.output if args.distill_from == 'dense' else start
         student_extra.insert(0, f'model.teacher.checkpoint={distill_from}')
         student_inputs = sorted({start, distill_from})
-    student = _train_stage(args, args.variant, args.student_config, work / args.variant,
-                           args.iters, student_extra, student_inputs, data_root, args.seed)
+    student = _train_stage(args, args.variant, args.student_config,
+                           work / f'{args.variant}{suffix}', args.iters, student_extra,
+                           student_inputs, data_root, args.seed)
     stages = {'teacher': teacher, 'dense': dense, args.variant: student}
     for trained, config, extra in ((teacher, args.dense_config, []),
                                    (dense, args.dense_config, []),

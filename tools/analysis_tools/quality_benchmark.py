@@ -30,6 +30,17 @@ with the mean and the worst difference per class:
     python tools/analysis_tools/quality_benchmark.py --summarize \\
         work_dirs/qb_seed*/VARIANT/report.json
 
+How much a run moves by chance: train the dense model and the student again from the same
+teacher with another seed, in the same work dir (``--teacher-seed``: the teacher's seed; they
+go to ``dense_seed11`` and ``VARIANT_seed11``), then summarize both runs; the summary sets the
+two dense models side by side:
+
+    python tools/analysis_tools/quality_benchmark.py --work-dir work_dirs/qb_seed1 --seed 1 ...
+    python tools/analysis_tools/quality_benchmark.py --work-dir work_dirs/qb_seed1 --seed 11 \\
+        --teacher-seed 1 ...
+    python tools/analysis_tools/quality_benchmark.py --summarize \\
+        work_dirs/qb_seed1/VARIANT/report.json work_dirs/qb_seed1/VARIANT_seed11/report.json
+
 A student config with ``teacher=None`` (configs/demo/upernet_dvit_swin_whole_fine_demo.py)
 starts from the teacher's checkpoint and trains without distillation:
 
@@ -71,7 +82,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     train.add_argument('--teacher-seed', type=int, default=None,
                        help="the teacher's randomness.seed (default: --seed); with another "
                        '--seed, the dense model and the student train again from the same '
-                       'teacher: two runs of the dense model show how much a run varies')
+                       'teacher (in dense_seedN and VARIANT_seedN of the work dir): two runs '
+                       'of the dense model show how much a run varies')
     train.add_argument('--dense-config', default=str(ROOT / DENSE_CONFIG),
                        help=f'the dense model (default {DENSE_CONFIG})')
     train.add_argument('--student-config', default=str(ROOT / STUDENT_CONFIG),
