@@ -277,8 +277,14 @@ def _row(label: str, group: str, a: Optional[float], b: Optional[float], width: 
     return f'{label[:18]:18s}{group:>7s}{cells[0]}{cells[1]}{diff}'
 
 
-def _teacher_seed(settings: dict) -> str:
-    seed = settings.get('teacher_seed', settings['seed'])
+def _report_teacher_seed(settings: dict) -> int:
+    """The teacher's seed of a report's ``settings`` (reports before ``--teacher-seed``: the
+    seed)."""
+    return settings.get('teacher_seed', settings['seed'])
+
+
+def _teacher_seed_text(settings: dict) -> str:
+    seed = _report_teacher_seed(settings)
     return '' if seed == settings['seed'] else f', teacher seed {seed}'
 
 
@@ -295,7 +301,7 @@ def format_report(report: dict) -> str:
     lines = [
         f'Fine-structure quality benchmark: dense teacher {settings["teacher_iters"]} '
         f'iterations{start}, then {settings["iters"]} more iterations each of the dense model '
-        f'and of {variant!r} (seed {settings["seed"]}{_teacher_seed(settings)}; '
+        f'and of {variant!r} (seed {settings["seed"]}{_teacher_seed_text(settings)}; '
         f'{settings["data"]["num_val"]} '
         'validation images). A quality proxy against an equally trained dense model, not '
         'accuracy.',
@@ -385,7 +391,7 @@ def dense_repeats(reports: Sequence[dict]) -> List[dict]:
     repeats = []
     for report in reports:
         settings, models = report['settings'], report['models']
-        teacher_seed = settings.get('teacher_seed', settings['seed'])
+        teacher_seed = _report_teacher_seed(settings)
         if 'teacher' not in models:
             continue
         key = json.dumps([teacher_seed, settings['teacher_iters'], settings['iters'],
@@ -414,7 +420,7 @@ def format_summary(summary: dict) -> str:
         worst_text = f'{worst[0]} {worst[1]:+.2f}' if worst else '-'
         lines.append(f'{run["variant"]:28s}{run["seed"]:>6}{run["dense"]:8.2f}'
                      f'{run["student"]:9.2f}{run["diff"]:+8.2f}  {worst_text}')
-    repeats = summary.get('dense_repeats', [])
+    repeats = summary['dense_repeats']
     for repeat in repeats:
         small = {n: d for n, d in repeat['diff']['per_class'].items() if group_of(n) == 'small'}
         worst = max(small.items(), key=lambda item: abs(item[1])) if small else None
@@ -428,7 +434,7 @@ def format_summary(summary: dict) -> str:
         line = (f'{name:18s}{row["group"]:>7s}{row["mean"]:+9.2f}{row["worst"]:+9.2f}'
                 f'{row["runs"]:6d}')
         if repeats:
-            spread = row.get('dense_spread')
+            spread = row['dense_spread']
             line += f'{spread:15.2f}' if spread is not None else f'{"-":>15s}'
         lines.append(line)
     if repeats:
