@@ -101,27 +101,34 @@ def test_window_index_maps_are_built_once_per_shape():
 
 
 @pytest.mark.parametrize('path', PATHS)
-@pytest.mark.parametrize('batch, size, block, dilation, dw', [
-    (1, (13, 17), 4, 1, False), (2, (16, 16), 8, 1, True), (3, (9, 22), 5, 2, False),
-    (3, (11, 7), 3, 1, True)])
-def test_sparse_conv_equals_per_tile_reference(path, batch, size, block, dilation, dw):
+@pytest.mark.parametrize('batch, size, block, dilation, fast_kind', [
+    (1, (13, 17), 4, 1, '1x1'), (2, (16, 16), 8, 1, 'dw3x3'), (3, (9, 22), 5, 2, '1x1'),
+    (3, (11, 7), 3, 1, 'dw3x3'), (2, (13, 10), 4, 1, 'lowrank'), (2, (9, 14), 3, 2, 'lowrank')])
+def test_sparse_conv_equals_per_tile_reference(path, batch, size, block, dilation, fast_kind):
     """Kept tiles (gathered with halo) are the dense kxk convolution, pruned tiles the fast
     path on the whole map, both written into one output in place."""
     torch.manual_seed(batch)
     x = torch.randn(batch, 6, *size)
     weight, bias = torch.randn(5, 6, 3, 3), torch.randn(5)
     fast_w, fast_b = torch.randn(5, 6, 1, 1), torch.randn(5)
-    fast_dw = torch.randn(6, 1, 3, 3) if dw else None
+    fast_dw = torch.randn(6, 1, 3, 3) if fast_kind == 'dw3x3' else None
+    low_rank = None
+    if fast_kind == 'lowrank':
+        low_rank = (torch.randn(2, 6, 3, 3), torch.randn(5, 2, 1, 1))  # rank 2
     grid = (-(-size[0] // block), -(-size[1] // block))
     keep = random_keep_sets(batch, grid[0] * grid[1], [0.4], seed=batch)[0]
     logits = torch.where(keep, 50.0, -50.0)
     decision = decide(torch.stack([logits, -logits], -1).log_softmax(-1),
                       keep[0].float().mean().item(), False, 0, 0, grid)
     with PATHS[path]():
-        out = sparse_conv2d(x, weight, bias, fast_w, fast_b, decision, block, dilation, fast_dw)
+        out = sparse_conv2d(x, weight, bias, fast_w, fast_b, decision, block, dilation, fast_dw,
+                            low_rank)
     dense = F.conv2d(x, weight, bias, padding=dilation, dilation=dilation)
     fast_in = x if fast_dw is None else F.conv2d(x, fast_dw, padding=1, groups=6)
     fast = F.conv2d(fast_in, fast_w, fast_b)
+    if low_rank is not None:
+        fast = fast + F.conv2d(F.conv2d(x, low_rank[0], padding=dilation, dilation=dilation),
+                               low_rank[1])
     tile_mask = keep.view(batch, 1, *grid).repeat_interleave(block, 2).repeat_interleave(block, 3)
     expected = torch.where(tile_mask[..., :size[0], :size[1]], dense, fast)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)

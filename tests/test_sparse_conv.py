@@ -360,48 +360,98 @@ def test_dw3x3_gate_starts_as_the_1x1_gate_and_rejects_unknown_kinds():
         dense = F.conv2d(flat, weight, bias, padding=1)
         torch.testing.assert_close(dw(flat, weight, bias)[..., 1:-1, 1:-1],
                                    dense[..., 1:-1, 1:-1])
-    with pytest.raises(ValueError, match=r"fast_path_kind='3x3'.*\('1x1', 'dw3x3'\)"):
+    with pytest.raises(ValueError, match=r"fast_path_kind='3x3'.*\('1x1', 'dw3x3', 'lowrank'\)"):
         SparseConvGate(4, 3, 0.5, fast_path_kind='3x3')
 
 
-def test_dw3x3_gate_flops_match_a_hand_count():
-    """Kept tiles: the kxk convolution over T x T outputs each; pruned tiles: 9 MACs per input
-    channel and position for the depthwise 3x3, plus the 1x1; plus the predictor's count."""
+@pytest.mark.parametrize('dilation', [1, 2])
+def test_lowrank_fast_path_at_full_rank_is_the_kxk_convolution(dilation):
+    """The 1x1 of the summed taps plus the full-rank residual is the kxk convolution itself
+    (on the whole map and on pruned tiles gathered with their halo); at any rank the residual
+    adds nothing inside a locally constant region, where the 1x1 alone is exact."""
+    torch.manual_seed(dilation)
+    c_in, c_out, block, size = 4, 6, 4, (12, 16)
+    weight, bias = torch.randn(c_out, c_in, 3, 3), torch.randn(c_out)
+    x = torch.randn(2, c_in, *size)
+    dense = F.conv2d(x, weight, bias, padding=dilation, dilation=dilation)
+    full = SparseConvGate(c_in, c_out, 0.5, block=block, fast_path_kind='lowrank',
+                          fast_path_rank=c_out)
+    full.init_fast_path(weight, bias)
+    grid = block_grid(*size, block)
+    keep = random_keep_sets(2, grid[0] * grid[1], [0.25], seed=3)[0]
+    full.score_predictor = FixedTileScores(keep)
+    with torch.no_grad():
+        torch.testing.assert_close(full.eval()(x, weight, bias, dilation), dense,
+                                   rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(full.train()(x, weight, bias, dilation), dense,
+                                   rtol=1e-4, atol=1e-4)
+        low = SparseConvGate(c_in, c_out, 0.5, block=block, fast_path_kind='lowrank',
+                             fast_path_rank=1)
+        low.init_fast_path(weight, bias)
+        flat = torch.ones(1, c_in, *size) * torch.randn(1, c_in, 1, 1)
+        detail = F.conv2d(F.conv2d(flat, low.fast_path_down.weight, padding=dilation,
+                                   dilation=dilation), low.fast_path_up.weight)
+        inner = (slice(None), slice(None), slice(dilation, -dilation), slice(dilation, -dilation))
+        torch.testing.assert_close(detail[inner], torch.zeros_like(detail[inner]), atol=1e-5,
+                                   rtol=0)
+        assert detail.abs().amax() > 1e-2  # the border sees the zero padding
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(fast_path_kind='lowrank'), r"needs fast_path_rank, an integer in \[1, 3\]; got None"),
+    (dict(fast_path_kind='lowrank', fast_path_rank=4), r'in \[1, 3\]; got 4'),
+    (dict(fast_path_rank=2), r"applies only to fast_path_kind='lowrank' \(got '1x1'\)")])
+def test_lowrank_gate_rejects_a_bad_rank(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SparseConvGate(4, 3, 0.5, **kwargs)
+
+
+@pytest.mark.parametrize('kind, rank', [('dw3x3', None), ('lowrank', 2)])
+def test_fast_path_flops_match_a_hand_count(kind, rank):
+    """Kept tiles: the kxk convolution over T x T outputs each; pruned tiles: the 1x1, plus 9
+    MACs per input channel and position for the depthwise 3x3, or r * (9 * C_in + C_out) for
+    the rank-r 3x3."""
     from mmdvit.analysis.flops import count_macs
     torch.manual_seed(0)
     c_in, c_out, block, size = 6, 5, 4, (12, 16)
     grid = block_grid(*size, block)
     keep = random_keep_sets(2, grid[0] * grid[1], [0.5], seed=2)[0]
     x, weight = torch.randn(2, c_in, *size), torch.randn(c_out, c_in, 3, 3)
-    gate = SparseConvGate(c_in, c_out, 0.5, block=block, fast_path_kind='dw3x3').eval()
+    gate = SparseConvGate(c_in, c_out, 0.5, block=block, fast_path_kind=kind,
+                          fast_path_rank=rank).eval()
     gate.score_predictor = FixedTileScores(keep)
     macs = count_macs(gate, x, weight, None)
     kept = int(keep.sum())
     pruned = keep.numel() - kept
     tile = block * block
-    assert macs == kept * tile * c_out * c_in * 9 + pruned * tile * (c_in * 9 + c_in * c_out)
+    extra = c_in * 9 if kind == 'dw3x3' else rank * (9 * c_in + c_out)
+    assert macs == kept * tile * c_out * c_in * 9 + pruned * tile * (c_in * c_out + extra)
 
 
-def test_dynamic_uper_head_with_dw3x3_fast_paths():
-    """Ratio 1.0 is mmseg's UPerHead (the depthwise kernels are the only other new keys), and
-    the dense twin's head config drops the argument; training equals inference for the same
-    kept tiles."""
+@pytest.mark.parametrize('options, new_keys', [
+    (dict(fast_path_kind='dw3x3'), ('fast_path_dw.weight', )),
+    (dict(fast_path_kind='lowrank', fast_path_rank=2),
+     ('fast_path_down.weight', 'fast_path_up.weight'))])
+def test_dynamic_uper_head_with_richer_fast_paths(options, new_keys):
+    """Ratio 1.0 is mmseg's UPerHead (the fast path's extra kernels are the only other new
+    keys), and the dense twin's head config drops the arguments; training equals inference for
+    the same kept tiles."""
     from mmengine.config import ConfigDict
 
     from mmdvit.models.dense_twin import upstream_heads_config
     twin = upstream_heads_config(ConfigDict(decode_head=dict(
-        HEAD, type='mmdvit.DynamicUPerHead', fast_path_kind='dw3x3', block_size=4)))
+        HEAD, type='mmdvit.DynamicUPerHead', block_size=4, **options)))
     assert twin.decode_head == ConfigDict(HEAD, type='mmseg.UPerHead')
     dense = build_head('UPerHead')
     state = randomize(dense)
-    dynamic = build_head(fast_path_kind='dw3x3')
+    dynamic = build_head(**options)
     missing = dynamic.load_state_dict(state, strict=False).missing_keys
-    assert {k for k in missing if 'fast_path_dw' in k} == {
-        f'{name}.gate.fast_path_dw.weight' for name in SPARSE}
+    assert {k for k in missing if any(k.endswith(key) for key in new_keys)} == {
+        f'{name}.gate.{key}' for name in SPARSE for key in new_keys}
     dense.eval(), dynamic.eval()
     with torch.no_grad():
         assert torch.equal(dynamic(head_inputs()), dense(head_inputs()))
-    head = build_head(keep_ratios=(0.5, 0.4, 0.3), fast_path_kind='dw3x3')
+    head = build_head(keep_ratios=(0.5, 0.4, 0.3), **options)
     randomize(head)
     for i, (name, ratio) in enumerate(zip(SPARSE, (0.5, 0.4, 0.3))):
         keep = random_keep_sets(2, 72, [ratio], seed=i)[0]

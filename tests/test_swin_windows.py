@@ -11,6 +11,7 @@ import pytest
 import torch
 from helpers import FixedScores, randomize
 
+from mmdvit.analysis.flops import count_macs
 from mmdvit.models import DynamicSwinTransformer
 from mmdvit.models.backbones.swin_layers import DynamicSwinBlock
 from mmdvit.sparse import SparsityDecision, decide, record_decisions
@@ -112,6 +113,20 @@ def test_window_mode_at_ratio_one_equals_mmseg_and_mmdet_swin(upstream_pair, tra
                        and bool(d.keep_mask.eq(1).all()) for d in decisions)
     # 511x517: every stage pads (128x130, 64x65, 32x33, 16x17); 61x45: 16x12, 8x6, 4x3, 2x2.
     assert all(h % 7 and w % 7 for h, w in stage_maps(511, 517))
+
+
+def test_window_mode_at_ratio_one_costs_what_mmseg_swin_costs(upstream_pair):
+    """Keeping every window computes the dense block: the FFN runs on the map's positions, not
+    on the padding of its windows (which mmseg's Swin pads for attention only), so the
+    multiply-accumulates equal mmseg's exactly (whole counts of the ops executed)."""
+    seg = upstream_pair[0]
+    seg.eval()  # mmseg's Swin.train() returns None
+    ours = window_swin(keep_ratios=(1.0, ) * 5, window_size=7).eval()
+    for x in (torch.randn(1, 3, 511, 517), torch.randn(1, 3, 224, 224)):
+        assert count_macs(ours, x) == count_macs(seg, x)
+    # The same map through the sparse path's windows (every window kept, as a merged training
+    # stream computes it) would run the FFN on 133x133 padded positions of stage 0 instead of
+    # 128x130: the cost this test keeps out.
 
 
 # --------------------------------------------------------------------------- 2. train == infer

@@ -22,8 +22,8 @@ UPSTREAM_TYPES = {
 # Keyword arguments of mmdvit's backbones, necks and heads that make them dynamic; their
 # upstream counterparts do not take them.
 SPARSITY_ARGS = ('keep_ratios', 'sparse_stages', 'pruning_locs', 'granularity', 'sparse_convs',
-                 'sparse_levels', 'block_size', 'score_dims', 'fast_path_kind', 'detail_cue',
-                 'neighbour_bonus')
+                 'sparse_levels', 'block_size', 'score_dims', 'fast_path_kind', 'fast_path_rank',
+                 'detail_cue', 'neighbour_bonus')
 
 
 def backbone_config(model_cfg: ConfigDict) -> ConfigDict:

@@ -204,11 +204,14 @@ class DynamicSwinBlock(nn.Module):
         def inner(x: Tensor) -> Tensor:
             if decision is not None and self.fast_path is None:
                 raise RuntimeError('a decision reached a block built without a fast path')
-            if decision is not None and decision.window_size is not None:
+            windows = decision is not None and decision.window_size is not None
+            if windows and decision.num_keep != self.window_count(hw_shape, decision):
                 return self.forward_windows(x, hw_shape, decision)
             # A sparse block keeps the shifted-window mask per shape, as its index maps.
             x = x + self.drop_path(self.attn(self.norm1(x), hw_shape, decision is not None))
-            if decision is None:
+            if decision is None or windows:
+                # A window decision keeping every window is the dense block, whose FFN skips
+                # the padding of the windows.
                 residual = self.slow(x)
             else:
                 residual = route_tokens(x, self.slow, self.fast_path, decision)
@@ -218,26 +221,37 @@ class DynamicSwinBlock(nn.Module):
             return torch.utils.checkpoint.checkpoint(inner, x, use_reentrant=False)
         return inner(x)
 
-    def forward_windows(self, x: Tensor, hw_shape: HW, decision: SparsityDecision) -> Tensor:
-        """The block under a window decision over the regular windows of the padded map.
+    def window_count(self, hw_shape: HW, decision: SparsityDecision) -> int:
+        """The number of windows of the (H, W) map, checked against the window ``decision``.
 
-        x: (B, H*W, C) -> (B, H*W, C).
+        Raises:
+            ValueError: the decision's window size or grid is not this block's.
         """
-        attn = self.attn
-        ws = attn.window_size
+        ws = self.attn.window_size
         if decision.window_size != ws:
             raise ValueError(f'a decision over {decision.window_size}-position windows reached '
                              f'a block with window_size={ws}')
-        shift = attn.effective_shift(hw_shape)
         grid = block_grid(*hw_shape, ws)
         if tuple(decision.hw_shape) != grid:
             raise ValueError(f'a decision over a {tuple(decision.hw_shape)} window grid reached '
                              f'a block whose {hw_shape[0]}x{hw_shape[1]} map has '
                              f'{grid[0]}x{grid[1]} windows')
+        return grid[0] * grid[1]
+
+    def forward_windows(self, x: Tensor, hw_shape: HW, decision: SparsityDecision) -> Tensor:
+        """The block under a window decision over the regular windows of the padded map that
+        does not keep every window (:meth:`forward` runs those as the dense block).
+
+        x: (B, H*W, C) -> (B, H*W, C).
+        """
+        attn = self.attn
+        ws = attn.window_size
+        self.window_count(hw_shape, decision)  # checks the decision
+        grid = decision.hw_shape
+        shift = attn.effective_shift(hw_shape)
         decision = shifted_decision(decision, ws, shift, hw_shape)
         mask = attn.attention_mask((grid[0] * ws, grid[1] * ws), shift, x, cached=True)
-        k, num = decision.num_keep, grid[0] * grid[1]
-        if k is None or k == num or k == 0:
+        if decision.num_keep in (None, 0):
             return self.forward_windows_merged(x, hw_shape, shift, mask, decision)
         return self.forward_windows_gathered(x, hw_shape, shift, mask, decision)
 
@@ -276,7 +290,7 @@ class DynamicSwinBlock(nn.Module):
     def forward_windows_merged(self, x: Tensor, hw_shape: HW, shift: int,
                                mask: Optional[Tensor], decision: SparsityDecision) -> Tensor:
         """:meth:`forward_windows` in training (one merged stream of both paths, weighted by
-        the straight-through window mask) and for decisions that keep every window or none.
+        the straight-through window mask) and for decisions that keep no window.
 
         x: (B, H*W, C) -> (B, H*W, C); ``mask``: the attention mask of the shifted windows.
         """

@@ -1,5 +1,5 @@
 """DynamicUPerHead: mmseg's UPerHead with its high-resolution 3x3 convolutions run sparsely."""
-from typing import Sequence
+from typing import Optional, Sequence
 
 from mmseg.models.decode_heads import UPerHead
 
@@ -34,9 +34,11 @@ class DynamicUPerHead(SparseModule, UPerHead):
         block_size: tile size at level 0 (1/4 scale); level i uses ``block_size / 2**i``, so
             every tile covers the same image area.
         score_dims: width of each score predictor.
-        fast_path_kind: what pruned tiles compute: ``'1x1'`` (default) or ``'dw3x3'`` (a
-            depthwise 3x3, then the 1x1; adds ``gate.fast_path_dw``), see
+        fast_path_kind: what pruned tiles compute: ``'1x1'`` (default), ``'dw3x3'`` (a
+            depthwise 3x3, then the 1x1; adds ``gate.fast_path_dw``) or ``'lowrank'`` (the 1x1
+            plus a rank-``fast_path_rank`` 3x3; adds ``gate.fast_path_down`` / ``_up``), see
             :class:`~mmdvit.sparse.SparseConvGate`.
+        fast_path_rank: the rank of every ``'lowrank'`` fast path; only with it.
         detail_cue, neighbour_bonus: options of every predictor that favour tiles holding small
             or thin things (:class:`~mmdvit.sparse.BlockScorePredictor`); off by default.
         **kwargs: ``UPerHead``'s arguments (``pool_scales``, ``in_channels``, ``channels``,
@@ -49,6 +51,7 @@ class DynamicUPerHead(SparseModule, UPerHead):
                  block_size: int = 16,
                  score_dims: int = 64,
                  fast_path_kind: str = '1x1',
+                 fast_path_rank: Optional[int] = None,
                  detail_cue: bool = False,
                  neighbour_bonus: float = 0.0,
                  **kwargs) -> None:
@@ -65,8 +68,8 @@ class DynamicUPerHead(SparseModule, UPerHead):
             level = int(name.split('.')[1]) if name.startswith('fpn_convs.') else 0
             gate_cfg = dict(index=index, level=level, source='decode_head',
                             block=block_at_level(block_size, level), score_dims=score_dims,
-                            fast_path_kind=fast_path_kind, detail_cue=detail_cue,
-                            neighbour_bonus=neighbour_bonus)
+                            fast_path_kind=fast_path_kind, fast_path_rank=fast_path_rank,
+                            detail_cue=detail_cue, neighbour_bonus=neighbour_bonus)
             sparse = SparseConvModule.from_dense(
                 self.get_submodule(name), ratio_of[name], gate_cfg,
                 name=f"DynamicUPerHead's {name}", fix=f'remove {name!r} from sparse_convs')

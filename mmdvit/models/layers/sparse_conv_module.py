@@ -62,16 +62,17 @@ class SparseConvModule(ConvModule):
 
     Takes ``ConvModule``'s arguments and keeps its parameter names (``conv``, ``bn`` / ``gn``
     ...), so checkpoints of the dense module load; the gate adds ``gate.score_predictor.*`` and
-    ``gate.fast_path.*`` (and ``gate.fast_path_dw.*`` with ``fast_path_kind='dw3x3'``). When a
+    ``gate.fast_path.*`` (and ``gate.fast_path_dw.*`` with ``fast_path_kind='dw3x3'``,
+    ``gate.fast_path_down.*`` / ``gate.fast_path_up.*`` with ``'lowrank'``). When a
     dense checkpoint is loaded, the fast path starts from its kernel summed over the taps. At
     keep ratio 1.0 the predictor is skipped and the module computes the dense ``ConvModule``,
     in training and at inference.
 
     Args:
         keep_ratio: target fraction of kept tiles, in (0, 1].
-        gate_cfg: keyword arguments of :class:`SparseConvGate` other than the channels and the
-            ratio (``index``, ``level``, ``source``, ``block``, ``score_dims``,
-            ``fast_path_kind``).
+        gate_cfg: keyword arguments of :class:`SparseConvGate` other than the channels, the
+            ratio and the kernel size (``index``, ``level``, ``source``, ``block``,
+            ``score_dims``, ``fast_path_kind``, ``fast_path_rank``).
         *args, **kwargs: ``ConvModule``'s. Supported: :data:`SUPPORTED` (the same-size
             convolutions of heads and necks); anything else raises. ``efficient_conv_bn_eval``
             is accepted, but conv and norm run one after the other (the same values).
@@ -87,7 +88,8 @@ class SparseConvModule(ConvModule):
                              'instead.')
         conv = self.conv
         self.gate = SparseConvGate(conv.in_channels, conv.out_channels, keep_ratio,
-                                   bias=conv.bias is not None, **(gate_cfg or {}))
+                                   bias=conv.bias is not None, kernel_size=conv.kernel_size[0],
+                                   **(gate_cfg or {}))
         self.gate.init_fast_path(conv.weight, conv.bias)
 
     @classmethod
