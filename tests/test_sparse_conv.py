@@ -13,6 +13,7 @@ from mmdvit.models.layers import SparseConvModule
 from mmdvit.models.layers.sparse_conv_module import settings
 from mmdvit.sparse import (SparseConvGate, SparsityDecision, decide, record_decisions,
                            sparse_conv2d)
+from mmdvit.sparse.gate import low_rank_residual
 from mmdvit.sparse.predictor import BlockScorePredictor
 from mmdvit.sparse.sparse_conv import block_grid, expand_block_mask
 
@@ -448,6 +449,12 @@ def test_dynamic_uper_head_with_richer_fast_paths(options, new_keys):
     missing = dynamic.load_state_dict(state, strict=False).missing_keys
     assert {k for k in missing if any(k.endswith(key) for key in new_keys)} == {
         f'{name}.gate.{key}' for name in SPARSE for key in new_keys}
+    if options['fast_path_kind'] == 'lowrank':  # started from the loaded kernels
+        for name in SPARSE:
+            gate = dynamic.get_submodule(name).gate
+            down, up = low_rank_residual(state[f'{name}.conv.weight'], 2)
+            assert torch.equal(gate.fast_path_down.weight, down)
+            assert torch.equal(gate.fast_path_up.weight, up)
     dense.eval(), dynamic.eval()
     with torch.no_grad():
         assert torch.equal(dynamic(head_inputs()), dense(head_inputs()))
