@@ -208,6 +208,24 @@ def test_stages_are_skipped_when_done_and_rerun_or_refused_when_changed(tmp_path
     assert not is_done(failing)
 
 
+def test_an_evaluation_run_again_starts_from_an_empty_prediction_folder(tmp_path):
+    """tools/test.py refuses an --out folder that holds files; an evaluation stage run again
+    for a retrained checkpoint empties its own prediction folder first."""
+    checkpoint, pred, out = tmp_path / 'iter_600.pth', tmp_path / 'eval' / 'pred', tmp_path / 'o'
+    checkpoint.write_text('model 1')
+    script = ('import os, sys; pred, out = sys.argv[1:]\n'
+              'if os.path.isdir(pred) and os.listdir(pred): raise SystemExit("not empty")\n'
+              'os.makedirs(pred, exist_ok=True); open(os.path.join(pred, "a.png"), "w").close()\n'
+              'open(out, "w").close()')
+    stage = Stage('dense evaluation', [sys.executable, '-c', script, str(pred), str(out)], out,
+                  tmp_path / 'eval', [checkpoint], strict=False, fresh=[pred])
+    run_stage(stage, log=lambda msg: None)
+    checkpoint.write_text('model 1, trained again')
+    assert not is_done(stage)
+    run_stage(stage, log=lambda msg: None)  # would fail with 'not empty' without ``fresh``
+    assert is_done(stage) and [p.name for p in pred.iterdir()] == ['a.png']
+
+
 def write_pngs(folder: Path, maps: list) -> None:
     folder.mkdir(parents=True)
     for i, values in enumerate(maps):

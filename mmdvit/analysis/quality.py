@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -53,6 +54,8 @@ class Stage:
         strict: a record with another command is an error (training: results of other
             settings), rather than a reason to run again (evaluation of a new checkpoint).
         finish: makes ``output`` from the finished command's log, if the command does not.
+        fresh: folders the command writes from scratch, emptied before it runs (the
+            predictions of an earlier evaluation).
     """
     name: str
     command: List[str]
@@ -61,6 +64,7 @@ class Stage:
     inputs: List[Path] = field(default_factory=list)
     strict: bool = True
     finish: Optional[Callable[['Stage'], None]] = None
+    fresh: List[Path] = field(default_factory=list)
 
     @property
     def record_path(self) -> Path:
@@ -124,6 +128,8 @@ def run_stage(stage: Stage, log=print) -> float:
         return seconds
     stage.directory.mkdir(parents=True, exist_ok=True)
     stage.record_path.unlink(missing_ok=True)
+    for folder in stage.fresh:  # the stage's own output of an earlier run
+        shutil.rmtree(folder, ignore_errors=True)
     log(f'==> {stage.name}: {" ".join(stage.command)}\n    log: {stage.log_path}')
     start = time.time()
     with open(stage.log_path, 'w') as out:
@@ -612,7 +618,7 @@ def _eval_stage(args, trained: Stage, config: str, extra: List[str], data_root: 
                                             class_names))
 
     return Stage(f'{trained.name} evaluation', command, directory / 'eval.json', directory,
-                 [trained.output], strict=False, finish=finish)
+                 [trained.output], strict=False, finish=finish, fresh=[pred_dir])
 
 
 def teacher_seed(args) -> int:
