@@ -11,8 +11,8 @@ from torch import nn
 
 from mmdvit.models.layers import SparseConvModule
 from mmdvit.models.layers.sparse_conv_module import settings
-from mmdvit.sparse import (SparseConvGate, SparsityDecision, decide, record_decisions,
-                           sparse_conv2d)
+from mmdvit.sparse import (SparseConvGate, SparsityDecision, decide, keep_everything,
+                           record_decisions, sparse_conv2d)
 from mmdvit.sparse.gate import low_rank_residual
 from mmdvit.sparse.predictor import BlockScorePredictor
 from mmdvit.sparse.sparse_conv import block_grid, expand_block_mask
@@ -427,6 +427,24 @@ def test_fast_path_flops_match_a_hand_count(kind, rank):
     tile = block * block
     extra = c_in * 9 if kind == 'dw3x3' else rank * (9 * c_in + c_out)
     assert macs == kept * tile * c_out * c_in * 9 + pruned * tile * (c_in * c_out + extra)
+
+
+def test_keep_everything_runs_the_dense_head_whatever_the_keep_ratios():
+    """Inside ``keep_everything()`` a head with keep ratios below 1 computes mmseg's UPerHead
+    with the same weights (inference and training), and its decisions record ratio 1.0."""
+    dense = build_head('UPerHead')
+    state = randomize(dense)
+    head = build_head(keep_ratios=(0.5, 0.4, 0.3), fast_path_kind='dw3x3')
+    head.load_state_dict(state, strict=False)
+    for training in (False, True):
+        dense.train(training), head.train(training)
+        with torch.no_grad(), keep_everything(), record_decisions() as decisions:
+            out = head(head_inputs())
+        assert [d.keep_ratio for d in decisions] == [1.0] * 3
+        assert torch.equal(out, dense(head_inputs()))
+    with torch.no_grad(), record_decisions() as decisions:
+        head(head_inputs())
+    assert [d.keep_ratio for d in decisions] == [0.5, 0.4, 0.3]  # closed: the ratios again
 
 
 @pytest.mark.parametrize('options, new_keys', [

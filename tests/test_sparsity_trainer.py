@@ -129,6 +129,46 @@ def test_keep_ratio_loss_is_zero_when_every_ratio_is_one(seg_scope):
     assert [losses[f'kept.{i}'].item() for i in range(3)] == [1.0] * 3
 
 
+def test_dense_path_losses_are_the_dense_models_and_leave_the_sparse_ones_unchanged(
+        seg_scope, tmp_path):
+    """``dense_path_weight``: the student's task losses once more with every position kept,
+    which equal (times the weight) the losses of the dense model with the same weights, an
+    mmseg Swin; the sparse pass's losses and decisions are the same as without it."""
+    dense_path, _ = build_trainer(seg_scope, tmp_path, teacher=None, feature_distill_weight=0,
+                                  logit_distill_weight=0, dense_path_weight=0.5)
+    plain, _ = build_trainer(seg_scope, tmp_path, teacher=None, feature_distill_weight=0,
+                             logit_distill_weight=0)
+    plain.load_state_dict(dense_path.state_dict())
+    for trainer in (dense_path, plain):
+        trainer.train()
+    data = plain.data_preprocessor(seg_batch(), True)
+    torch.manual_seed(0)
+    with record_decisions() as decisions:
+        losses = dense_path(**data, mode='loss')
+    torch.manual_seed(0)
+    reference = plain(**data, mode='loss')
+    # The sparse pass, then the dense path: decisions that keep everything, without scores.
+    assert [d.keep_ratio for d in decisions] == [*RATIOS, 1.0, 1.0, 1.0]
+    assert all(d.log_probs is None and bool(d.keep_mask.eq(1).all()) for d in decisions[3:])
+    for key, value in reference.items():
+        torch.testing.assert_close(losses[key], value)
+    assert set(losses) - set(reference) == {'dense_path.decode.loss_ce',
+                                            'dense_path.decode.acc_seg'}
+    upstream = seg_scope.build(dict(seg_student(), backbone=dict(
+        type='SwinTransformer', embed_dims=16, depths=(1, 1, 4, 1), num_heads=(1, 2, 4, 8),
+        drop_path_rate=0.0)))
+    upstream.load_state_dict(dense_path.state_dict(), strict=False)
+    upstream.train()
+    expected = upstream.loss(data['inputs'], data['data_samples'])
+    assert losses['dense_path.decode.loss_ce'].item() == pytest.approx(
+        0.5 * expected['decode.loss_ce'].item(), rel=1e-5)
+    assert losses['dense_path.decode.acc_seg'].item() == pytest.approx(
+        expected['decode.acc_seg'].item(), rel=1e-5)
+    with pytest.raises(ValueError, match='dense_path_weight=-1 must be >= 0'):
+        build_trainer(seg_scope, tmp_path, teacher=None, feature_distill_weight=0,
+                      logit_distill_weight=0, dense_path_weight=-1)
+
+
 def test_gradients_reach_predictors_and_teacher_stays_frozen(seg_scope, tmp_path):
     trainer, _ = build_trainer(seg_scope, tmp_path)
     trainer.init_weights()

@@ -26,7 +26,8 @@ Beside the flow: ``accelerator.py`` (which code path moves data, :func:`accelera
 ``weight_init.py`` (:func:`trunc_normal_init`).
 """
 from .accelerator import accelerator_path
-from .decision import SparsityDecision, decide, decision_label, keep_margin, record_decisions
+from .decision import (SparsityDecision, decide, decision_label, keep_everything, keep_margin,
+                       record_decisions)
 from .gate import SparseConvGate, block_at_level, check_gate_args, init_fast_path_on_load
 from .gather import HW, block_grid, pad_to_multiple, shape_cached, window_rows, window_sources
 from .losses import keep_ratio_loss
@@ -42,7 +43,7 @@ __all__ = [
     'BlockScorePredictor', 'HW', 'Locations', 'ScorePredictor', 'SparseConvGate',
     'SparseModule', 'SparsityDecision', 'StageSchedule', 'accelerator_path', 'block_at_level',
     'block_grid', 'build_schedule', 'check_gate_args', 'decide', 'decision_label',
-    'drop_pruned', 'init_fast_path_on_load', 'keep_margin', 'keep_ratio_loss',
+    'drop_pruned', 'init_fast_path_on_load', 'keep_everything', 'keep_margin', 'keep_ratio_loss',
     'pad_to_multiple', 'pool_windows', 'record_decisions', 'route_tokens', 'route_windows',
     'score_in_float32', 'shape_cached', 'shifted_decision', 'sparse_children', 'sparse_conv2d',
     'trunc_normal_init', 'window_rows', 'window_sources'

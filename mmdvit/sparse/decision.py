@@ -22,6 +22,8 @@ NONFINITE_MODES = ('error', 'warn', 'off')
 _warned_nonfinite: Set[str] = set()
 # The lists of the recorders open now (record_decisions), in the order they were opened.
 _RECORDERS: List[List['SparsityDecision']] = []
+# Open keep_everything() contexts (a count, so that they nest).
+_KEEP_EVERYTHING = [0]
 
 
 @dataclass(frozen=True)
@@ -323,6 +325,8 @@ def decide(scores: Optional[Scores], keep_ratio: float, training: bool, stage: i
             when ``scores`` is a function that is not called (not needed with a tensor
             ``scores`` or with ``previous``).
     """
+    if _KEEP_EVERYTHING[0]:
+        keep_ratio = 1.0
     where = dict(stage=stage, index=index, keep_ratio=keep_ratio, hw_shape=tuple(hw_shape),
                  source=source, window_size=window_size)
     decision = _decide(scores, training, previous, scores if like is None else like, where)
@@ -428,6 +432,19 @@ def record_decisions() -> Iterator[List[SparsityDecision]]:
         yield recorded
     finally:
         del _RECORDERS[next(i for i, r in enumerate(_RECORDERS) if r is recorded)]
+
+
+@contextmanager
+def keep_everything() -> Iterator[None]:
+    """While the context is open every :func:`decide` keeps every position, whatever its keep
+    ratio (the decision records ratio 1.0): the predictors are not run and every dynamic
+    module computes its dense counterpart with its own weights, in training and at inference
+    (the dense path of :class:`~mmdvit.SparsityTrainer`'s ``dense_path_weight``)."""
+    _KEEP_EVERYTHING[0] += 1
+    try:
+        yield
+    finally:
+        _KEEP_EVERYTHING[0] -= 1
 
 
 def decision_label(decision: SparsityDecision) -> str:

@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from ...registry import MODELS
 from ..checkpoint import NEW_MODULE_MARKERS, load_pretrained
 from ..dense_twin import dense_twin_config
-from ...sparse import SparseModule, decision_label, keep_ratio_loss, record_decisions
+from ...sparse import (SparseModule, decision_label, keep_everything, keep_ratio_loss,
+                       record_decisions)
 from .distill import feature_mse, logit_kl
 from .recorded_score import warn_if_teacher_weaker
 
@@ -98,6 +99,12 @@ class SparsityTrainer(BaseModel):
             (the mean of the two terms).
         logit_distill_weight: weight of KL(teacher || student) on the class logits of
             ``decode_head`` (segmentation) or ``head`` (classification). Detectors: keep 0.
+        dense_path_weight: when > 0, each training step also runs the student with every
+            position kept (:func:`~mmdvit.sparse.keep_everything`: its dense path, the same
+            weights) and adds its task losses times this weight, logged as
+            ``dense_path.<loss>``: the slow paths' weights then learn from every position, as
+            the dense model's do, not only from the kept ones. Costs a second forward and
+            backward pass per step; inference is unchanged. Default 0 (off).
         student_checkpoint: optional full-model checkpoint (e.g. the upstream dense
             segmentor / detector) loaded into the student when training starts, after its own
             initialisation: the dense model is the starting point, and the log names the new
@@ -118,6 +125,7 @@ class SparsityTrainer(BaseModel):
                  ratio_loss_weight: float = 10.0,
                  feature_distill_weight: float = 0.5,
                  logit_distill_weight: float = 0.0,
+                 dense_path_weight: float = 0.0,
                  feature_distill_from: Sequence[str] = ('backbone', ),
                  student_checkpoint: Optional[str] = None,
                  data_preprocessor: Optional[dict] = None,
@@ -168,6 +176,9 @@ class SparsityTrainer(BaseModel):
         self.ratio_loss_weight = ratio_loss_weight
         self.feature_distill_weight = feature_distill_weight
         self.logit_distill_weight = logit_distill_weight
+        if dense_path_weight < 0:
+            raise ValueError(f'dense_path_weight={dense_path_weight} must be >= 0 (0: off).')
+        self.dense_path_weight = dense_path_weight
         self.__dict__['_teacher'] = None
 
     @property
@@ -269,6 +280,15 @@ class SparsityTrainer(BaseModel):
         losses['loss_keep_ratio'] = self.ratio_loss_weight * keep_ratio_loss(decisions)
         for d in decisions:
             losses[f'kept.{decision_label(d)}'] = d.kept_fraction.mean()
+        if self.dense_path_weight > 0:
+            with keep_everything():
+                dense_path = self.student.loss(inputs, data_samples)
+            for key, value in dense_path.items():
+                if 'loss' in key:  # summed by mmengine; accuracies are only logged
+                    value = ([self.dense_path_weight * v for v in value]
+                             if isinstance(value, (list, tuple)) else
+                             self.dense_path_weight * value)
+                losses[f'dense_path.{key}'] = value
         if self.teacher_cfg is None:
             return losses
         teacher = self.build_teacher()
