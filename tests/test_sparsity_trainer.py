@@ -164,9 +164,48 @@ def test_dense_path_losses_are_the_dense_models_and_leave_the_sparse_ones_unchan
         0.5 * expected['decode.loss_ce'].item(), rel=1e-5)
     assert losses['dense_path.decode.acc_seg'].item() == pytest.approx(
         expected['decode.acc_seg'].item(), rel=1e-5)
-    with pytest.raises(ValueError, match='dense_path_weight=-1 must be >= 0'):
+    with pytest.raises(ValueError, match='dense_path_weight=-1 and .* must be >= 0'):
         build_trainer(seg_scope, tmp_path, teacher=None, feature_distill_weight=0,
                       logit_distill_weight=0, dense_path_weight=-1)
+    with pytest.raises(ValueError, match='needs dense_path_weight > 0'):
+        build_trainer(seg_scope, tmp_path, teacher=None, feature_distill_weight=0,
+                      logit_distill_weight=0, dense_path_distill_weight=0.5)
+
+
+def test_dense_path_distillation_is_the_kl_from_the_dense_paths_logits(seg_scope, tmp_path):
+    """``dense_path_distill_weight``: KL(dense path || student) on the decode head's logits,
+    recomputed here from the student run twice (sparse with the same Gumbel draws, and as an
+    mmseg Swin with the same weights); its gradient flows through the student's logits only."""
+    trainer, _ = build_trainer(seg_scope, tmp_path, teacher=None, feature_distill_weight=0,
+                               logit_distill_weight=0, dense_path_weight=1.0,
+                               dense_path_distill_weight=0.5)
+    trainer.train()
+    data = trainer.data_preprocessor(seg_batch(), True)
+    torch.manual_seed(0)
+    losses = trainer(**data, mode='loss')
+    assert 'loss_logit_distill' not in losses
+    upstream = seg_scope.build(dict(seg_student(), backbone=dict(
+        type='SwinTransformer', embed_dims=16, depths=(1, 1, 4, 1), num_heads=(1, 2, 4, 8),
+        drop_path_rate=0.0)))
+    upstream.load_state_dict(trainer.state_dict(), strict=False)
+    upstream.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        sparse = trainer.student(data['inputs'], mode='tensor')  # the same Gumbel draws
+        dense = upstream(data['inputs'], mode='tensor')
+    s = sparse.permute(0, 2, 3, 1).reshape(-1, 5).log_softmax(-1)
+    t = dense.permute(0, 2, 3, 1).reshape(-1, 5).log_softmax(-1)
+    kl = (t.exp() * (t - s)).sum(-1).mean()
+    assert losses['loss_dense_path_distill'].item() == pytest.approx(0.5 * kl.item(), rel=1e-4)
+    trainer.zero_grad()
+    losses['loss_dense_path_distill'].backward()
+    grad = trainer.decode_head.conv_seg.weight.grad.clone()
+    trainer.zero_grad()
+    torch.manual_seed(0)
+    s = trainer.student(data['inputs'], mode='tensor').permute(0, 2, 3, 1).reshape(-1, 5)
+    (0.5 * (t.exp() * (t - s.log_softmax(-1))).sum(-1).mean()).backward()
+    # Only through the student's logits: a gradient through the dense path would differ.
+    torch.testing.assert_close(grad, trainer.decode_head.conv_seg.weight.grad)
 
 
 def test_gradients_reach_predictors_and_teacher_stays_frozen(seg_scope, tmp_path):

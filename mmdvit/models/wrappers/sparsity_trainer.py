@@ -105,6 +105,10 @@ class SparsityTrainer(BaseModel):
             ``dense_path.<loss>``: the slow paths' weights then learn from every position, as
             the dense model's do, not only from the kept ones. Costs a second forward and
             backward pass per step; inference is unchanged. Default 0 (off).
+        dense_path_distill_weight: with ``dense_path_weight > 0``, weight of KL(dense path ||
+            student) on the class logits of ``decode_head`` / ``head``, the dense path's
+            logits detached (in-place distillation: the dense path, trained alongside, is the
+            teacher; it needs no teacher model). Default 0 (off).
         student_checkpoint: optional full-model checkpoint (e.g. the upstream dense
             segmentor / detector) loaded into the student when training starts, after its own
             initialisation: the dense model is the starting point, and the log names the new
@@ -126,6 +130,7 @@ class SparsityTrainer(BaseModel):
                  feature_distill_weight: float = 0.5,
                  logit_distill_weight: float = 0.0,
                  dense_path_weight: float = 0.0,
+                 dense_path_distill_weight: float = 0.0,
                  feature_distill_from: Sequence[str] = ('backbone', ),
                  student_checkpoint: Optional[str] = None,
                  data_preprocessor: Optional[dict] = None,
@@ -150,13 +155,21 @@ class SparsityTrainer(BaseModel):
         if distill and teacher is None:
             raise ValueError('distillation weights are set but teacher=None: give '
                              'teacher=dict(model=..., checkpoint=...) or set the weights to 0.')
+        if dense_path_weight < 0 or dense_path_distill_weight < 0:
+            raise ValueError(f'dense_path_weight={dense_path_weight} and '
+                             f'dense_path_distill_weight={dense_path_distill_weight} must be >= 0 '
+                             '(0: off).')
+        if dense_path_distill_weight > 0 and dense_path_weight == 0:
+            raise ValueError('dense_path_distill_weight > 0 distils from the dense path, which '
+                             'needs dense_path_weight > 0 to be trained.')
         self.logit_module = None
-        if logit_distill_weight > 0:
+        if logit_distill_weight > 0 or dense_path_distill_weight > 0:
             self.logit_module = next((n for n in LOGIT_MODULES if hasattr(student_model, n)),
                                      None)
             if self.logit_module is None:
-                raise ValueError('logit_distill_weight > 0 needs a student with a decode_head '
-                                 '(segmentation) or head (classification)')
+                raise ValueError('logit_distill_weight > 0 and dense_path_distill_weight > 0 '
+                                 'need a student with a decode_head (segmentation) or head '
+                                 '(classification)')
         self.teacher_cfg = None
         if teacher is not None:
             teacher = dict(teacher)
@@ -176,9 +189,8 @@ class SparsityTrainer(BaseModel):
         self.ratio_loss_weight = ratio_loss_weight
         self.feature_distill_weight = feature_distill_weight
         self.logit_distill_weight = logit_distill_weight
-        if dense_path_weight < 0:
-            raise ValueError(f'dense_path_weight={dense_path_weight} must be >= 0 (0: off).')
         self.dense_path_weight = dense_path_weight
+        self.dense_path_distill_weight = dense_path_distill_weight
         self.__dict__['_teacher'] = None
 
     @property
@@ -281,7 +293,7 @@ class SparsityTrainer(BaseModel):
         for d in decisions:
             losses[f'kept.{decision_label(d)}'] = d.kept_fraction.mean()
         if self.dense_path_weight > 0:
-            with keep_everything():
+            with keep_everything(), capture_output(logit_module, logits=True) as dense_logits:
                 dense_path = self.student.loss(inputs, data_samples)
             for key, value in dense_path.items():
                 if 'loss' in key:  # summed by mmengine; accuracies are only logged
@@ -289,12 +301,15 @@ class SparsityTrainer(BaseModel):
                              if isinstance(value, (list, tuple)) else
                              self.dense_path_weight * value)
                 losses[f'dense_path.{key}'] = value
+            if self.dense_path_distill_weight > 0:
+                losses['loss_dense_path_distill'] = self.dense_path_distill_weight * logit_kl(
+                    _first(logits[0]), _first(dense_logits[0]).detach())
         if self.teacher_cfg is None:
             return losses
         teacher = self.build_teacher()
         teacher_modules = [getattr(teacher, n) for n in self.feature_distill_from]
         with torch.no_grad(), capture_outputs(teacher_modules) as teacher_feats:
-            if logit_module is not None:
+            if self.logit_distill_weight > 0:
                 teacher_logits = teacher(inputs, mode='tensor')
             else:
                 out = teacher.backbone(inputs)
@@ -312,7 +327,7 @@ class SparsityTrainer(BaseModel):
                     terms.append(feature_mse(student_out[0], teacher_out[0]))
             losses['loss_feat_distill'] = self.feature_distill_weight * torch.stack(
                 terms).mean()
-        if logit_module is not None:
+        if self.logit_distill_weight > 0:
             losses['loss_logit_distill'] = self.logit_distill_weight * logit_kl(
                 _first(logits[0]), _first(teacher_logits))
         return losses
