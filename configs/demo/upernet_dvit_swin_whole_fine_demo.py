@@ -4,7 +4,7 @@
 # things: 2x2 tiles of the 1/4-scale map (8x8 pixels of a 128x128 crop), a depthwise 3x3 + 1x1
 # fast path, the predictors' detail cue, keep ratios (0.5, 0.5, 0.45) for fpn_convs.0,
 # fpn_convs.1 and fpn_bottleneck, and the dense path trained at every step
-# (dense_path_weight=1.0). It starts from the demo's dense teacher and does not distil:
+# (dense_path_weight=2.0). It starts from the demo's dense teacher and does not distil:
 # the demo's dense models train for minutes and are far from converged, and on the
 # fine-structure benchmark (tools/analysis_tools/quality_benchmark.py, docs/whole_model.md)
 # distilling from them gained nothing or harmed; the full-size config distils from the
@@ -29,4 +29,4 @@ model = dict(
     student_checkpoint=_base_.model.teacher.checkpoint,
     logit_distill_weight=0,
     feature_distill_weight=0,
-    dense_path_weight=1.0)
+    dense_path_weight=2.0)
