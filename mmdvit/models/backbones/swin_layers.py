@@ -240,13 +240,13 @@ class DynamicSwinBlock(nn.Module):
 
     def forward_windows(self, x: Tensor, hw_shape: HW, decision: SparsityDecision) -> Tensor:
         """The block under a window decision over the regular windows of the padded map that
-        does not keep every window (:meth:`forward` runs those as the dense block).
+        does not keep every window, already checked by :meth:`window_count` (:meth:`forward`
+        runs a decision keeping every window as the dense block).
 
         x: (B, H*W, C) -> (B, H*W, C).
         """
         attn = self.attn
         ws = attn.window_size
-        self.window_count(hw_shape, decision)  # checks the decision
         grid = decision.hw_shape
         shift = attn.effective_shift(hw_shape)
         decision = shifted_decision(decision, ws, shift, hw_shape)
